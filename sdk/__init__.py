@@ -1,0 +1,137 @@
+"""mediagen: one typed, async client for images, video, audio and 3D meshes, local or hosted.
+
+Examples:
+    >>> import mediagen as mg
+    >>> async with mg.Client() as client:  # doctest: +SKIP
+    ...     res = await client.image("a red fox in snow", model="test:fake", seed=7)
+    ...     res.artifacts[0].save("fox.png")
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._config import Config, load_config
+from ._types import AudioInput, ImageInput, VideoInput
+from .artifacts import Artifact, Audio, Image, Mesh, Video
+from .backend import CONTRACT_VERSION, Backend, Capabilities, RunContext, allow_remote_requests
+from .errors import (
+    AllBackendsFailedError,
+    AuthenticationError,
+    BudgetExceededError,
+    DeadlineExceededError,
+    DownloadError,
+    GenerationFailedError,
+    InvalidRequestError,
+    MediagenError,
+    ModelNotFoundError,
+    ProviderError,
+    RateLimitedError,
+    UnsupportedRequestError,
+)
+from .events import Cancelled, Completed, Event, Failed, Log, Progress, Queued, Started
+from .registry import available_providers, get_backend_class, parse_model, register_backend, registry
+from .requests import AudioRequest, ImageRequest, LoRA, MeshRequest, Request, VideoRequest
+from .results import GenerationWarning, Result, Timings, Usage
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "__version__",
+    # client
+    "Client",
+    "SyncClient",
+    "Job",
+    "JobStatus",
+    "SyncJob",
+    # requests
+    "ImageRequest",
+    "VideoRequest",
+    "AudioRequest",
+    "MeshRequest",
+    "LoRA",
+    "Request",
+    "ImageInput",
+    "VideoInput",
+    "AudioInput",
+    # results and artifacts
+    "Result",
+    "Timings",
+    "Usage",
+    "GenerationWarning",
+    "Artifact",
+    "Image",
+    "Video",
+    "Audio",
+    "Mesh",
+    # events
+    "Event",
+    "Queued",
+    "Started",
+    "Progress",
+    "Log",
+    "Completed",
+    "Failed",
+    "Cancelled",
+    # backends and registry
+    "Backend",
+    "Capabilities",
+    "RunContext",
+    "CONTRACT_VERSION",
+    "allow_remote_requests",
+    "registry",
+    "register_backend",
+    "get_backend_class",
+    "parse_model",
+    "available_providers",
+    # config
+    "Config",
+    "load_config",
+    # errors
+    "MediagenError",
+    "InvalidRequestError",
+    "UnsupportedRequestError",
+    "AuthenticationError",
+    "RateLimitedError",
+    "ProviderError",
+    "GenerationFailedError",
+    "DeadlineExceededError",
+    "ModelNotFoundError",
+    "DownloadError",
+    "BudgetExceededError",
+    "AllBackendsFailedError",
+]
+
+_LAZY = {
+    "Client": ".client",
+    "Job": ".jobs",
+    "JobStatus": ".jobs",
+    "SyncClient": ".sync",
+    "SyncJob": ".sync",
+}
+
+
+def __getattr__(name: str) -> Any:
+    # The client pulls in asyncio machinery; load it on first use to keep `import mediagen` light.
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        value.__module__ = "mediagen"
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'mediagen' has no attribute {name!r}")
+
+
+def _set_module() -> None:
+    # Reprs, docs and tracebacks say `mediagen.Image`, not `mediagen.artifacts.Image`.
+    for name in __all__:
+        obj = globals().get(name)
+        if obj is not None and hasattr(obj, "__module__") and isinstance(obj, type):
+            try:
+                obj.__module__ = "mediagen"
+            except (AttributeError, TypeError):
+                pass
+
+
+_set_module()

@@ -1,0 +1,239 @@
+"""The errors mediagen raises.
+
+Every error a user should handle is a `MediagenError`::
+
+    MediagenError
+    ├── InvalidRequestError        the request itself is wrong (also a ValueError)
+    ├── UnsupportedRequestError    valid, but this backend/model cannot serve it
+    ├── AuthenticationError        missing or rejected credentials
+    ├── RateLimitedError           the provider asked us to slow down (retry_after)
+    ├── ProviderError              the provider answered with an error (status, detail)
+    ├── GenerationFailedError      the model ran and failed (or refused)
+    ├── DeadlineExceededError      the job's deadline passed (also a TimeoutError)
+    ├── ModelNotFoundError         unknown provider, model or version
+    ├── DownloadError              an output could not be fetched
+    ├── BudgetExceededError        a configured spending cap would be passed
+    └── AllBackendsFailedError     every member of a fallback chain failed (holds each error)
+
+Cancellation is asyncio's own `CancelledError`. Programmer mistakes (using a closed client, calling
+the async client without a loop) are plain `RuntimeError`s outside this tree.
+
+Errors carry `provider`, `model`, `status`, `detail`, `retry_after` and `retryable`, and they
+pickle (a job's error may cross a process boundary).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+__all__ = [
+    "MediagenError",
+    "InvalidRequestError",
+    "UnsupportedRequestError",
+    "AuthenticationError",
+    "RateLimitedError",
+    "ProviderError",
+    "GenerationFailedError",
+    "DeadlineExceededError",
+    "ModelNotFoundError",
+    "DownloadError",
+    "BudgetExceededError",
+    "AllBackendsFailedError",
+    "redact",
+]
+
+# Tokens look like `r8_...`, `hf_...` or bearer strings; they never belong in a message.
+_SECRET_PATTERNS = [
+    re.compile(r"\b(r8|hf|sk)_[A-Za-z0-9]{6,}"),
+    re.compile(r"(?i)(bearer|token)\s+[A-Za-z0-9_\-\.]{8,}"),
+    re.compile(r"whsec_[A-Za-z0-9+/=]{8,}"),
+]
+
+
+def redact(text: str, *secrets: str | None) -> str:
+    """Hide credentials in `text`: the given secrets and anything shaped like a token.
+
+    Args:
+        text: The message that may contain a secret.
+        *secrets: Known secret values to hide wherever they appear.
+
+    Returns:
+        The message with each secret replaced by `***`.
+    """
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            text = text.replace(secret, "***")
+    for pattern in _SECRET_PATTERNS:
+        text = pattern.sub(lambda m: m.group(0)[:3] + "***", text)
+    return text
+
+
+class MediagenError(Exception):
+    """Base of every error mediagen raises on purpose.
+
+    Attributes:
+        message: What happened and what to do about it.
+        provider: The provider involved (`"replicate"`), when known.
+        model: The model part of the model string, when known.
+        status: The HTTP status the provider answered with, when there was one.
+        detail: The provider's own words, unconverted.
+        retry_after: Seconds the provider asked us to wait before trying again.
+        retryable: Whether the same request may succeed if sent again (or elsewhere).
+    """
+
+    retryable_default: bool = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str | None = None,
+        model: str | None = None,
+        status: int | None = None,
+        detail: str | None = None,
+        retry_after: float | None = None,
+        retryable: bool | None = None,
+    ) -> None:
+        message = redact(message)
+        super().__init__(message)
+        self.message = message
+        self.provider = provider
+        self.model = model
+        self.status = status
+        self.detail = redact(detail) if detail else detail
+        self.retry_after = retry_after
+        self.retryable = self.retryable_default if retryable is None else retryable
+
+    def _kwargs(self) -> dict[str, Any]:
+        return {
+            "provider": self.provider,
+            "model": self.model,
+            "status": self.status,
+            "detail": self.detail,
+            "retry_after": self.retry_after,
+            "retryable": self.retryable,
+        }
+
+    def __reduce__(self) -> Any:
+        # Keyword-only constructors don't survive the default pickling of exceptions.
+        return (_rebuild, (type(self), self.message, self._kwargs(), self._extra()))
+
+    def _extra(self) -> dict[str, Any]:
+        return {}
+
+    def __str__(self) -> str:
+        where = ":".join(p for p in (self.provider, self.model) if p)
+        return f"{self.message} [{where}]" if where and where not in self.message else self.message
+
+
+def _rebuild(cls: type[MediagenError], message: str, kwargs: dict[str, Any], extra: dict[str, Any]) -> Any:
+    err = cls.__new__(cls)
+    MediagenError.__init__(err, message, **kwargs)
+    err.__dict__.update(extra)
+    return err
+
+
+class InvalidRequestError(MediagenError, ValueError):
+    """The request is invalid: fix the request, sending it again will not help.
+
+    Attributes:
+        errors: pydantic-style error dicts (`loc`, `msg`, `type`) when validation produced them.
+    """
+
+    def __init__(self, message: str, *, errors: list[dict[str, Any]] | None = None, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.errors = errors or []
+
+    def _extra(self) -> dict[str, Any]:
+        return {"errors": self.errors}
+
+
+class UnsupportedRequestError(MediagenError):
+    """The request is valid but this backend or model cannot serve it.
+
+    Attributes:
+        feature: The request field or task that cannot be honoured.
+        supported_by: Providers that could serve it.
+    """
+
+    def __init__(
+        self, message: str, *, feature: str | None = None, supported_by: list[str] | None = None, **kw: Any
+    ) -> None:
+        super().__init__(message, **kw)
+        self.feature = feature
+        self.supported_by = supported_by or []
+
+    def _extra(self) -> dict[str, Any]:
+        return {"feature": self.feature, "supported_by": self.supported_by}
+
+
+class AuthenticationError(MediagenError):
+    """Credentials are missing or were rejected."""
+
+
+class RateLimitedError(MediagenError):
+    """The provider is throttling us; wait `retry_after` seconds."""
+
+    retryable_default = True
+
+
+class ProviderError(MediagenError):
+    """The provider answered with an error; `status` and `detail` say which."""
+
+    def __init__(self, message: str, **kw: Any) -> None:
+        status = kw.get("status")
+        if kw.get("retryable") is None:
+            # Server-side trouble may pass; a 4xx will not change by sending it again.
+            kw["retryable"] = status is None or status >= 500 or status in (408, 409)
+        super().__init__(message, **kw)
+
+
+class GenerationFailedError(MediagenError):
+    """The model ran but produced no result (an error in the model, out of memory, a refusal).
+
+    Attributes:
+        refused: True when the provider refused the content (never worth a fallback).
+    """
+
+    def __init__(self, message: str, *, refused: bool = False, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.refused = refused
+
+    def _extra(self) -> dict[str, Any]:
+        return {"refused": self.refused}
+
+
+class DeadlineExceededError(MediagenError, TimeoutError):
+    """The job's deadline passed before it finished; the work was cancelled."""
+
+    retryable_default = True
+
+
+class ModelNotFoundError(MediagenError):
+    """The provider, model or version does not exist (or is not visible to you)."""
+
+
+class DownloadError(MediagenError):
+    """An artifact could not be downloaded (network, size cap, unexpected content)."""
+
+    retryable_default = True
+
+
+class BudgetExceededError(MediagenError):
+    """Running this job would pass the configured budget."""
+
+
+class AllBackendsFailedError(MediagenError):
+    """Every backend of a fallback chain failed.
+
+    Attributes:
+        errors: `(model string, error)` for each attempt, in order.
+    """
+
+    def __init__(self, message: str, *, errors: list[tuple[str, BaseException]] | None = None, **kw: Any):
+        super().__init__(message, **kw)
+        self.errors = errors or []
+
+    def _extra(self) -> dict[str, Any]:
+        return {"errors": self.errors}

@@ -1,0 +1,42 @@
+"""Shared fixtures: the suite never reaches the network, and tiny models are built once per run."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import mediagen as mg
+import pytest
+
+# Hosted backends may only talk to loopback servers during tests.
+mg.allow_remote_requests(False)
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.pop("REPLICATE_API_TOKEN", None)
+
+
+@pytest.fixture(scope="session")
+def tiny_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One directory per test run holding the tiny random-weight models (built on demand)."""
+    return tmp_path_factory.mktemp("tiny-models")
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_models_dir: Path) -> Callable[[str], Path]:
+    """`tiny_model("sd")` → the directory of that tiny model, built the first time it is asked for."""
+    from mediagen.testing.tiny import ensure_tiny_model
+
+    def get(name: str) -> Path:
+        return ensure_tiny_model(name, cache_dir=tiny_models_dir)
+
+    return get
+
+
+@pytest.fixture(autouse=True)
+def _isolated_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test reads the developer's own mediagen.toml or writes to their cache."""
+    config = tmp_path / "mediagen.toml"
+    config.touch()
+    monkeypatch.setenv("MEDIAGEN_CONFIG", str(config))
+    monkeypatch.setenv("MEDIAGEN_CACHE_DIR", str(tmp_path / "mediagen-cache"))
