@@ -341,6 +341,74 @@ def backends(as_json: bool = _json_opt) -> None:
     Console().print(table)
 
 
+@app.command()
+def demo(
+    output: str = typer.Option("mediagen-demo", "--output", "-o", help="Directory for the files."),
+) -> None:
+    """Build tiny random-weight models and generate one file per modality (offline)."""
+    from .demo import run_demo
+
+    typer.echo("mediagen demo: tiny random-weight models, so expect noise, not foxes.")
+    written = run_demo(output, echo=typer.echo)
+    if not written:
+        typer.echo("nothing could be generated here: install the extras, e.g. pip install 'mediagen[all]'")
+        raise typer.Exit(EXIT_FAILED)
+
+
+@app.command()
+def batch(
+    path: Path = typer.Argument(..., help="JSONL file: one request per line.", exists=True, dir_okay=False),
+    model: Optional[str] = _model_opt,
+    output: str = typer.Option("batch-out", "--output", "-o", help="Directory for outputs and manifest.jsonl."),
+    concurrency: int = typer.Option(4, "--concurrency", "-c", min=1, help="Lines run at once."),
+    as_json: bool = _json_opt,
+) -> None:
+    """Run every line of a JSONL file; a re-run skips finished lines. Exit 1 if any line failed."""
+    import asyncio
+
+    import mediagen as mg
+
+    from .batch import parse_lines, run_batch
+
+    total = len(parse_lines(path))
+
+    async def main() -> Any:
+        async with mg.Client() as client:
+            if as_json or not sys.stderr.isatty():
+                return await run_batch(path, output, client=client, model=model, concurrency=concurrency)
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+            with Progress("{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()) as bar:
+                task = bar.add_task(path.name, total=total)
+                return await run_batch(
+                    path,
+                    output,
+                    client=client,
+                    model=model,
+                    concurrency=concurrency,
+                    on_line_done=lambda _n, _err: bar.advance(task),
+                )
+
+    report = asyncio.run(main())
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {
+                    "done": report.done,
+                    "skipped": report.skipped,
+                    "failed": {str(k): v for k, v in sorted(report.failed.items())},
+                    "files": [str(f) for f in report.files],
+                }
+            )
+        )
+    else:
+        typer.echo(f"{len(report.done)} done, {len(report.skipped)} already done, {len(report.failed)} failed")
+        for number, why in sorted(report.failed.items()):
+            typer.echo(f"  line {number}: {why}", err=True)
+    if report.failed:
+        raise typer.Exit(EXIT_FAILED)
+
+
 def _fail(exc: BaseException, code: int, as_json: bool) -> None:
     if as_json:
         typer.echo(json.dumps({"error": type(exc).__name__, "message": str(exc)}))
