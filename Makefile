@@ -16,8 +16,10 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[$(EXTRAS)]"
 	touch $(STAMP)
 
+LINT_DIRS := $(wildcard sdk backends tests benchmarks examples)
+
 lint: $(STAMP)
-	$(VENV)/bin/ruff check sdk backends tests benchmarks examples
+	$(VENV)/bin/ruff check $(LINT_DIRS)
 	$(VENV)/bin/ruff format --check sdk backends
 
 typecheck: $(STAMP)
