@@ -64,6 +64,7 @@ __all__ = [
     "Video",
     "Audio",
     "Mesh",
+    "mux",
     # events
     "Event",
     "Queued",
@@ -100,6 +101,15 @@ __all__ = [
     "DownloadError",
     "BudgetExceededError",
     "AllBackendsFailedError",
+    # reliability: policies, cache, ledger, provenance, safety
+    "Policy",
+    "RetryPolicy",
+    "RateLimiter",
+    "ConcurrencyLimiter",
+    "ResultCache",
+    "Ledger",
+    "read_provenance",
+    "safe_filename",
 ]
 
 _LAZY = {
@@ -108,6 +118,15 @@ _LAZY = {
     "JobStatus": ".jobs",
     "SyncClient": ".sync",
     "SyncJob": ".sync",
+    "Policy": ".policies",
+    "RetryPolicy": ".policies",
+    "RateLimiter": ".policies",
+    "ConcurrencyLimiter": ".policies",
+    "ResultCache": ".cache",
+    "Ledger": ".ledger",
+    "read_provenance": ".provenance",
+    "safe_filename": ".safety",
+    "mux": "._mux",
 }
 
 

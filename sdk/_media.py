@@ -70,7 +70,7 @@ def sniff_media_type(data: bytes) -> str | None:
         return "audio/flac"
     if head.startswith(b"OggS"):
         return "audio/ogg"
-    if head.startswith(b"ID3") or head[:2] in (b"\xff\xfb", b"\xff\xf3", b"\xff\xf2"):
+    if head.startswith(b"ID3") or _is_mp3_frame(head):
         return "audio/mpeg"
     if head[4:8] == b"ftyp":
         brand = head[8:12]
@@ -91,6 +91,18 @@ def sniff_media_type(data: bytes) -> str | None:
     if text[:2] in (b"v ", b"o ", b"g ") or (text.startswith(b"# ") and b"\nv " in data[:4096]):
         return "model/obj"
     return None
+
+
+def _is_mp3_frame(head: bytes) -> bool:
+    # An MPEG audio frame header: 11 sync bits, a version other than "reserved", layer III.
+    # This covers MPEG-1 (44.1/48 kHz), MPEG-2 (16-24 kHz) and MPEG-2.5 (8-12 kHz), with or without CRC.
+    return (
+        len(head) >= 2
+        and head[0] == 0xFF
+        and head[1] & 0xE0 == 0xE0
+        and head[1] & 0x18 != 0x08
+        and head[1] & 0x06 == 0x02
+    )
 
 
 def media_type_for_name(name: str) -> str | None:
@@ -157,7 +169,16 @@ def to_data_url(data: bytes, media_type: str | None) -> str:
 def _check_scheme(url: str) -> None:
     scheme = urllib.parse.urlsplit(url).scheme
     if scheme not in ("http", "https"):
-        raise DownloadError(f"cannot download {url[:80]!r}: only http(s) and data: URLs are fetched")
+        raise DownloadError(f"cannot download {url[:80]!r}: only http(s) and data: URLs are fetched", retryable=False)
+
+
+def _check_declared_size(declared: str | None, max_bytes: int, url: str) -> None:
+    # Refuse before reading a byte when the server says the body is too big (the count while
+    # streaming still catches a server that says nothing, or lies).
+    if declared is not None and declared.strip().isdigit() and int(declared) > max_bytes:
+        raise DownloadError(
+            f"download of {declared} bytes passes the size cap of {max_bytes} bytes: {url[:120]}", retryable=False
+        )
 
 
 def download(url: str, *, max_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES, timeout: float = 60.0) -> bytes:
@@ -180,10 +201,13 @@ def download(url: str, *, max_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES, timeout: 
                     f"download failed with HTTP {response.status_code}: {url[:120]}",
                     status=response.status_code,
                 )
+            _check_declared_size(response.headers.get("content-length"), max_bytes, url)
             for chunk in response.iter_bytes():
                 size += len(chunk)
                 if size > max_bytes:
-                    raise DownloadError(f"download passed the size cap of {max_bytes} bytes: {url[:120]}")
+                    raise DownloadError(
+                        f"download passed the size cap of {max_bytes} bytes: {url[:120]}", retryable=False
+                    )
                 chunks.append(chunk)
     except httpx.HTTPError as exc:
         raise DownloadError(f"download failed ({type(exc).__name__}: {exc}): {url[:120]}") from exc
@@ -224,10 +248,13 @@ async def adownload(
                     f"download failed with HTTP {response.status_code}: {url[:120]}",
                     status=response.status_code,
                 )
+            _check_declared_size(response.headers.get("content-length"), max_bytes, url)
             async for chunk in response.aiter_bytes():
                 size += len(chunk)
                 if size > max_bytes:
-                    raise DownloadError(f"download passed the size cap of {max_bytes} bytes: {url[:120]}")
+                    raise DownloadError(
+                        f"download passed the size cap of {max_bytes} bytes: {url[:120]}", retryable=False
+                    )
                 chunks.append(chunk)
     except httpx.HTTPError as exc:
         raise DownloadError(f"download failed ({type(exc).__name__}: {exc}): {url[:120]}") from exc

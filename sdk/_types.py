@@ -34,7 +34,7 @@ def coerce_artifact(value: Any, cls: type[Artifact]) -> Artifact:
     if isinstance(value, cls):
         return value
     if isinstance(value, Artifact):
-        raise ValueError(f"expected a {cls.__name__}, got a {type(value).__name__} artifact")
+        raise ValueError(f"expected {_a(cls.__name__)}, got {_a(type(value).__name__)} artifact")
     if isinstance(value, bytes):
         if not value:
             raise ValueError("got empty bytes; pass the file's contents")
@@ -47,9 +47,16 @@ def coerce_artifact(value: Any, cls: type[Artifact]) -> Artifact:
             _check_kind(artifact, cls)
         return artifact
     if isinstance(value, (str, os.PathLike)):
-        path = Path(value).expanduser()
-        if not path.is_file():
-            raise ValueError(f"no such file: {str(path)!r} (pass a path, an http(s)/data: URL, or bytes)")
+        try:
+            # expanduser raises RuntimeError for an unknown `~user`; stat raises OSError for a name too long.
+            path = Path(value).expanduser()
+            if not path.is_file():
+                raise ValueError(f"no such file: {str(path)!r} (pass a path, an http(s)/data: URL, or bytes)")
+            with open(path, "rb") as f:
+                head = f.read(4096)  # a look at the head tells the kind without loading a large file
+        except (OSError, RuntimeError) as exc:
+            raise ValueError(f"not a usable path: {str(value)[:80]!r} ({exc})") from None
+        _check_kind(cls(head), cls)
         return cls(path=path)
     if cls is Image:
         if type(value).__module__.startswith("PIL."):
@@ -63,7 +70,7 @@ def coerce_artifact(value: Any, cls: type[Artifact]) -> Artifact:
     accepted = "an artifact, a path, a URL or bytes"
     if cls is Image:
         accepted = "an mg.Image, a path, a URL, bytes, a PIL image or a numpy array"
-    raise TypeError(f"cannot use a {type(value).__name__} as a {cls.__name__}; pass {accepted}")
+    raise TypeError(f"cannot use {_a(type(value).__name__)} as {_a(cls.__name__)}; pass {accepted}")
 
 
 def _check_kind(artifact: Artifact, cls: type[Artifact]) -> None:
@@ -74,4 +81,10 @@ def _check_kind(artifact: Artifact, cls: type[Artifact]) -> None:
     kind = kind_of_media_type(sniffed)
     # An animated GIF is a fine video input; anything else must match the kind asked for.
     if sniffed is None or (kind != cls.kind and not (cls is Video and sniffed == "image/gif")):
-        raise ValueError(f"these bytes are {sniffed or 'of an unknown format'}, not a {cls.kind}")
+        raise ValueError(
+            f"these bytes are {sniffed or 'of an unknown format'}, not {'an' if cls.kind[0] in 'aeiou' else 'a'} {cls.kind}"
+        )
+
+
+def _a(noun: str) -> str:
+    return f"{'an' if noun[:1].lower() in 'aeiou' else 'a'} {noun}"

@@ -150,13 +150,22 @@ class Artifact:
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the artifact to `path`, in the format its suffix names.
 
+        `path` may be a directory (an existing one, or a name ending in `/`): the file then takes
+        the artifact's own name (`metadata["filename"]`, else the last part of its URL, as the
+        provider chose it), passed through `mediagen.safety.safe_filename`, so a provider's name
+        never puts the file outside that directory.
+
+        When `metadata["provenance"]` is set (the client sets it on results), it is written into
+        the file without re-encoding, or into a `<file>.mediagen.json` sidecar where the format
+        has no place for it (see `mediagen.provenance`; read it back with `mg.read_provenance`).
+
         Returns:
             The path written.
 
         Raises:
             ValueError: The suffix names a format this kind of artifact cannot be saved as.
         """
-        target = Path(path)
+        target = self._save_target(path)
         wanted = media_type_for_name(target.name)
         if wanted is None:
             raise ValueError(f"cannot tell a format from {target.name!r}: add a suffix such as {self._suffixes()}")
@@ -166,15 +175,46 @@ class Artifact:
         else:
             data = self.read()
             payload = data if self.media_type == wanted else self._encode_as(wanted)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        tmp.write_bytes(payload)
-        os.replace(tmp, target)
+        sidecar: bytes | None = None
+        provenance = self.metadata.get("provenance")
+        if isinstance(provenance, Mapping) and provenance:
+            from .provenance import embed, sidecar_json
+
+            stamped = embed(payload, wanted, provenance)
+            if stamped is None:
+                sidecar = sidecar_json(provenance)
+            else:
+                payload = stamped
+        _write_atomic(target, payload)
+        if sidecar is not None:
+            from .provenance import sidecar_path
+
+            _write_atomic(sidecar_path(target), sidecar)
         return target
 
+    def _save_target(self, path: str | os.PathLike[str]) -> Path:
+        given = os.fspath(path)
+        target = Path(given)
+        if not (given.endswith(("/", os.sep)) or target.is_dir()):
+            return target
+        from .safety import safe_filename
+
+        suffix = suffix_for_media_type(self.media_type) or ""
+        source = self.metadata.get("filename") or (self.url if self.url and not self.url.startswith("data:") else None)
+        if source is None and self.path is not None:
+            source = self.path.name
+        name = safe_filename(str(source) if source else None, default=f"{self.kind}{suffix}")
+        if kind_of_media_type(media_type_for_name(name)) != self.kind:
+            name += suffix  # a provider's name with a foreign suffix must not pick the format
+        return target / name
+
     async def asave(self, path: str | os.PathLike[str]) -> Path:
-        """Async twin of `save`: the download (if any) does not block the event loop."""
+        """Async twin of `save`: neither the download nor the encoding blocks the event loop."""
+        import asyncio
+
         await self.aread()
-        return self.save(path)
+        # Encoding, and the ffmpeg remux that writes provenance into an MP4, take real time.
+        return await asyncio.to_thread(self.save, path)
 
     def _suffixes(self) -> str:
         return ", ".join(self._formats)
@@ -289,8 +329,8 @@ class Image(Artifact):
         if formats[media_type] == "JPEG" and pil.mode not in ("RGB", "L"):
             pil = pil.convert("RGB")
         buf = io.BytesIO()
-        pnginfo = _png_info(self.metadata.get("provenance")) if media_type == "image/png" else None
-        pil.save(buf, format=formats[media_type], **({"pnginfo": pnginfo} if pnginfo else {}))
+        # Provenance is not encoded here: `save()` inserts it, so in-memory bytes stay the model's.
+        pil.save(buf, format=formats[media_type])
         return buf.getvalue()
 
     def _describe(self) -> str:
@@ -305,23 +345,21 @@ class Image(Artifact):
         return self._encode_as("image/png")
 
 
-def _png_info(provenance: Any) -> Any:
-    if not provenance:
-        return None
-    import json
-
-    from PIL.PngImagePlugin import PngInfo
-
-    info = PngInfo()
-    info.add_text("mediagen", json.dumps(provenance, sort_keys=True))
-    return info
+def _write_atomic(target: Path, payload: bytes) -> None:
+    # Readers never see a half-written file: write beside it, then rename over it.
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(payload)
+    os.replace(tmp, target)
 
 
 def _to_uint8(array: Any) -> np.ndarray[Any, Any]:
     import numpy as np
 
     arr = np.asarray(array)
-    if arr.dtype != np.uint8:
+    if arr.dtype != np.uint8 and np.issubdtype(arr.dtype, np.integer):
+        # Integer pixels are 0..255 whatever their width (an int64 array from arithmetic on uint8).
+        arr = np.clip(arr, 0, 255).astype(np.uint8)
+    elif arr.dtype != np.uint8:
         arr = (np.clip(arr.astype("float32"), 0.0, 1.0) * 255.0).round().astype(np.uint8)
     return arr
 
@@ -404,6 +442,12 @@ class Video(Artifact):
             t, h, w = self._frames.shape[:3]
             return f" {w}x{h} {t} frames @ {self.fps:g} fps"
         return ""
+
+    def with_audio(self, audio: Audio) -> Video:
+        """This video as an MP4 with `audio` as its soundtrack, trimmed or padded to its length (see `mediagen.mux`)."""
+        from ._mux import mux
+
+        return mux(self, audio)
 
     def _repr_html_(self) -> str:
         if self.media_type == "image/gif":
@@ -725,8 +769,6 @@ class Mesh(Artifact):
         if media_type not in file_types:
             return super()._encode_as(media_type)
         mesh = self.to_trimesh()
-        if media_type == "model/gltf-binary" and self.metadata.get("provenance"):
-            mesh.metadata.setdefault("extras", {})["mediagen"] = self.metadata["provenance"]
         out = mesh.export(file_type=file_types[media_type])
         return out.encode() if isinstance(out, str) else bytes(out)
 

@@ -31,7 +31,7 @@ import threading
 import time
 import urllib.parse
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -39,6 +39,9 @@ from .errors import DeadlineExceededError, UnsupportedRequestError
 from .events import NULL_SINK, Event, EventSink, Log, Progress
 from .requests import TASKS, Request, Task
 from .results import GenerationWarning, Result
+
+if TYPE_CHECKING:
+    from .policies import Policy
 
 __all__ = [
     "CONTRACT_VERSION",
@@ -103,6 +106,24 @@ class RunContext:
         self.warnings: list[GenerationWarning] = []
         self.cancelled = threading.Event()
         """Set when the job is cancelled or its deadline passes: worker threads poll it."""
+        self._policy: Policy | None = None
+
+    @property
+    def policy(self) -> Policy:
+        """The provider's policy for this call (retry, limits, attempt deadlines); never None.
+
+        A backend with `handles_retries = True` wraps its own transport calls in
+        `ctx.policy.retry.run(...)` when `ctx.policy.retry` is set.
+        """
+        if self._policy is None:
+            from .policies import Policy
+
+            self._policy = Policy()
+        return self._policy
+
+    @policy.setter
+    def policy(self, value: Policy) -> None:
+        self._policy = value
 
     def emit(self, event: Event) -> None:
         """Send an event to the job's listeners (thread-safe when the sink is)."""
@@ -183,6 +204,10 @@ class Backend(ABC):
     """Every task some model of this provider can serve (used to suggest backends)."""
     remote: ClassVar[bool] = False
     """True for hosted backends: they send requests over the network."""
+    handles_retries: ClassVar[bool] = False
+    """True when `run` retries its own transport calls under `ctx.policy.retry` (hosted backends,
+    which alone know which calls can be repeated without a second billable prediction); the client
+    then never retries a whole run of this backend."""
 
     def __init__(self, **settings: Any) -> None:
         """Create the backend from its `[providers.<name>]` settings in `mediagen.toml`."""
@@ -191,6 +216,15 @@ class Backend(ABC):
     async def capabilities(self, model: str) -> Capabilities:
         """What `model` can do. The default claims the provider's `tasks` with no limits."""
         return Capabilities(tasks=self.tasks)
+
+    async def revision(self, model: str) -> str | None:
+        """The exact revision `model` resolves to now (a commit hash, a version id), if known.
+
+        The result cache keys on it, so an output made by an older revision is not served after
+        the model changed. The default, None, means "unknown": the model string alone is the key.
+        Backends should remember the answer rather than ask a server every time.
+        """
+        return None
 
     @abstractmethod
     async def run(self, request: Request, model: str, ctx: RunContext) -> Result:

@@ -217,7 +217,12 @@ class ModelNotFoundError(MediagenError):
 class DownloadError(MediagenError):
     """An artifact could not be downloaded (network, size cap, unexpected content)."""
 
-    retryable_default = True
+    def __init__(self, message: str, **kw: Any) -> None:
+        if kw.get("retryable") is None:
+            # A dropped connection or a 5xx may pass; a 404 or an oversized body will not.
+            status = kw.get("status")
+            kw["retryable"] = status is None or status >= 500 or status in (408, 429)
+        super().__init__(message, **kw)
 
 
 class BudgetExceededError(MediagenError):

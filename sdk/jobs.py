@@ -68,8 +68,10 @@ class Job:
         self._status = JobStatus.QUEUED
         self._result: Result | None = None
         self._error: BaseException | None = None
+        self._cancel_reason = "cancelled"
         self._record(Queued())
         self._task = asyncio.ensure_future(self._main(runner))
+        self._task.add_done_callback(self._on_task_done)
 
     # -- state ----------------------------------------------------------------------------------
 
@@ -131,7 +133,7 @@ class Job:
         try:
             result = await runner(self)
         except asyncio.CancelledError:
-            self._finish(JobStatus.CANCELLED, Cancelled())
+            self._finish(JobStatus.CANCELLED, Cancelled(reason=self._cancel_reason))
             raise
         except BaseException as exc:  # the error is the job's outcome, re-raised by result()
             self._error = exc
@@ -141,6 +143,11 @@ class Job:
         else:
             self._result = result
             self._finish(JobStatus.SUCCEEDED, Completed(result=result))
+
+    def _on_task_done(self, task: asyncio.Future[None]) -> None:
+        # A task cancelled before its first step never enters `_main`: end the job here instead.
+        if not self._status.done and task.cancelled():
+            self._finish(JobStatus.CANCELLED, Cancelled(reason=self._cancel_reason))
 
     def _finish(self, status: JobStatus, event: Event) -> None:
         self._record(event)
@@ -173,7 +180,14 @@ class Job:
         """
         if self._task.done():
             return
+        self._request_cancel(reason)
+        await asyncio.wait([self._task])
+
+    def _request_cancel(self, reason: str) -> None:
+        """Ask the job to stop without waiting (the client uses it when closing)."""
+        if self._task.done():
+            return
         if self._ctx is not None:
             self._ctx.cancelled.set()
+        self._cancel_reason = reason
         self._task.cancel(reason)
-        await asyncio.wait([self._task])

@@ -120,8 +120,11 @@ def get_backend_class(name: str) -> type[Backend]:
         try:
             module = importlib.import_module(module_name)
         except ImportError as exc:
-            extra = _EXTRAS.get(name, name)
-            raise ImportError(f"pip install 'mediagen[{extra}]' to use '{name}:' models ({exc})") from exc
+            if name in _EXTRAS:
+                hint = f"pip install 'mediagen[{_EXTRAS[name]}]' to use '{name}:' models"
+            else:
+                hint = f"the plugin providing '{name}:' ({module_name}) failed to import; is its package installed?"
+            raise ImportError(f"{hint} ({exc})") from exc
         cls: type[Backend] = getattr(module, attr)
     else:
         cls = target

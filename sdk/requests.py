@@ -230,6 +230,13 @@ class ImageRequest(_Request):
             default: The side used when nothing is given (the longer side for an aspect ratio).
             multiple: Round sides derived from an aspect ratio to this multiple.
         """
+        if self.aspect_ratio and (self.width is None) != (self.height is None):
+            # One side given with an aspect ratio: the other side follows the ratio.
+            w, h = (int(x) for x in self.aspect_ratio.split(":"))
+            if self.width is not None:
+                return self.width, max(multiple, round(self.width * h / w / multiple) * multiple)
+            assert self.height is not None
+            return max(multiple, round(self.height * w / h / multiple) * multiple), self.height
         if self.width is not None or self.height is not None:
             return self.width or self.height or default, self.height or self.width or default
         if self.aspect_ratio:

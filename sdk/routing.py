@@ -67,12 +67,22 @@ class Cooldowns:
     seconds: float = 30.0
     _until: dict[str, float] = field(default_factory=dict)
 
-    def trip(self, model: str, error: BaseException) -> None:
-        """Start a cooldown for `model` if `error` looks like an outage (or throttling)."""
+    def trip(self, model: str, error: BaseException, seconds: float | None = None) -> None:
+        """Start a cooldown for `model` if `error` looks like an outage, throttling or a hang.
+
+        Args:
+            model: The model string (`provider:model`).
+            error: What the attempt failed with.
+            seconds: The cooldown for this model (its provider's policy); `self.seconds` when None.
+        """
+        length = self.seconds if seconds is None else seconds
+        if length <= 0:
+            return
         if isinstance(error, RateLimitedError):
-            self._until[model] = time.monotonic() + max(self.seconds, error.retry_after or 0.0)
-        elif isinstance(error, ProviderError) and error.retryable:
-            self._until[model] = time.monotonic() + self.seconds
+            self._until[model] = time.monotonic() + max(length, error.retry_after or 0.0)
+        elif (isinstance(error, ProviderError) and error.retryable) or isinstance(error, DeadlineExceededError):
+            # A hung attempt costs every later job its attempt deadline: treat it like an outage.
+            self._until[model] = time.monotonic() + length
 
     def cooling(self, model: str) -> float:
         """Seconds left in `model`'s cooldown (0 when it may be tried)."""

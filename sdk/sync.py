@@ -9,6 +9,7 @@ child gets a fresh loop thread.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import os
 import threading
 from collections.abc import Callable, Coroutine, Iterator
@@ -58,10 +59,14 @@ def _run(coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
     except RuntimeError:
         running = None
     if running is loop:
+        coro.close()  # never started: close it so Python does not warn that it was never awaited
         raise RuntimeError("a SyncClient cannot be used from inside its own event loop; use mediagen.Client")
     future = asyncio.run_coroutine_threadsafe(coro, loop)
     try:
         return future.result(timeout)
+    except concurrent.futures.CancelledError as exc:
+        # The same type as the async client raises: cancellation is asyncio's own CancelledError.
+        raise asyncio.CancelledError(*exc.args) from None
     except KeyboardInterrupt:
         # Ctrl-C in a script or notebook cancels the work, remote predictions included.
         future.cancel()
@@ -139,6 +144,11 @@ class SyncClient:
         """The configuration in force."""
         return self._client.config
 
+    @property
+    def usage(self) -> Any:
+        """The client's usage ledger (see `Client.usage`)."""
+        return self._client.usage
+
     def __enter__(self) -> SyncClient:
         return self
 
@@ -156,11 +166,15 @@ class SyncClient:
         model: ModelArg = None,
         timeout: Timeout = USE_CLIENT_DEFAULT,
         strict: bool | None = None,
+        **options: Any,
     ) -> SyncJob:
-        """Start a generation and return its job at once (see `Client.submit`)."""
+        """Start a generation and return its job at once (see `Client.submit`).
+
+        `options` are `Client.submit`'s `cache`, `provenance` and `policy`.
+        """
 
         async def submit() -> Job:
-            return self._client.submit(request, model=model, timeout=timeout, strict=strict)
+            return self._client.submit(request, model=model, timeout=timeout, strict=strict, **options)
 
         return SyncJob(_run(submit()))
 
@@ -172,9 +186,15 @@ class SyncClient:
         timeout: Timeout = USE_CLIENT_DEFAULT,
         strict: bool | None = None,
         on_event: Callable[[Event], Any] | None = None,
+        **options: Any,
     ) -> Result:
-        """Generate and wait (see `Client.generate`); `on_event` runs on the client's loop thread."""
-        return _run(self._client.generate(request, model=model, timeout=timeout, strict=strict, on_event=on_event))
+        """Generate and wait (see `Client.generate`); `on_event` runs on the client's loop thread.
+
+        `options` are `Client.generate`'s `cache`, `provenance` and `policy`.
+        """
+        return _run(
+            self._client.generate(request, model=model, timeout=timeout, strict=strict, on_event=on_event, **options)
+        )
 
     def image(self, prompt: str, **kwargs: Any) -> Result:
         """Generate images (see `Client.image`)."""

@@ -1,0 +1,427 @@
+"""Policies in one place: retries, rate limits, concurrency limits and attempt deadlines.
+
+Each provider has one `Policy`, read from its `[providers.<name>.policy]` table in
+`mediagen.toml` (or `Client(providers={"<name>": {"policy": {...}}})`), and a call may override
+the parts that make sense per call (`retry`, `attempt_timeout`, `attempt_share`, `cooldown_s`)::
+
+    [providers.replicate.policy]
+    max_concurrency = 8            # backend calls in flight at once, across all jobs
+    requests_per_minute = 600      # token bucket, refilled continuously
+    burst = 10                     # tokens the bucket holds (default: one second's worth)
+    attempt_timeout = 120          # seconds one attempt may take before the chain moves on
+    attempt_share = 0.5            # or: this share of the job's remaining time (not the last member)
+    cooldown_s = 30                # skip this provider's models this long after an outage
+
+    [providers.replicate.policy.retry]
+    attempts = 4                   # tries in all, the first included
+    backoff_base_s = 0.5           # first wait; doubles each time ...
+    backoff_max_s = 20             # ... up to this
+    jitter = 0.5                   # each wait is cut by up to this share, at random
+    max_retry_after_s = 120        # a longer Retry-After is not waited out: the error is raised
+
+The client enforces `max_concurrency` and `requests_per_minute` around every `backend.run`, and the
+attempt deadlines and cooldowns in fallback chains. The `retry` policy is applied exactly once: by
+the client around whole runs, or, for a backend that sets `handles_retries = True`, by the backend
+itself around its own transport calls (it reads `ctx.policy.retry`), since only it knows which
+calls are safe to repeat without paying twice. The classes are plain building blocks, usable on
+their own::
+
+    from mediagen.policies import RetryPolicy, RateLimiter
+
+    retry = RetryPolicy(attempts=3)
+    limiter = RateLimiter(per_minute=600)
+
+    async def create():
+        async with limiter:
+            return await http.post(...)
+
+    prediction = await retry.run(create, is_retryable=lambda exc: isinstance(exc, RateLimitedError))
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .errors import DeadlineExceededError, InvalidRequestError, MediagenError
+
+if TYPE_CHECKING:
+    import asyncio
+
+__all__ = [
+    "RetryPolicy",
+    "RateLimiter",
+    "ConcurrencyLimiter",
+    "Policy",
+    "is_retryable_error",
+]
+
+T = TypeVar("T")
+
+
+def is_retryable_error(error: BaseException) -> bool:
+    """The default test of `RetryPolicy.run`: a `MediagenError` that says it is `retryable`.
+
+    A deadline that passed is not retried: the time it would need is already gone.
+    """
+    return isinstance(error, MediagenError) and error.retryable and not isinstance(error, DeadlineExceededError)
+
+
+class RetryPolicy(BaseModel):
+    """How often, and how patiently, to try again after a failure that may pass.
+
+    Waits grow exponentially from `backoff_base_s` to `backoff_max_s`, each cut by up to `jitter`
+    at random (so many clients that failed together do not retry together). When the error carries
+    `retry_after` (a provider's Retry-After), the wait is at least that long.
+
+    Examples:
+        >>> policy = RetryPolicy(attempts=3, backoff_base_s=0.1, jitter=0)
+        >>> [policy.delay(n) for n in (1, 2)]
+        [0.1, 0.2]
+        >>> result = await policy.run(lambda: backend_call(), is_retryable=is_retryable_error)  # doctest: +SKIP
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    attempts: int = Field(3, ge=1, le=100)
+    """Tries in all, the first included (1 never retries)."""
+    backoff_base_s: float = Field(0.5, ge=0.0)
+    """Wait after the first failure; it doubles after each further failure."""
+    backoff_max_s: float = Field(20.0, ge=0.0)
+    """Longest wait between two tries (before a provider's Retry-After, which may be longer)."""
+    jitter: float = Field(0.5, ge=0.0, le=1.0)
+    """Each wait is shortened by a random share up to this (0: exact waits; 1: "full jitter")."""
+    max_retry_after_s: float = Field(120.0, ge=0.0)
+    """A Retry-After longer than this is not waited out: the error is raised instead."""
+
+    def delay(self, failures: int, error: BaseException | None = None) -> float | None:
+        """Seconds to wait after the `failures`-th failure, or None when it is not worth waiting.
+
+        Args:
+            failures: How many tries have failed so far (1 after the first).
+            error: The last error; its `retry_after`, when set, is a lower bound.
+        """
+        wait = float(min(self.backoff_max_s, self.backoff_base_s * 2.0 ** (failures - 1)))
+        if self.jitter:
+            wait *= 1.0 - self.jitter * random.random()
+        retry_after = getattr(error, "retry_after", None)
+        if isinstance(retry_after, (int, float)) and retry_after > 0:
+            if retry_after > self.max_retry_after_s:
+                return None
+            wait = max(wait, float(retry_after))
+        return wait
+
+    async def run(
+        self,
+        fn: Callable[[], Awaitable[T]],
+        *,
+        is_retryable: Callable[[BaseException], bool] = is_retryable_error,
+        deadline: float | None = None,
+        on_retry: Callable[[int, BaseException, float], None] | None = None,
+    ) -> T:
+        """Await `fn()` until it succeeds, the attempts run out, or an error is not retryable.
+
+        `fn` is called afresh for each try, so it must be safe to repeat: a hosted backend passes
+        only calls that cannot create a second billable prediction (see the module docs).
+
+        Args:
+            fn: Makes one try (a coroutine function taking no arguments).
+            is_retryable: Whether an error is worth another try.
+            deadline: `time.monotonic()` value; a wait that would pass it is not started, and the
+                last error is raised instead.
+            on_retry: Called with (failures so far, the error, seconds about to be waited) before
+                each wait: for logs and warnings.
+
+        Returns:
+            What the first successful try returned.
+
+        Raises:
+            Exception: The last error, when it is not retryable or no try is left.
+            asyncio.CancelledError: Never retried; it passes straight through.
+        """
+        import asyncio
+
+        failures = 0
+        while True:
+            try:
+                return await fn()
+            except Exception as exc:
+                failures += 1
+                if failures >= self.attempts or not is_retryable(exc):
+                    raise
+                wait = self.delay(failures, exc)
+                if wait is None or (deadline is not None and time.monotonic() + wait >= deadline):
+                    raise
+                if on_retry is not None:
+                    on_retry(failures, exc, wait)
+                await asyncio.sleep(wait)
+
+
+class RateLimiter:
+    """A token bucket: at most `per_minute` acquisitions a minute, `burst` of them at once.
+
+    Waiters are served first come, first served. Use `async with limiter:` or `await
+    limiter.acquire()` before each request; `pause(seconds)` empties the bucket for a while when the
+    provider answers 429, so every caller backs off together.
+
+    Args:
+        per_minute: Sustained rate.
+        burst: Tokens the bucket holds when full; by default one second's worth (at least 1).
+        clock: Monotonic clock in seconds (tests pass a fake one).
+
+    Examples:
+        >>> limiter = RateLimiter(per_minute=600)  # 10 a second, bursts of 10
+        >>> async with limiter:  # doctest: +SKIP
+        ...     await send()
+    """
+
+    def __init__(
+        self, per_minute: float, *, burst: int | None = None, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        if per_minute <= 0:
+            raise ValueError(f"per_minute must be positive, got {per_minute}")
+        self.per_minute = float(per_minute)
+        self.rate = self.per_minute / 60.0
+        self.burst = float(burst if burst is not None else max(1, math.floor(self.rate)))
+        if self.burst < 1:
+            raise ValueError(f"burst must be at least 1, got {burst}")
+        self._clock = clock
+        self._tokens = self.burst
+        self._stamp = clock()
+        self._paused_until = 0.0
+        self._lock: asyncio.Lock | None = None
+        self.waiting = 0
+        """Callers waiting in `acquire` now."""
+
+    def _refill(self) -> None:
+        now = self._clock()
+        if now < self._paused_until:
+            self._stamp = now
+            return
+        start = max(self._stamp, self._paused_until)
+        self._tokens = min(self.burst, self._tokens + (now - start) * self.rate)
+        self._stamp = now
+
+    def try_acquire(self, tokens: float = 1.0) -> bool:
+        """Take `tokens` now if the bucket holds them; never waits."""
+        self._refill()
+        if self._tokens >= tokens and (self._lock is None or not self._lock.locked()):
+            self._tokens -= tokens
+            return True
+        return False
+
+    def wait_time(self, tokens: float = 1.0) -> float:
+        """Seconds until `tokens` would be available (0 when they are now)."""
+        self._refill()
+        paused = max(0.0, self._paused_until - self._clock())
+        missing = max(0.0, tokens - self._tokens)
+        return paused + missing / self.rate
+
+    async def acquire(self, tokens: float = 1.0, *, timeout: float | None = None) -> float:
+        """Wait until `tokens` are available and take them.
+
+        Args:
+            tokens: How many to take (1 per request).
+            timeout: Most seconds to wait; None waits as long as it takes.
+
+        Returns:
+            Seconds spent waiting.
+
+        Raises:
+            ValueError: More tokens than the bucket can ever hold.
+            TimeoutError: None within `timeout`; raised as soon as the wait is known to be longer,
+                rather than after sleeping it. Nothing is taken then.
+        """
+        import asyncio
+
+        if tokens > self.burst:
+            raise ValueError(f"asked for {tokens} tokens; the bucket holds at most {self.burst}")
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        start = self._clock()
+        self.waiting += 1
+        try:
+            lock_wait = None if timeout is None else max(0.0, timeout)
+            try:
+                await asyncio.wait_for(self._lock.acquire(), lock_wait)
+            except asyncio.TimeoutError:
+                raise TimeoutError(f"no rate-limit token within {timeout:g} s") from None
+            try:  # one waiter at a time checks the bucket: the lock's FIFO order is the queue's
+                wait = self.wait_time(tokens)
+                while wait > 0:  # a pause() may come in while we sleep: check again
+                    if timeout is not None and self._clock() + wait > start + timeout:
+                        raise TimeoutError(f"the next rate-limit token is {wait:.2g} s away, past the timeout")
+                    await asyncio.sleep(wait)
+                    wait = self.wait_time(tokens)
+                self._refill()
+                self._tokens -= tokens
+            finally:
+                self._lock.release()
+        finally:
+            self.waiting -= 1
+        return self._clock() - start
+
+    def pause(self, seconds: float) -> None:
+        """Hand out nothing for `seconds` (the provider said Retry-After), then refill from empty."""
+        self._refill()
+        self._tokens = 0.0
+        self._paused_until = max(self._paused_until, self._clock() + max(0.0, seconds))
+
+    async def __aenter__(self) -> RateLimiter:
+        await self.acquire()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        return None
+
+    def __repr__(self) -> str:
+        return f"RateLimiter(per_minute={self.per_minute:g}, burst={self.burst:g})"
+
+
+class ConcurrencyLimiter:
+    """At most `limit` holders at once (None: no limit); `async with limiter:` around each call.
+
+    Args:
+        limit: How many may hold it at once; None lets everyone through.
+
+    Examples:
+        >>> gpu_calls = ConcurrencyLimiter(2)
+        >>> async with gpu_calls:  # doctest: +SKIP
+        ...     await backend.run(request, model, ctx)
+    """
+
+    def __init__(self, limit: int | None) -> None:
+        if limit is not None and limit < 1:
+            raise ValueError(f"limit must be at least 1 or None, got {limit}")
+        self.limit = limit
+        self.in_use = 0
+        """Slots held now."""
+        self.waiting = 0
+        """Callers waiting for a slot now."""
+        self._semaphore: asyncio.Semaphore | None = None
+
+    async def acquire(self, *, timeout: float | None = None) -> None:
+        """Wait for a free slot and take it.
+
+        Args:
+            timeout: Most seconds to wait; None waits as long as it takes.
+
+        Raises:
+            TimeoutError: No slot came free within `timeout` (none is held then).
+        """
+        if self.limit is not None:
+            import asyncio
+
+            if self._semaphore is None:
+                self._semaphore = asyncio.Semaphore(self.limit)
+            self.waiting += 1
+            try:
+                # wait_for returns a slot granted while it was timing out rather than drop it: none leaks.
+                await asyncio.wait_for(self._semaphore.acquire(), timeout)
+            except asyncio.TimeoutError:
+                raise TimeoutError(f"no free slot within {timeout:g} s (limit {self.limit})") from None
+            finally:
+                self.waiting -= 1
+        self.in_use += 1
+
+    def release(self) -> None:
+        """Give a slot back."""
+        self.in_use -= 1
+        if self._semaphore is not None:
+            self._semaphore.release()
+
+    async def __aenter__(self) -> ConcurrencyLimiter:
+        await self.acquire()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.release()
+
+    def __repr__(self) -> str:
+        return f"ConcurrencyLimiter(limit={self.limit}, in_use={self.in_use})"
+
+
+# Limits are shared objects (one bucket, one semaphore per provider); a single call cannot have its own.
+_PER_PROVIDER_ONLY = ("max_concurrency", "requests_per_minute", "burst")
+
+
+class Policy(BaseModel):
+    """One provider's policy: limits, retries, attempt deadlines and cooldown.
+
+    Read from `[providers.<name>.policy]`; see the module docs for an example. Per call, pass
+    `policy={...}` (or a `Policy`) to override `retry`, `attempt_timeout`, `attempt_share` and
+    `cooldown_s` for every provider of that call.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    retry: RetryPolicy | None = None
+    """Retries of failures that may pass; None leaves runs unretried (a backend with
+    `handles_retries` then uses its own default)."""
+    max_concurrency: int | None = Field(None, ge=1)
+    """Backend calls of this provider in flight at once, across all jobs of the client."""
+    requests_per_minute: float | None = Field(None, gt=0)
+    """Backend calls of this provider started per minute, across all jobs of the client."""
+    burst: int | None = Field(None, ge=1)
+    """Calls that may start back to back under `requests_per_minute` (default: one second's worth)."""
+    attempt_timeout: float | None = Field(None, gt=0)
+    """Seconds one attempt of this provider may take; past it the attempt is cancelled and a
+    fallback chain moves on (a lone model fails with `DeadlineExceededError`)."""
+    attempt_share: float | None = Field(None, gt=0, le=1)
+    """Share of the job's remaining time an attempt may take when later chain members wait (so a
+    hung first member cannot eat the whole deadline); the last member always gets all that is left."""
+    cooldown_s: float = Field(30.0, ge=0)
+    """How long a model of this provider is skipped in chains after an outage."""
+
+    @classmethod
+    def parse(cls, value: Policy | Mapping[str, Any] | None) -> Policy:
+        """A `Policy` from a policy, a mapping (a TOML table), or None (the defaults).
+
+        Raises:
+            ValueError: The mapping holds unknown keys or values out of range.
+        """
+        if value is None:
+            return cls()
+        if isinstance(value, Policy):
+            return value
+        return cls.model_validate(dict(value))
+
+    def override(self, call: Policy | Mapping[str, Any] | None) -> Policy:
+        """This policy with the fields a call set replaced by the call's.
+
+        Raises:
+            InvalidRequestError: The call sets a limit, which only a provider's policy can hold.
+        """
+        if call is None:
+            return self
+        try:
+            given = call if isinstance(call, Policy) else Policy.model_validate(dict(call))
+        except ValueError as exc:
+            raise InvalidRequestError(f"invalid policy for this call: {exc}") from exc
+        fields = given.model_fields_set
+        if bad := sorted(f for f in fields if f in _PER_PROVIDER_ONLY):
+            raise InvalidRequestError(
+                f"{', '.join(bad)} cannot be set per call: limits are shared by every job of a provider; "
+                "set them in [providers.<name>.policy] in mediagen.toml or Client(providers=...)"
+            )
+        return self.model_copy(update={name: getattr(given, name) for name in fields})
+
+    def attempt_deadline(self, *, now: float, job_deadline: float | None, last: bool) -> float | None:
+        """When one attempt must end: the earliest of the job's deadline and this policy's limits.
+
+        Args:
+            now: `time.monotonic()` at the start of the attempt.
+            job_deadline: The job's deadline (None: none).
+            last: Whether this is the last member of the chain (it gets all the time left).
+        """
+        candidates = [] if job_deadline is None else [job_deadline]
+        if self.attempt_timeout is not None:
+            candidates.append(now + self.attempt_timeout)
+        if self.attempt_share is not None and job_deadline is not None and not last:
+            candidates.append(now + max(0.0, job_deadline - now) * self.attempt_share)
+        return min(candidates) if candidates else None
