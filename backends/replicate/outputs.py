@@ -1,0 +1,251 @@
+"""Media in and out: outputs into artifacts, input artifacts into values a model can read.
+
+Outputs
+    A prediction's output is a URL, a list of URLs, or an object of them (TRELLIS: a GLB and preview
+    videos). Every `https:`, `http:` or `data:` URL in it becomes a lazy artifact of the kind its
+    name says (the request's kind when the name says nothing), the main kind first. Nothing is
+    fetched until the artifact is read; `download_all` fetches them now, streamed with a size cap,
+    and re-sniffs each type from its bytes.
+
+Inputs
+    An artifact that already is an http(s) URL is passed as that URL, so a hosted output goes on to
+    the next hosted call without a download (pass-by-reference). Small media (256 kB by default) go
+    inline as `data:` URLs; larger ones are uploaded through `POST /v1/files` first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from mediagen._media import (
+    Kind,
+    adownload,
+    decode_data_url,
+    kind_of_media_type,
+    media_type_for_name,
+    sniff_media_type,
+    suffix_for_media_type,
+    to_data_url,
+)
+from mediagen.artifacts import Artifact, artifact_for_url, artifact_from_bytes
+from mediagen.backend import check_remote_allowed
+from mediagen.errors import DownloadError
+
+from .retry import RETRYABLE_STATUSES, RetryPolicy
+
+if TYPE_CHECKING:
+    import httpx
+
+__all__ = [
+    "DEFAULT_INLINE_MAX_BYTES",
+    "Upload",
+    "artifacts_from_output",
+    "download_all",
+    "media_to_inputs",
+    "output_urls",
+]
+
+DEFAULT_INLINE_MAX_BYTES = 256 * 1024
+"""Largest input sent inline as a data URL; Replicate asks for files above this to be uploaded."""
+
+_URL_PREFIXES = ("https://", "http://", "data:")
+
+Upload = Callable[[bytes, str, str], Awaitable[str]]
+"""`(data, filename, media type)` → the URL of the uploaded file."""
+
+
+# -- outputs ------------------------------------------------------------------------------------
+
+
+def output_urls(output: Any, order: Sequence[str] = ()) -> Iterator[tuple[str, str]]:
+    """Every media URL in an output, with where it was found (`""`, `"0"`, `"model_file"` ...).
+
+    Args:
+        output: The prediction's `output`.
+        order: Keys of an object output to visit first, in this order.
+
+    Yields:
+        `(location, url)` pairs, in output order.
+    """
+    yield from _walk(output, "", order)
+
+
+def _walk(value: Any, where: str, order: Sequence[str]) -> Iterator[tuple[str, str]]:
+    if isinstance(value, str):
+        if value.startswith(_URL_PREFIXES):
+            yield where, value
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            yield from _walk(item, f"{where}.{i}" if where else str(i), order)
+    elif isinstance(value, Mapping):
+        keys = [k for k in order if k in value] + [k for k in value if k not in order]
+        for key in keys:
+            yield from _walk(value[key], f"{where}.{key}" if where else str(key), order)
+
+
+def artifacts_from_output(
+    output: Any,
+    *,
+    kind: Kind,
+    order: Sequence[str] = (),
+    max_bytes: int,
+    metadata: Mapping[str, Any] | None = None,
+) -> list[Artifact]:
+    """Lazy artifacts for the media URLs in an output, those of `kind` first.
+
+    Args:
+        output: The prediction's `output`.
+        kind: What the request asked for; used when a URL's name tells nothing.
+        order: Keys of an object output, the main one first.
+        max_bytes: Size cap of each artifact's download.
+        metadata: Put on every artifact (the output's location is added as `output`).
+
+    Returns:
+        The artifacts; empty when the output holds no media URL.
+    """
+    found: list[Artifact] = []
+    for where, url in output_urls(output, order):
+        info = {**(metadata or {}), "output": where}
+        if url.startswith("data:"):
+            data, declared = decode_data_url(url)
+            media_type = declared or sniff_media_type(data)
+            found.append(
+                artifact_for_url(
+                    url, kind=_kind_of(media_type, kind), media_type=media_type, metadata=info, max_bytes=max_bytes
+                )
+            )
+        else:
+            found.append(
+                artifact_for_url(url, kind=_kind_of(media_type_for_name(url), kind), metadata=info, max_bytes=max_bytes)
+            )
+    # The artifacts asked for lead; previews (a mesh's turntable video) follow, in output order.
+    return sorted(found, key=lambda a: a.kind != kind)
+
+
+def _kind_of(media_type: str | None, wanted: Kind) -> Kind:
+    found = kind_of_media_type(media_type)
+    if found is None:
+        return wanted
+    if wanted == "video" and media_type == "image/gif":
+        return "video"  # an animated GIF is how some video models answer
+    return found
+
+
+async def download_all(
+    artifacts: Sequence[Artifact],
+    *,
+    client: httpx.AsyncClient | None,
+    max_bytes: int,
+    retry: RetryPolicy | None = None,
+    concurrency: int = 8,
+) -> list[Artifact]:
+    """Fetch every artifact that is only a URL; re-class one whose bytes are another kind.
+
+    Args:
+        artifacts: The artifacts, as `artifacts_from_output` made them.
+        client: The httpx client whose pool the downloads use (it must carry no API token).
+        max_bytes: Largest body accepted.
+        retry: Retries of downloads that failed in transit (a download is a plain GET); None: none.
+        concurrency: Downloads at once.
+
+    Returns:
+        The artifacts, loaded, in the same order.
+
+    Raises:
+        DownloadError: A download failed or passed the size cap.
+    """
+    gate = asyncio.Semaphore(concurrency)
+
+    async def fetch(artifact: Artifact) -> Artifact:
+        if artifact.is_loaded or artifact.url is None:
+            return artifact
+        async with gate:
+            data = await _download(artifact.url, client=client, max_bytes=max_bytes, retry=retry)
+        sniffed = sniff_media_type(data)
+        kind = kind_of_media_type(sniffed)
+        if kind is not None and kind != artifact.kind and not (artifact.kind == "video" and sniffed == "image/gif"):
+            # The name said one kind, the bytes say another: the bytes win.
+            return artifact_from_bytes(
+                data, media_type=sniffed, url=artifact.url, metadata=artifact.metadata, max_bytes=max_bytes
+            )
+        return type(artifact)(
+            data, media_type=sniffed, url=artifact.url, metadata=artifact.metadata, max_bytes=max_bytes
+        )
+
+    return list(await asyncio.gather(*(fetch(a) for a in artifacts)))
+
+
+async def _download(url: str, *, client: httpx.AsyncClient | None, max_bytes: int, retry: RetryPolicy | None) -> bytes:
+    if not url.startswith("data:"):
+        check_remote_allowed(url)
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            data: bytes = await adownload(url, max_bytes=max_bytes, client=client)
+            return data
+        except DownloadError as exc:
+            # Retry what went wrong in transit (a dropped connection, a 5xx); a 404 or the size cap stays.
+            transient = exc.__cause__ is not None or exc.status in RETRYABLE_STATUSES
+            if retry is None or not transient or retry.gives_up_after(attempt):
+                raise
+            delay = retry.delay(attempt, None)
+        await asyncio.sleep(delay)
+
+
+# -- inputs -------------------------------------------------------------------------------------
+
+
+async def media_to_inputs(inputs: Mapping[str, Any], *, upload: Upload, inline_max_bytes: int) -> dict[str, Any]:
+    """Replace the artifacts among inputs (also inside lists) by URLs a model can read.
+
+    Args:
+        inputs: Input name → value.
+        upload: Uploads bytes and returns the file's URL (`POST /v1/files`).
+        inline_max_bytes: Largest file sent inline as a data URL.
+
+    Returns:
+        A copy of `inputs` holding strings where artifacts were.
+    """
+    done: dict[int, str] = {}
+
+    async def one(artifact: Artifact) -> str:
+        # One artifact used twice (image and control image) is sent, or uploaded, once.
+        if id(artifact) not in done:
+            done[id(artifact)] = await media_url(artifact, upload=upload, inline_max_bytes=inline_max_bytes)
+        return done[id(artifact)]
+
+    converted: dict[str, Any] = {}
+    for name, value in inputs.items():
+        if isinstance(value, Artifact):
+            converted[name] = await one(value)
+        elif isinstance(value, (list, tuple)) and any(isinstance(v, Artifact) for v in value):
+            converted[name] = [await one(v) if isinstance(v, Artifact) else v for v in value]
+        else:
+            converted[name] = value
+    return converted
+
+
+async def media_url(artifact: Artifact, *, upload: Upload, inline_max_bytes: int) -> str:
+    """The URL a model reads `artifact` from: its own, a data URL, or an uploaded file's.
+
+    Args:
+        artifact: An input artifact.
+        upload: Uploads bytes and returns the file's URL.
+        inline_max_bytes: Largest file sent inline.
+
+    Returns:
+        An http(s) or data URL.
+    """
+    url = str(artifact.url) if artifact.url else None
+    if url and url.startswith(("https://", "http://")):
+        return url
+    # Reading a path or encoding a PIL image may take a while: not on the event loop.
+    data = await asyncio.to_thread(artifact.read)
+    media_type = artifact.media_type
+    if len(data) <= inline_max_bytes:
+        return url if url and url.startswith("data:") else to_data_url(data, media_type)
+    name = artifact.path.name if artifact.path is not None else f"input{suffix_for_media_type(media_type) or ''}"
+    return await upload(data, name, media_type)

@@ -1,0 +1,178 @@
+"""Hosted concurrency: mediagen's Replicate backend against the official client, on the loopback server.
+
+Two cases, each run through both clients in the same process, against one fake server with a fixed
+model latency:
+
+- **burst**: N image predictions at once (a model answering in about a second), outputs downloaded.
+- **long**: predictions of a model running past Replicate's 60 s sync window (scaled down by the
+  server's clock), to count the HTTP requests spent waiting for them.
+
+Columns: wall time, HTTP requests the server saw (API calls + output downloads), predictions created.
+Nothing here asserts; the numbers are printed. Run:
+
+    .venv/bin/python benchmarks/hosted_concurrency.py [--n 200] [--long-n 20] [--rounds 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import mediagen as mg
+import replicate
+from mediagen.backends.replicate import ReplicateBackend
+from mediagen.testing.replicate_server import ReplicateServer, image_model, video_model
+
+# One server clock for both cases: 0.02 real seconds per model second.
+TIME_SCALE = 0.02
+IMAGE_MODEL_S = 50.0  # 1 s real: answered inside the sync window
+LONG_MODEL_S = 150.0  # 3 s real: past the 60 s (1.2 s real) sync window
+
+
+@dataclass
+class Row:
+    case: str
+    client: str
+    n: int
+    wall_s: float
+    api_requests: int
+    downloads: int
+    created: int
+
+    @property
+    def per_prediction(self) -> float:
+        return self.api_requests / max(1, self.n)
+
+
+def _counts(server: ReplicateServer) -> tuple[int, int, int]:
+    snap = server.stats.snapshot()
+    downloads = sum(n for route, n in snap["by_route"].items() if "/delivery/" in route)
+    return snap["requests"] - downloads, downloads, snap["predictions_created"]
+
+
+async def run_mediagen(server: ReplicateServer, case: str, model: str, n: int, request: Any) -> Row:
+    server.stats.reset()
+    backend = ReplicateBackend(api_token=server.token, base_url=server.url)
+    async with mg.Client(backends={"replicate": backend}) as client:
+        started = time.monotonic()
+        results = await asyncio.gather(*(client.generate(request(i), model=f"replicate:{model}") for i in range(n)))
+        wall = time.monotonic() - started
+    if request(0).options.get("download"):
+        assert all(r.artifacts[0].is_loaded for r in results)
+    api, downloads, created = _counts(server)
+    return Row(case, "mediagen", n, wall, api, downloads, created)
+
+
+async def run_official(server: ReplicateServer, case: str, model: str, n: int, inputs: Any, download: bool) -> Row:
+    server.stats.reset()
+    client = replicate.Client(api_token=server.token, base_url=server.url)
+    started = time.monotonic()
+
+    async def one(i: int) -> bytes:
+        output = await client.async_run(model, input=inputs(i))
+        first = output[0] if isinstance(output, list) else output
+        if not download:
+            return b""
+        if isinstance(first, str):
+            # The official client wraps only https:/data: outputs in FileOutput; the loopback server's
+            # are http:, so fetch them the way FileOutput.aread would, through the client's own pool.
+            response = await client._async_client.get(first)
+            return response.content
+        return await first.aread()
+
+    await asyncio.gather(*(one(i) for i in range(n)))
+    wall = time.monotonic() - started
+    await client._async_client.aclose()
+    api, downloads, created = _counts(server)
+    return Row(case, "replicate.async_run", n, wall, api, downloads, created)
+
+
+async def main(n: int, long_n: int, rounds: int) -> list[Row]:
+    models = [image_model(run_seconds=IMAGE_MODEL_S, log_steps=4), video_model(run_seconds=LONG_MODEL_S, log_steps=10)]
+    rows: list[Row] = []
+    with ReplicateServer(time_scale=TIME_SCALE, models=models) as server:
+        for round_ in range(rounds):
+            # Fresh prompts and seeds each run: the server caches the media it made for an input.
+            # Alternate who goes first, so neither always meets a warm (or a tired) server.
+            order = ["mediagen", "official"] if round_ % 2 == 0 else ["official", "mediagen"]
+            for who in order:
+                tag = f"{round_}-{who}"
+                base = 1000 * n * (2 * round_ + (who == "official"))
+                if who == "mediagen":
+                    rows.append(
+                        await run_mediagen(
+                            server,
+                            "burst",
+                            "black-forest-labs/flux-schnell",
+                            n,
+                            lambda i, base=base: mg.ImageRequest(
+                                prompt="a fox", seed=base + i, options={"download": True}
+                            ),
+                        )
+                    )
+                    rows.append(
+                        await run_mediagen(
+                            server,
+                            "long",
+                            "minimax/video-01",
+                            long_n,
+                            lambda i, tag=tag: mg.VideoRequest(prompt=f"waves {tag} {i}"),
+                        )
+                    )
+                else:
+                    rows.append(
+                        await run_official(
+                            server,
+                            "burst",
+                            "black-forest-labs/flux-schnell",
+                            n,
+                            lambda i, base=base: {"prompt": "a fox", "seed": base + i},
+                            download=True,
+                        )
+                    )
+                    rows.append(
+                        await run_official(
+                            server,
+                            "long",
+                            "minimax/video-01",
+                            long_n,
+                            lambda i, tag=tag: {"prompt": f"waves {tag} {i}"},
+                            download=False,
+                        )
+                    )
+    return rows
+
+
+def print_table(rows: list[Row]) -> None:
+    print(
+        f"fake Replicate, time_scale={TIME_SCALE}: image model {IMAGE_MODEL_S * TIME_SCALE:.1f} s, "
+        f"long model {LONG_MODEL_S * TIME_SCALE:.1f} s (sync window {60 * TIME_SCALE:.1f} s), real seconds"
+    )
+    header = f"{'case':<6} {'client':<20} {'n':>4} {'wall s':>8} {'API req':>8} {'downloads':>9} {'created':>8} {'API req/pred':>13}"
+    print(header)
+    print("-" * len(header))
+    groups: dict[tuple[str, str], list[Row]] = {}
+    for row in rows:
+        groups.setdefault((row.case, row.client), []).append(row)
+    for (case, client), runs in sorted(groups.items()):
+        wall = statistics.median(r.wall_s for r in runs)
+        api = round(statistics.median(r.api_requests for r in runs))
+        downloads = round(statistics.median(r.downloads for r in runs))
+        created = round(statistics.median(r.created for r in runs))
+        n = runs[0].n
+        print(f"{case:<6} {client:<20} {n:>4} {wall:>8.2f} {api:>8} {downloads:>9} {created:>8} {api / n:>13.2f}")
+    print(f"(median of {len(next(iter(groups.values())))} rounds per row)")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=200, help="concurrent image predictions")
+    parser.add_argument("--long-n", type=int, default=20, help="concurrent long-running predictions")
+    parser.add_argument("--rounds", type=int, default=2, help="rounds, alternating which client goes first")
+    args = parser.parse_args()
+    mg.allow_remote_requests(False)  # loopback only, whatever the environment says
+    print_table(asyncio.run(main(args.n, args.long_n, args.rounds)))
