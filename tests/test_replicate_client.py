@@ -99,3 +99,15 @@ async def test_unsupported_task_is_refused_before_sending(env: ReplicateServer) 
         with pytest.raises(mg.UnsupportedRequestError, match="text-to-speech"):
             await client.audio("hello", kind="speech", model="replicate:meta/musicgen")
     assert env.stats.predictions_created == 0
+
+
+async def test_result_cache_keys_on_the_resolved_version(env: ReplicateServer) -> None:
+    async with mg.Client(cache=True) as client:
+        backend = await client.backend("replicate")
+        assert await backend.revision("stability-ai/sdxl") == SDXL_VERSION
+        first = await client.image("a fox", model="replicate:stability-ai/sdxl", seed=5, width=128, height=128)
+        created = env.stats.predictions_created
+        second = await client.image("a fox", model="replicate:stability-ai/sdxl", seed=5, width=128, height=128)
+    assert second.cached and not first.cached
+    assert env.stats.predictions_created == created  # served from the cache: nothing sent
+    assert second.artifacts[0].read() == first.artifacts[0].read()

@@ -137,6 +137,14 @@ class ReplicateBackend(Backend):  # type: ignore[misc]
         """What `model` can do: tasks from the curated table or its schema, limits from its schema."""
         return (await self._catalog.resolve(model)).capabilities()
 
+    async def revision(self, model: str) -> str | None:
+        """The version id predictions of `model` run on (what the result cache keys on).
+
+        An official model run by name has no version pinned: None, and its cache key holds the
+        name alone.
+        """
+        return (await self._catalog.resolve(model)).version
+
     async def run(self, request: Request, model: str, ctx: RunContext) -> Result:
         """Run `request` on `model` as one or more Replicate predictions.
 
