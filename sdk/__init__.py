@@ -30,7 +30,7 @@ from .errors import (
     UnsupportedRequestError,
 )
 from .events import Cancelled, Completed, Event, Failed, Log, Progress, Queued, Started
-from .registry import available_providers, get_backend_class, parse_model, register_backend, registry
+from ._registry import available_providers, get_backend_class, parse_model, register_backend, registry
 from .requests import AudioRequest, ImageRequest, LoRA, MeshRequest, Request, VideoRequest
 from .results import GenerationWarning, Result, Timings, Usage
 
@@ -65,6 +65,7 @@ __all__ = [
     "Audio",
     "Mesh",
     "mux",
+    "concat",
     # events
     "Event",
     "Queued",
@@ -127,6 +128,7 @@ _LAZY = {
     "read_provenance": ".provenance",
     "safe_filename": ".safety",
     "mux": "._mux",
+    "concat": "._mux",
 }
 
 

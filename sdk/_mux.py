@@ -1,4 +1,4 @@
-"""Mux: put a soundtrack under a video (`mediagen.mux`).
+"""Mux and concat: a soundtrack under a video (`mediagen.mux`), clips end to end (`mediagen.concat`).
 
 `mux(video, audio)` returns an MP4 whose audio lasts exactly as long as its picture: a longer
 soundtrack is cut, a shorter one is padded with silence. The work is done by the ffmpeg binary that
@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .artifacts import Audio, Video
 
-__all__ = ["mux"]
+__all__ = ["mux", "concat"]
 
 # Rates the AAC encoder accepts; anything else (tiny test models make 4 kHz) is resampled to 48 kHz.
 _AAC_RATES = frozenset({8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000, 64000, 88200, 96000})
@@ -120,3 +120,34 @@ def mux(video: Video, audio: Audio, *, audio_bitrate: str = "192k") -> Video:
     # 4. Wrap the bytes; `frames` decodes them again (the picture stream, the sound ignored).
     metadata = {**video.metadata, "audio": {**audio.metadata, "sample_rate": rate, "channels": audio.channels}}
     return Video(data, media_type="video/mp4", fps=video.fps, metadata=metadata)
+
+
+def concat(videos: list[Video], *, fps: float | None = None) -> Video:
+    """Join clips end to end into one video (silent; `mux` a soundtrack afterwards).
+
+    Clips keep every frame; the result plays at `fps`, else at the first clip's rate. Clips of
+    another size are refused rather than resized, so no clip is silently distorted.
+
+    Args:
+        videos: The clips, in order.
+        fps: Frames per second of the result.
+
+    Returns:
+        A `Video` holding all frames.
+
+    Raises:
+        ValueError: No clips, or clips of different sizes.
+    """
+    import numpy as np
+
+    if not videos:
+        raise ValueError("concat needs at least one clip")
+    frames = [v.frames for v in videos]
+    size = frames[0].shape[1:3]
+    for index, clip in enumerate(frames[1:], start=1):
+        if clip.shape[1:3] != size:
+            raise ValueError(
+                f"clip {index} is {clip.shape[2]}x{clip.shape[1]} but clip 0 is {size[1]}x{size[0]}; "
+                "generate every scene at one size"
+            )
+    return Video.from_frames(np.concatenate(frames), fps=fps or videos[0].fps)

@@ -422,7 +422,7 @@ def _fail(exc: BaseException, code: int, as_json: bool) -> None:
 
 def _backend_rows() -> list[dict[str, Any]]:
     """One row per registered provider: usable here or why not, and what it serves."""
-    from .registry import available_providers, get_backend_class
+    from ._registry import available_providers, get_backend_class
 
     rows = []
     for name in available_providers():

@@ -29,7 +29,7 @@ from .jobs import Job
 from .ledger import Ledger, PriceTable
 from .policies import ConcurrencyLimiter, Policy, RateLimiter, is_retryable_error
 from .provenance import stamp as stamp_provenance
-from .registry import available_providers, get_backend_class, parse_model
+from ._registry import available_providers, get_backend_class, parse_model
 from .requests import AudioRequest, ImageRequest, MeshRequest, Request, VideoRequest, request_class
 from .results import GenerationWarning, Result, Timings, Usage
 from .routing import Cooldowns, should_fall_back

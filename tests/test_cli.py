@@ -24,7 +24,7 @@ runner = CliRunner()
 
 @pytest.fixture(autouse=True)
 def _restore_registry() -> Iterator[None]:
-    reg = importlib.import_module("mediagen.registry")
+    reg = importlib.import_module("mediagen._registry")
     reg.available_providers()
     paths, loaded = dict(reg._paths), dict(reg._loaded)
     yield

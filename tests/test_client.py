@@ -19,8 +19,8 @@ from mediagen.testing import FakeBackend, FunctionBackend
 
 @pytest.fixture(autouse=True)
 def _restore_registry() -> Iterator[None]:
-    # `mediagen.registry` the attribute is the read-only mapping; the module lives in sys.modules.
-    reg = importlib.import_module("mediagen.registry")
+    # The registry module is private; `mediagen.registry` is its read-only mapping.
+    reg = importlib.import_module("mediagen._registry")
     reg.available_providers()
     paths, loaded = dict(reg._paths), dict(reg._loaded)
     yield

@@ -20,7 +20,7 @@ import pytest
 from mediagen import errors as errors_module
 from mediagen.testing import FakeBackend
 
-reg = importlib.import_module("mediagen.registry")  # `mediagen.registry` the attribute is the mapping
+reg = importlib.import_module("mediagen._registry")
 
 
 @pytest.fixture(autouse=True)
