@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from ._config import Config, load_config
+from ._registry import available_providers, get_backend_class, parse_model, register_backend, registry
 from ._types import AudioInput, ImageInput, VideoInput
 from .artifacts import Artifact, Audio, Image, Mesh, Video
 from .backend import CONTRACT_VERSION, Backend, Capabilities, RunContext, allow_remote_requests
@@ -30,7 +31,6 @@ from .errors import (
     UnsupportedRequestError,
 )
 from .events import Cancelled, Completed, Event, Failed, Log, Progress, Queued, Started
-from ._registry import available_providers, get_backend_class, parse_model, register_backend, registry
 from .requests import AudioRequest, ImageRequest, LoRA, MeshRequest, Request, VideoRequest
 from .results import GenerationWarning, Result, Timings, Usage
 

@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from ._config import DEFAULT_MAX_CONCURRENT_CALLS, Config, load_config
+from ._registry import available_providers, get_backend_class, parse_model
 from .backend import Backend, Capabilities, RunContext
 from .cache import CacheSettings, ResultCache, cache_key
 from .errors import (
@@ -29,7 +30,6 @@ from .jobs import Job
 from .ledger import Ledger, PriceTable
 from .policies import ConcurrencyLimiter, Policy, RateLimiter, is_retryable_error
 from .provenance import stamp as stamp_provenance
-from ._registry import available_providers, get_backend_class, parse_model
 from .requests import AudioRequest, ImageRequest, MeshRequest, Request, VideoRequest, request_class
 from .results import GenerationWarning, Result, Timings, Usage
 from .routing import Cooldowns, should_fall_back
