@@ -54,7 +54,7 @@ __all__ = [
 ]
 
 #: Bumped whenever a recipe changes, so that caches built by an older recipe are not reused.
-TINY_MODELS_VERSION = 1
+TINY_MODELS_VERSION = 2
 
 #: Names understood by :func:`ensure_tiny_model`, in build order (dependencies first).
 TINY_MODEL_NAMES: tuple[str, ...] = (
@@ -1066,6 +1066,12 @@ def build_musicgen(path: str | os.PathLike[str]) -> pathlib.Path:
         config = MusicgenConfig(text_encoder=text_config, audio_encoder=audio_config, decoder=decoder_config)
         torch.manual_seed(0)
         model = MusicgenForConditionalGeneration(config).eval()
+        # EnCodec's codebooks start as zeros (trained ones hold the code vectors), which would make every
+        # code decode to the same sound: give them values, so that the audio depends on the codes sampled.
+        with torch.no_grad():
+            for layer in model.audio_encoder.quantizer.layers:
+                layer.codebook.embed.normal_()
+                layer.codebook.embed_avg.copy_(layer.codebook.embed)
         # Real checkpoints sample with classifier-free guidance; keep that so tests run the same code path.
         model.generation_config.do_sample = True
         model.generation_config.guidance_scale = 3.0

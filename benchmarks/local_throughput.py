@@ -1,0 +1,431 @@
+"""Local throughput: the SDK's micro-batching against raw diffusers, in one process, on one model.
+
+Two measurements, both printed (nothing is asserted):
+
+- **throughput**: 16 requests with distinct prompts and seeds, sent at once through `mg.Client`
+  (the diffusers backend batches them into as few pipeline calls as `max_batch` allows), against
+  the same 16 run one by one with raw diffusers (`pipe(prompt, generator=...)`), the way a naive
+  app serves them. Images per second of both, and the ratio.
+- **overhead**: one request through the SDK against the same single raw call (median of several,
+  interleaved), i.e. what validation, mapping, the device worker hop, the batching window and the
+  result cost when there is nothing to batch with.
+
+Modes:
+
+- default (CPU): the tiny Stable Diffusion of `mediagen.testing.tiny` at `--size` px (64 by default:
+  at 32 px per-call Python overhead is all there is and batching looks unrealistically good).
+- `--gpu`: the Stable Diffusion 1.5 architecture (UNet, VAE and CLIP text encoder configs of the real
+  model) with random weights, saved as a pipeline directory: 512x512, 30 DDIM steps, guidance 7.5,
+  fp16, like `shared/bench/raw_diffusers_anchor.py` (raw batch 1 on an H100: 1.23 images/s). The SDK
+  side also runs with `--speed` options (channels_last + torch.compile) when asked.
+- `--gpu --dry-run`: the same code path with shrunken configs on whatever device there is (a CPU
+  check of the GPU mode).
+
+Run:
+
+    .venv/bin/python benchmarks/local_throughput.py [--size 64] [--steps 4] [--requests 16]
+    .venv/bin/python benchmarks/local_throughput.py --gpu [--speed] [--budget-s 540]
+    .venv/bin/python benchmarks/local_throughput.py --gpu --dry-run
+
+With `$OUT` set, the numbers are also written to `$OUT/local_throughput.json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import mediagen as mg
+
+T0 = time.monotonic()
+
+# Stable Diffusion 1.5 configs (as in shared/bench/raw_diffusers_anchor.py).
+SD15_UNET: dict[str, Any] = dict(
+    sample_size=64,
+    in_channels=4,
+    out_channels=4,
+    layers_per_block=2,
+    block_out_channels=(320, 640, 1280, 1280),
+    down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+    up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+    cross_attention_dim=768,
+    attention_head_dim=8,
+)
+SD15_VAE: dict[str, Any] = dict(
+    in_channels=3,
+    out_channels=3,
+    latent_channels=4,
+    layers_per_block=2,
+    sample_size=512,
+    block_out_channels=(128, 256, 512, 512),
+    down_block_types=("DownEncoderBlock2D",) * 4,
+    up_block_types=("UpDecoderBlock2D",) * 4,
+)
+SD15_TEXT: dict[str, Any] = dict(
+    hidden_size=768,
+    intermediate_size=3072,
+    num_attention_heads=12,
+    num_hidden_layers=12,
+    projection_dim=768,
+    vocab_size=49408,
+    max_position_embeddings=77,
+)
+# The same layout, shrunk for --dry-run.
+DRY_RUN_SHRINK: dict[str, dict[str, Any]] = {
+    "unet": dict(sample_size=8, block_out_channels=(32, 32, 64, 64), cross_attention_dim=32, attention_head_dim=4),
+    "vae": dict(sample_size=64, block_out_channels=(32, 32, 32, 32)),
+    "text": dict(hidden_size=32, intermediate_size=64, num_attention_heads=4, num_hidden_layers=2, projection_dim=32),
+}
+
+
+def log(message: str) -> None:
+    print(f"[{time.monotonic() - T0:7.1f} s] {message}", flush=True)
+
+
+# -- models ----------------------------------------------------------------------------------------
+
+
+def build_sd15(path: Path, *, dry_run: bool, device: str, dtype: Any) -> Path:
+    """Write an SD1.5-architecture pipeline with random weights (seeded) to `path`."""
+    import torch
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    if (path / "model_index.json").is_file():
+        return path
+    unet_cfg, vae_cfg, text_cfg = dict(SD15_UNET), dict(SD15_VAE), dict(SD15_TEXT)
+    if dry_run:
+        unet_cfg.update(DRY_RUN_SHRINK["unet"])
+        vae_cfg.update(DRY_RUN_SHRINK["vae"])
+        text_cfg.update(DRY_RUN_SHRINK["text"])
+    # Initialise on the device: a random 860M-parameter UNet takes a while on a CPU.
+    with torch.device(device):
+        torch.manual_seed(0)
+        unet = UNet2DConditionModel(**unet_cfg)
+        torch.manual_seed(0)
+        vae = AutoencoderKL(**vae_cfg)
+        torch.manual_seed(0)
+        text_encoder = CLIPTextModel(CLIPTextConfig(bos_token_id=0, eos_token_id=1, pad_token_id=1, **text_cfg))
+    scheduler = DDIMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+    )
+    pipe = StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder.eval(),
+        tokenizer=byte_level_clip_tokenizer(),
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.to(dtype=dtype).save_pretrained(path)
+    return path
+
+
+# Copied from mediagen.testing.tiny._clip_tokenizer
+def byte_level_clip_tokenizer() -> Any:
+    """A CLIP tokenizer that encodes any text byte by byte (no hub download, no merges)."""
+    from tokenizers.pre_tokenizers import ByteLevel
+    from transformers import CLIPTokenizer
+
+    vocab: dict[str, int] = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for char in sorted(ByteLevel.alphabet()):
+        vocab[char] = len(vocab)
+    for char in sorted(ByteLevel.alphabet()):
+        vocab[char + "</w>"] = len(vocab)
+    return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=77)
+
+
+def load_raw(path: Path, device: str, dtype: Any) -> Any:
+    from diffusers import DiffusionPipeline
+
+    pipe = DiffusionPipeline.from_pretrained(path, dtype=dtype).to(device)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+# -- the two sides ---------------------------------------------------------------------------------
+
+
+def sync(device: str) -> None:
+    import torch
+
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def raw_call(pipe: Any, args: argparse.Namespace, prompt: str, seed: int) -> Any:
+    """The plain diffusers call a naive app makes for one request."""
+    import torch
+
+    return pipe(
+        prompt,
+        generator=torch.Generator("cpu").manual_seed(seed),
+        num_inference_steps=args.steps,
+        guidance_scale=args.guidance,
+        height=args.size,
+        width=args.size,
+    ).images[0]
+
+
+def request(args: argparse.Namespace, prompt: str, seed: int) -> mg.ImageRequest:
+    return mg.ImageRequest(
+        prompt=prompt, seed=seed, steps=args.steps, guidance=args.guidance, width=args.size, height=args.size
+    )
+
+
+def prompts(count: int, round_: int) -> list[tuple[str, int]]:
+    subjects = ["a red fox", "a lighthouse", "a bowl of ramen", "a bicycle", "a koi pond", "a robot", "a violin"]
+    places = ["in snow", "at dusk", "on the moon", "under water", "in a forest"]
+    return [
+        (f"{subjects[i % len(subjects)]} {places[(i + round_) % len(places)]}, #{round_}-{i}", 1000 * round_ + i)
+        for i in range(count)
+    ]
+
+
+async def sdk_burst(client: mg.Client, model: str, args: argparse.Namespace, round_: int) -> tuple[float, list[Any]]:
+    started = time.perf_counter()
+    results = await asyncio.gather(
+        *(client.generate(request(args, p, s), model=model) for p, s in prompts(args.requests, round_))
+    )
+    return time.perf_counter() - started, results
+
+
+def raw_burst(pipe: Any, args: argparse.Namespace, round_: int, device: str) -> float:
+    started = time.perf_counter()
+    for p, s in prompts(args.requests, round_):
+        raw_call(pipe, args, p, s)
+    sync(device)
+    return time.perf_counter() - started
+
+
+async def on_device_thread(device: str, fn: Any, *args: Any) -> Any:
+    """Run a raw call on the thread the SDK runs its pipeline calls on, timed inside that thread.
+
+    Why: torch's CPU thread pool (OpenMP) keeps one team of threads per calling thread, and a team
+    that just finished spins for a while; alternating raw calls on the main thread with SDK calls on
+    the worker thread makes each side's spinning team slow the other one down on a small CPU.
+    """
+    from mediagen.backends.runtime import get_worker
+
+    return await get_worker(device).call(fn, *args)
+
+
+# -- main ------------------------------------------------------------------------------------------
+
+
+async def throughput(
+    client: mg.Client, model: str, pipe: Any, args: argparse.Namespace, device: str, label: str
+) -> dict[str, Any]:
+    """Warm the SDK up, then alternate raw one-by-one bursts and SDK concurrent bursts."""
+    started = time.perf_counter()
+    await sdk_burst(client, model, args, 0)  # loads; with speed options, compiles for the full batch
+    warmup_s = time.perf_counter() - started
+    log(f"{label}: SDK warm-up {warmup_s:.1f} s")
+    backend = await client.backend("diffusers")
+    raw_s: list[float] = []
+    sdk_s: list[float] = []
+    calls: list[int] = []
+    # Rounds alternate, so that drift on a shared machine hits both sides alike.
+    for round_ in range(1, args.rounds + 1):
+        if time.monotonic() - T0 > args.budget_s and sdk_s:
+            log("time budget spent; no more rounds")
+            break
+        raw_s.append(await on_device_thread(device, raw_burst, pipe, args, round_, device))
+        before = backend.describe()["batching"]["batches_run"]
+        elapsed, _ = await sdk_burst(client, model, args, round_)
+        sdk_s.append(elapsed)
+        calls.append(backend.describe()["batching"]["batches_run"] - before)
+        log(
+            f"{label} round {round_}: raw {args.requests / raw_s[-1]:.2f} images/s, "
+            f"SDK {args.requests / sdk_s[-1]:.2f} images/s in {calls[-1]} pipeline call(s)"
+        )
+    raw_ips = args.requests / statistics.median(raw_s)
+    sdk_ips = args.requests / statistics.median(sdk_s)
+    return {
+        "rounds": len(sdk_s),
+        "sdk_calls_per_burst": calls,
+        "raw_sequential_images_per_s": round(raw_ips, 3),
+        "sdk_concurrent_images_per_s": round(sdk_ips, 3),
+        "ratio": round(sdk_ips / raw_ips, 2),
+        "sdk_warmup_s": round(warmup_s, 1),
+    }
+
+
+async def overhead(client: mg.Client, model: str, pipe: Any, args: argparse.Namespace, device: str) -> dict[str, Any]:
+    """One request through the SDK against one raw call: pairs, alternating which goes first.
+
+    On a shared machine the noise between two calls is larger than the SDK's cost, so the overhead
+    is the median of the per-pair ratios (each pair ran back to back), not a ratio of medians.
+    """
+
+    def raw_one(prompt: str, seed: int) -> float:
+        started = time.perf_counter()
+        raw_call(pipe, args, prompt, seed)
+        sync(device)
+        return time.perf_counter() - started
+
+    outside: list[float] = []
+    queued: list[float] = []
+
+    async def sdk_one(prompt: str, seed: int) -> float:
+        started = time.perf_counter()
+        res = await client.generate(request(args, prompt, seed), model=model)
+        elapsed = time.perf_counter() - started
+        # What the SDK adds around the pipeline call, and the part of it spent waiting for company.
+        outside.append(elapsed - (res.timings.run_s or 0.0) - (res.timings.load_s or 0.0))
+        queued.append(res.timings.queue_s or 0.0)
+        return elapsed
+
+    await sdk_one("warm up", 0)
+    raw_s: list[float] = []
+    sdk_s: list[float] = []
+    for i in range(args.single_reps):
+        if time.monotonic() - T0 > args.budget_s and sdk_s:
+            break
+        prompt, seed = f"one request #{i}", 500 + i
+        if i % 2:
+            sdk_s.append(await sdk_one(prompt, seed))
+            raw_s.append(await on_device_thread(device, raw_one, prompt, seed))
+        else:
+            raw_s.append(await on_device_thread(device, raw_one, prompt, seed))
+            sdk_s.append(await sdk_one(prompt, seed))
+    ratio = statistics.median(sdk / raw for sdk, raw in zip(sdk_s, raw_s, strict=True))
+    return {
+        "single_pairs": len(sdk_s),
+        "raw_single_s": round(statistics.median(raw_s), 4),
+        "sdk_single_s": round(statistics.median(sdk_s), 4),
+        "single_overhead_pct": round(100 * (ratio - 1), 1),
+        "sdk_outside_call_ms": round(1000 * statistics.median(outside), 2),
+        "sdk_queue_ms": round(1000 * statistics.median(queued), 2),
+    }
+
+
+async def measure(args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    # --gpu needs CUDA; its dry run uses CUDA when there is one; the CPU mode always runs on the CPU.
+    device = "cuda:0" if args.gpu and (not args.dry_run or torch.cuda.is_available()) else "cpu"
+    dtype = torch.float16 if device.startswith("cuda") else torch.float32
+    workdir = Path(args.model_dir)
+
+    # 1. The model, written once as a standard pipeline directory, and the raw side's pipeline.
+    if args.gpu:
+        model_dir = build_sd15(
+            workdir / ("sd15-dry" if args.dry_run else "sd15"), dry_run=args.dry_run, device=device, dtype=dtype
+        )
+    else:
+        from mediagen.testing.tiny import ensure_tiny_model
+
+        model_dir = ensure_tiny_model("sd", cache_dir=workdir)
+    log(f"model at {model_dir} on {device} ({str(dtype).removeprefix('torch.')})")
+    pipe = load_raw(model_dir, device, dtype)
+    await on_device_thread(device, raw_call, pipe, args, "warm up", 0)
+    model = f"diffusers:{model_dir}"
+    settings: dict[str, Any] = {
+        "device": device,
+        "dtype": str(dtype).removeprefix("torch."),
+        "max_batch": args.max_batch,
+    }
+    if args.window is not None:
+        settings["batch_window_s"] = args.window
+    row: dict[str, Any] = {
+        "device": torch.cuda.get_device_name(device) if device.startswith("cuda") else f"cpu ({os.cpu_count()} cores)",
+        "mode": "gpu-dry-run" if args.dry_run else ("gpu" if args.gpu else "cpu"),
+        "size": args.size,
+        "steps": args.steps,
+        "guidance": args.guidance,
+        "requests": args.requests,
+        "max_batch": args.max_batch,
+    }
+
+    # 2. The SDK as it comes (eager, like the raw side): throughput, then single-request overhead.
+    async with mg.Client(providers={"diffusers": settings}) as client:
+        row |= await throughput(client, model, pipe, args, device, "eager")
+        row |= await overhead(client, model, pipe, args, device)
+        row["batch_window_s"] = (await client.backend("diffusers")).describe()["batching"]["window_s"]
+
+    # 3. With speed options (a second client: compiling changes the loaded modules), throughput only:
+    #    single requests would each recompile for a new batch size, which says nothing about overhead.
+    if args.speed:
+        if time.monotonic() - T0 > args.budget_s:
+            log("time budget spent; skipping the speed-options stage")
+        else:
+            fast = settings | {"channels_last": True, "compile": "full"}
+            async with mg.Client(providers={"diffusers": fast}) as client:
+                stage = await throughput(client, model, pipe, args, device, "speed")
+            row["speed"] = {k: stage[k] for k in ("sdk_concurrent_images_per_s", "ratio", "sdk_warmup_s", "rounds")}
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--gpu", action="store_true", help="SD1.5 architecture, 512 px, 30 steps, fp16")
+    parser.add_argument("--dry-run", action="store_true", help="with --gpu: shrunken configs, any device")
+    parser.add_argument("--speed", action="store_true", help="SDK side with channels_last + torch.compile")
+    parser.add_argument("--size", type=int, default=None, help="image side in px (64 on CPU, 512 with --gpu)")
+    parser.add_argument("--steps", type=int, default=None, help="denoising steps (4 on CPU, 30 with --gpu)")
+    parser.add_argument("--guidance", type=float, default=7.5)
+    parser.add_argument("--requests", type=int, default=16)
+    parser.add_argument("--max-batch", type=int, default=16)
+    parser.add_argument("--window", type=float, default=None, help="batch_window_s (default: the backend's)")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--single-reps", type=int, default=None, help="single-request pairs (15 CPU, 5 GPU)")
+    parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
+    parser.add_argument("--budget-s", type=float, default=540.0, help="stop starting new rounds after this")
+    parser.add_argument("--model-dir", default=None, help="where models are written (default: a temp dir)")
+    args = parser.parse_args()
+    big = args.gpu and not args.dry_run
+    args.size = args.size or (512 if big else 64)
+    args.steps = args.steps or (30 if big else 4)
+    args.single_reps = args.single_reps or (5 if big else 15)
+
+    if args.model_dir:
+        row = asyncio.run(measure(args))
+    else:
+        # The SD1.5-sized model takes 1.7 GB on disk: do not leave one behind per run.
+        with tempfile.TemporaryDirectory(prefix="mediagen-bench-") as workdir:
+            args.model_dir = workdir
+            row = asyncio.run(measure(args))
+    print(json.dumps(row), flush=True)
+    print()
+    print(
+        f"| device | mode | size | steps | raw sequential img/s | SDK {args.requests} concurrent img/s | ratio |"
+        " single raw s | single SDK s | overhead |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    print(
+        f"| {row['device']} | {row['mode']} | {row['size']} | {row['steps']} | {row['raw_sequential_images_per_s']} |"
+        f" {row['sdk_concurrent_images_per_s']} | {row['ratio']}x | {row['raw_single_s']} | {row['sdk_single_s']} |"
+        f" {row['single_overhead_pct']} % |"
+    )
+    if "speed" in row:
+        speed = row["speed"]
+        print(
+            f"\nwith channels_last + torch.compile: SDK {speed['sdk_concurrent_images_per_s']} images/s,"
+            f" {speed['ratio']}x raw sequential (warm-up {speed['sdk_warmup_s']} s)"
+        )
+    out = os.environ.get("OUT")
+    if out:
+        Path(out, "local_throughput.json").write_text(json.dumps(row, indent=1))
+
+
+if __name__ == "__main__":
+    main()
