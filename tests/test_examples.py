@@ -115,3 +115,26 @@ def test_batch_example(tmp_path: Path, example_env: dict[str, str]) -> None:
         "owl.png",
         "wind.wav",
     ]
+
+
+def test_mediagen_demo(tmp_path: Path, example_env: dict[str, str]) -> None:
+    """`make demo`'s command: one decodable file per modality, plus a video with sound."""
+    import soundfile as sf
+    import trimesh
+    from PIL import Image
+
+    cli = Path(sys.executable).with_name("mediagen")
+    proc = subprocess.run(
+        [str(cli), "demo", "-o", str(tmp_path / "demo")], capture_output=True, text=True, env=example_env, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = tmp_path / "demo"
+    for label in ("image", "video", "mesh", "audio", "speech", "video+audio"):
+        assert f"{label}: " in proc.stdout
+    assert "Loading weights" not in proc.stderr  # the libraries' own progress bars are silenced
+    assert Image.open(out / "fox.png").size == (32, 32)
+    assert mg.Video(path=out / "waves.mp4").num_frames == 9
+    assert len(trimesh.load(out / "chair.glb", force="mesh").faces) > 0
+    assert sf.info(str(out / "piano.wav")).duration == pytest.approx(1.0, abs=0.01)
+    assert sf.info(str(out / "hello.wav")).frames > 0
+    assert sorted(streams(out / "waves-with-sound.mp4")) == ["Audio", "Video"]

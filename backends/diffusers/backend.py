@@ -56,6 +56,7 @@ from mediagen.backends.runtime import (
     pick_device,
     pick_dtype,
 )
+from mediagen.backends.runtime.imports import quiet_library_progress
 from mediagen.requests import Task
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -328,6 +329,7 @@ class DiffusersBackend(Backend):  # type: ignore[misc]  # mypy cannot follow the
         with self._setup_lock:
             if self._runtime is not None:
                 return
+            quiet_library_progress()
             device = pick_device(self.config.device)
             dtype = pick_dtype(device, self.config.dtype)
             worker = get_worker(device)

@@ -31,3 +31,23 @@ def one_at_a_time(fn: Callable[_P, _R]) -> Callable[_P, _R]:
             return fn(*args, **kwargs)
 
     return locked
+
+
+@one_at_a_time
+def quiet_library_progress() -> None:
+    """Turn off the libraries' own progress bars ("Loading pipeline components", "Loading weights").
+
+    mediagen reports progress as events; bars written straight to stderr by the libraries would
+    interleave with the caller's output. `MEDIAGEN_LIBRARY_PROGRESS=1` keeps them.
+    """
+    import os
+
+    if os.environ.get("MEDIAGEN_LIBRARY_PROGRESS") == "1":
+        return
+    import diffusers.utils.logging as diffusers_logging
+    import huggingface_hub.utils as hub_utils
+    import transformers.utils.logging as transformers_logging
+
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()
+    hub_utils.disable_progress_bars()
