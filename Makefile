@@ -23,7 +23,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check sdk backends
 
 typecheck: $(STAMP)
-	$(VENV)/bin/mypy sdk
+	$(VENV)/bin/mypy sdk backends
 
 pytest: $(STAMP)
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(VENV)/bin/pytest -q -p no:cacheprovider

@@ -45,9 +45,9 @@ def quiet_library_progress() -> None:
     if os.environ.get("MEDIAGEN_LIBRARY_PROGRESS") == "1":
         return
     import diffusers.utils.logging as diffusers_logging
-    import huggingface_hub.utils as hub_utils
     import transformers.utils.logging as transformers_logging
+    from huggingface_hub.utils import disable_progress_bars  # type: ignore[attr-defined]
 
-    diffusers_logging.disable_progress_bar()
-    transformers_logging.disable_progress_bar()
-    hub_utils.disable_progress_bars()
+    diffusers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+    transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+    disable_progress_bars()

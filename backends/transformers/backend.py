@@ -55,13 +55,13 @@ from mediagen.backends.runtime import (
     pick_device,
     pick_dtype,
 )
+from mediagen.backends.runtime.audio import finish_audio, fit_samples
 from mediagen.backends.runtime.imports import quiet_library_progress
 from mediagen.requests import Task
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .loading import LoadedModel, ModelInfo, load_model, resolve_model
 from .mapping import MusicSettings, SpeechSettings, map_music, map_speech, output_seeds, parse_options
-from .outputs import finish_audio, fit_samples
 
 __all__ = ["TransformersBackend", "TransformersSettings"]
 

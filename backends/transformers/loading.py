@@ -17,15 +17,14 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
-from mediagen.errors import DownloadError, ModelNotFoundError, UnsupportedRequestError
+from mediagen.errors import ModelNotFoundError, UnsupportedRequestError
 from mediagen.requests import Task
 
+from ..runtime.hub import hub_errors, resolve_reference
 from ..runtime.imports import one_at_a_time
 
 __all__ = [
@@ -51,7 +50,6 @@ _TASKS: dict[Family, frozenset[Task]] = {
     "musicgen": frozenset({"text-to-music", "text-to-audio"}),
     "vits": frozenset({"text-to-speech", "text-to-audio"}),
 }
-_WEIGHT_SUFFIXES = (".safetensors", ".bin")
 
 
 @dataclass(frozen=True)
@@ -102,60 +100,6 @@ class ModelInfo:
         return max(0, self.num_codebooks // self.channels - 1)
 
 
-# Copied from mediagen.backends.diffusers.loading.resolve_reference
-def resolve_reference(ref: str, *, what: str) -> tuple[str, Path | None]:
-    """Tell a local path from a hub id.
-
-    Args:
-        ref: A directory, a file, or a hub id.
-        what: What it is ("model", "ControlNet", "LoRA"), for messages.
-
-    Returns:
-        `(source, path)`: the absolute path and the path itself when it exists locally; the hub id
-        and None otherwise.
-
-    Raises:
-        ModelNotFoundError: `ref` looks like a path (absolute, `./`, `~`) but nothing is there.
-    """
-    path = Path(ref).expanduser()
-    if path.exists():
-        return str(path.absolute()), path.absolute()
-    looks_like_path = (
-        os.path.isabs(ref)
-        or ref.startswith((".", "~"))
-        or "\\" in ref
-        or ref.count("/") > 1
-        or ref.endswith(_WEIGHT_SUFFIXES)
-    )
-    if looks_like_path:
-        raise ModelNotFoundError(f"no {what} at {ref!r}: the path does not exist")
-    return ref, None
-
-
-# Copied from mediagen.backends.diffusers.loading.hub_errors with diffusers->transformers
-@contextlib.contextmanager
-def hub_errors(ref: str, what: str) -> Iterator[None]:
-    """Turn huggingface_hub's errors into mediagen's, naming `ref` and what to do."""
-    from huggingface_hub import errors as hub
-
-    try:
-        yield
-    except hub.RepositoryNotFoundError as exc:
-        raise ModelNotFoundError(
-            f"no {what} {ref!r} on the Hugging Face Hub (or it is gated or private: set HF_TOKEN)"
-        ) from exc
-    except (hub.LocalEntryNotFoundError, hub.OfflineModeIsEnabled) as exc:
-        raise ModelNotFoundError(
-            f"{what} {ref!r} is not in the local Hugging Face cache and the hub cannot be reached "
-            f"(HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE', '0')}); download it once while online, "
-            "or give a local directory"
-        ) from exc
-    except hub.EntryNotFoundError as exc:
-        raise ModelNotFoundError(f"{what} {ref!r} on the hub lacks a file transformers needs: {exc}") from exc
-    except hub.HfHubHTTPError as exc:
-        raise DownloadError(f"could not fetch {what} {ref!r} from the Hugging Face Hub: {exc}") from exc
-
-
 @one_at_a_time
 def resolve_model(model: str) -> ModelInfo:
     """Read a model's configuration and work out what it can do (blocking: run it off the event loop).
@@ -181,7 +125,7 @@ def resolve_model(model: str) -> ModelInfo:
             else ""
         )
         raise ModelNotFoundError(f"{path} has no config.json, so it is not a transformers model directory{hint}")
-    with hub_errors(model, "model"), _config_errors(model):
+    with hub_errors(model, "model", library="transformers"), _config_errors(model):
         config = AutoConfig.from_pretrained(source)
     model_type = str(getattr(config, "model_type", ""))
     if model_type not in FAMILIES:
@@ -303,7 +247,7 @@ def load_model(info: ModelInfo, dtype: Any) -> LoadedModel:
     import transformers
 
     cls = getattr(transformers, info.class_name)
-    with hub_errors(info.model, "model"), _load_errors(info.model):
+    with hub_errors(info.model, "model", library="transformers"), _load_errors(info.model):
         model = cls.from_pretrained(info.source, dtype=dtype).eval()
         if info.family == "musicgen":
             processor = transformers.AutoProcessor.from_pretrained(info.source)  # type: ignore[no-untyped-call]

@@ -1,4 +1,6 @@
-"""Outputs: model waveforms become `mg.Audio` artifacts of the length and rate the request asked for.
+"""Audio outputs of every local backend: waveforms become `mg.Audio` of the length and rate asked for.
+
+MusicGen and VITS (through transformers) and StableAudio and AudioLDM2 (through diffusers) alike.
 
 Every output goes through the same four steps, in this order: fit to the requested number of samples
 (cut, or padded with silence), resample when `request.sample_rate` is set, peak-normalise when
