@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import mediagen as mg
@@ -31,6 +31,21 @@ def tiny_model(tiny_models_dir: Path) -> Callable[[str], Path]:
         return ensure_tiny_model(name, cache_dir=tiny_models_dir)
 
     return get
+
+
+@pytest.fixture(autouse=True)
+def _restore_registry() -> Iterator[None]:
+    """Backends a test registers are gone after it (the registry is process-wide)."""
+    import importlib
+
+    reg = importlib.import_module("mediagen._registry")
+    reg.available_providers()
+    paths, loaded = dict(reg._paths), dict(reg._loaded)
+    yield
+    reg._paths.clear()
+    reg._paths.update(paths)
+    reg._loaded.clear()
+    reg._loaded.update(loaded)
 
 
 @pytest.fixture(autouse=True)

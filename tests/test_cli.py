@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import subprocess
 import sys
 import wave
-from collections.abc import Iterator
 from pathlib import Path
 
 import imageio.v3 as iio
@@ -22,16 +20,6 @@ from typer.testing import CliRunner
 runner = CliRunner()
 
 
-@pytest.fixture(autouse=True)
-def _restore_registry() -> Iterator[None]:
-    reg = importlib.import_module("mediagen._registry")
-    reg.available_providers()
-    paths, loaded = dict(reg._paths), dict(reg._loaded)
-    yield
-    reg._paths.clear()
-    reg._paths.update(paths)
-    reg._loaded.clear()
-    reg._loaded.update(loaded)
 
 
 def invoke(*args: str) -> object:

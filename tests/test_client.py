@@ -4,10 +4,8 @@ capability checks, strictness, model strings, configuration, fallback chains and
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -15,19 +13,6 @@ import mediagen as mg
 import numpy as np
 import pytest
 from mediagen.testing import FakeBackend, FunctionBackend
-
-
-@pytest.fixture(autouse=True)
-def _restore_registry() -> Iterator[None]:
-    # The registry module is private; `mediagen.registry` is its read-only mapping.
-    reg = importlib.import_module("mediagen._registry")
-    reg.available_providers()
-    paths, loaded = dict(reg._paths), dict(reg._loaded)
-    yield
-    reg._paths.clear()
-    reg._paths.update(paths)
-    reg._loaded.clear()
-    reg._loaded.update(loaded)
 
 
 def write_config(text: str) -> Path:

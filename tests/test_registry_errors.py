@@ -11,7 +11,6 @@ import subprocess
 import sys
 import textwrap
 import types
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,15 +22,6 @@ from mediagen.testing import FakeBackend
 reg = importlib.import_module("mediagen._registry")
 
 
-@pytest.fixture(autouse=True)
-def _restore_registry() -> Iterator[None]:
-    reg.available_providers()
-    paths, loaded = dict(reg._paths), dict(reg._loaded)
-    yield
-    reg._paths.clear()
-    reg._paths.update(paths)
-    reg._loaded.clear()
-    reg._loaded.update(loaded)
 
 
 class EchoBackend(mg.Backend):
