@@ -334,10 +334,12 @@ def backends(as_json: bool = _json_opt) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table("provider", "usable", "tasks", "notes")
+    table = Table("provider", "usable", "modalities", "notes")
     for row in rows:
         ok = "[green]yes[/]" if row["usable"] else "[red]no[/]"
-        table.add_row(row["provider"], ok, ", ".join(row["tasks"]), row["reason"] or row["state"])
+        table.add_row(
+            row["provider"], ok, ", ".join(_modalities(row["tasks"])), row["reason"] or _state_line(row["state"])
+        )
     Console().print(table)
 
 
@@ -420,13 +422,33 @@ def _fail(exc: BaseException, code: int, as_json: bool) -> None:
     raise typer.Exit(code)
 
 
+_MODALITY_OF_TASK = {
+    "image": "image",
+    "inpaint": "image",
+    "controlnet": "image",
+    "video": "video",
+    "audio": "audio",
+    "music": "audio",
+    "sound": "audio",
+    "speech": "audio",
+    "3d": "3D",
+}
+
+
+def _modalities(tasks: list[str]) -> list[str]:
+    found = {_MODALITY_OF_TASK[task.rsplit("-", 1)[-1]] for task in tasks}
+    return [m for m in ("image", "video", "audio", "3D") if m in found]
+
+
 def _backend_rows() -> list[dict[str, Any]]:
-    """One row per registered provider: usable here or why not, and what it serves."""
+    """One row per registered provider: usable here or why not, what it serves, where it runs."""
+    from ._config import load_config
     from ._registry import available_providers, get_backend_class
 
+    settings = load_config().providers
     rows = []
     for name in available_providers():
-        row: dict[str, Any] = {"provider": name, "usable": False, "tasks": [], "reason": "", "state": ""}
+        row: dict[str, Any] = {"provider": name, "usable": False, "tasks": [], "reason": "", "state": {}}
         try:
             cls = get_backend_class(name)
         except Exception as exc:  # an import failure is exactly what this command reports
@@ -437,11 +459,22 @@ def _backend_rows() -> list[dict[str, Any]]:
         reason = cls.availability()
         row["usable"] = reason is None
         row["reason"] = reason or ""
-        state = getattr(cls, "runtime_state", None)
-        if callable(state):
-            row["state"] = str(state())
+        if reason is None:
+            try:
+                row["state"] = cls(**{k: v for k, v in settings.get(name, {}).items() if k != "policy"}).describe()
+            except Exception as exc:  # a bad [providers.x] table is worth showing, not crashing on
+                row["usable"], row["reason"] = False, f"settings in mediagen.toml: {exc}"
         rows.append(row)
     return rows
+
+
+def _state_line(state: dict[str, Any]) -> str:
+    parts = []
+    if "device" in state:
+        parts.append(f"device {state['device']}" + (f" ({state['dtype']})" if state.get("dtype") else ""))
+    if "loaded" in state:
+        parts.append(f"{len(state['loaded'])} model(s) loaded in this process")
+    return "; ".join(parts)
 
 
 def main() -> None:

@@ -289,7 +289,9 @@ class DiffusersBackend(Backend):  # type: ignore[misc]  # mypy cannot follow the
         runtime = self._runtime
         state: dict[str, Any] = {"settings": self.config.model_dump(exclude_defaults=True)}
         if runtime is None:
-            state["device"] = "not started (starts with the first request)"
+            # Nothing is loaded before the first request; say where it would run.
+            device = pick_device(self.config.device)
+            state |= {"device": device, "dtype": dtype_name(pick_dtype(device, self.config.dtype)), "loaded": []}
             return state
         state |= {
             "device": runtime.device,

@@ -245,7 +245,9 @@ class TransformersBackend(Backend):  # type: ignore[misc]  # mypy cannot follow 
     def describe(self) -> dict[str, Any]:
         runtime = self._runtime
         if runtime is None:
-            return {"device": self.config.device, "loaded": []}
+            # Nothing is loaded before the first request; say where it would run.
+            device = pick_device(self.config.device)
+            return {"device": device, "dtype": dtype_name(pick_dtype(device, self.config.dtype)), "loaded": []}
         return {
             "device": runtime.device,
             "dtype": dtype_name(runtime.dtype),
