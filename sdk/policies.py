@@ -24,7 +24,9 @@ attempt deadlines and cooldowns in fallback chains. The `retry` policy is applie
 the client around whole runs, or, for a backend that sets `handles_retries = True`, by the backend
 itself around its own transport calls (it reads `ctx.policy.retry`), since only it knows which
 calls are safe to repeat without paying twice. The classes are plain building blocks, usable on
-their own::
+their own; the Replicate backend builds its own limits from them (a sliding-window `RateLimiter` for
+prediction creates, a `ConcurrencyLimiter` for predictions in flight) and its retry loops on
+`RetryPolicy`::
 
     from mediagen.policies import RetryPolicy, RateLimiter
 
@@ -40,6 +42,7 @@ their own::
 
 from __future__ import annotations
 
+import collections
 import math
 import random
 import time
@@ -116,6 +119,36 @@ class RetryPolicy(BaseModel):
             wait = max(wait, float(retry_after))
         return wait
 
+    def next_delay(
+        self, failures: int, error: BaseException | None = None, *, time_left: float | None = None
+    ) -> float | None:
+        """Seconds to wait before the next try, or None to give up: the whole decision of `run`.
+
+        For retry loops that cannot be a plain `run` (a hosted backend's create, which must decide
+        by itself which failures are safe to repeat); the caller decides whether `error` is worth
+        another try at all.
+
+        Args:
+            failures: How many tries have failed so far (1 after the first).
+            error: The last error; its `retry_after`, when set, is a lower bound (see `delay`).
+            time_left: Seconds until the deadline (None: none); a wait that would reach it is not started.
+
+        Returns:
+            The wait, or None when the tries are used up, the provider asks for too long a wait, or
+            the wait would pass the deadline.
+
+        Examples:
+            >>> policy = RetryPolicy(attempts=2, backoff_base_s=0.1, jitter=0)
+            >>> policy.next_delay(1), policy.next_delay(2), policy.next_delay(1, time_left=0.05)
+            (0.1, None, None)
+        """
+        if failures >= self.attempts:
+            return None
+        wait = self.delay(failures, error)
+        if wait is None or (time_left is not None and wait >= time_left):
+            return None
+        return wait
+
     async def run(
         self,
         fn: Callable[[], Awaitable[T]],
@@ -152,10 +185,12 @@ class RetryPolicy(BaseModel):
                 return await fn()
             except Exception as exc:
                 failures += 1
-                if failures >= self.attempts or not is_retryable(exc):
+                if not is_retryable(exc):
                     raise
-                wait = self.delay(failures, exc)
-                if wait is None or (deadline is not None and time.monotonic() + wait >= deadline):
+                wait = self.next_delay(
+                    failures, exc, time_left=None if deadline is None else deadline - time.monotonic()
+                )
+                if wait is None:
                     raise
                 if on_retry is not None:
                     on_retry(failures, exc, wait)
@@ -163,36 +198,69 @@ class RetryPolicy(BaseModel):
 
 
 class RateLimiter:
-    """A token bucket: at most `per_minute` acquisitions a minute, `burst` of them at once.
+    """At most `per_minute` acquisitions a minute: a token bucket, or a sliding window.
+
+    By default a token bucket holding `burst` tokens, refilled continuously: calls go out evenly,
+    `burst` of them back to back. With `sliding=True` the rule is the one providers state ("600
+    creates a minute, in bursts", Replicate's): at most `per_minute` acquisitions in any 60 s, all
+    at once if they come together; the next waits for the oldest to leave the window. (A bucket with
+    `burst=per_minute` is not the same: a full bucket and then its refill let twice that through
+    within one minute.)
 
     Waiters are served first come, first served. Use `async with limiter:` or `await
-    limiter.acquire()` before each request; `pause(seconds)` empties the bucket for a while when the
-    provider answers 429, so every caller backs off together.
+    limiter.acquire()` before each request; `pause(seconds)` holds every caller back for a while when
+    the provider answers 429, so every caller backs off together (a bucket then refills from empty;
+    a window keeps counting what it holds).
 
     Args:
-        per_minute: Sustained rate.
-        burst: Tokens the bucket holds when full; by default one second's worth (at least 1).
+        per_minute: Sustained rate; None sets no limit of its own (`pause` still holds callers back).
+        burst: Tokens the bucket holds when full; by default one second's worth (at least 1). Not
+            for a sliding window, whose burst is `per_minute` itself.
+        sliding: Count acquisitions in a sliding window of `WINDOW_S` seconds instead of a bucket.
         clock: Monotonic clock in seconds (tests pass a fake one).
+        sleep: Coroutine function that waits; None for `asyncio.sleep` (tests pass a fake one that
+            moves the fake clock).
 
     Examples:
         >>> limiter = RateLimiter(per_minute=600)  # 10 a second, bursts of 10
+        >>> creates = RateLimiter(per_minute=600, sliding=True)  # any 600 within 60 s
         >>> async with limiter:  # doctest: +SKIP
         ...     await send()
     """
 
+    WINDOW_S = 60.0
+    """The window of `sliding=True`, in seconds."""
+
     def __init__(
-        self, per_minute: float, *, burst: int | None = None, clock: Callable[[], float] = time.monotonic
+        self,
+        per_minute: float | None,
+        *,
+        burst: int | None = None,
+        sliding: bool = False,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[object]] | None = None,
     ) -> None:
-        if per_minute <= 0:
+        if per_minute is not None and per_minute <= 0:
             raise ValueError(f"per_minute must be positive, got {per_minute}")
-        self.per_minute = float(per_minute)
-        self.rate = self.per_minute / 60.0
-        self.burst = float(burst if burst is not None else max(1, math.floor(self.rate)))
+        if sliding and burst is not None:
+            raise ValueError("a sliding window takes no burst: any per_minute acquisitions of a window may go at once")
+        self.per_minute = None if per_minute is None else float(per_minute)
+        self.sliding = sliding
+        self.rate = math.inf if self.per_minute is None else self.per_minute / 60.0
+        if self.per_minute is None:
+            self.burst = math.inf
+        elif sliding:
+            self.burst = float(math.floor(self.per_minute))
+        else:
+            self.burst = float(burst if burst is not None else max(1, math.floor(self.rate)))
         if self.burst < 1:
-            raise ValueError(f"burst must be at least 1, got {burst}")
+            raise ValueError(f"burst must be at least 1, got {self.burst:g}")
         self._clock = clock
+        self._sleep = sleep
         self._tokens = self.burst
         self._stamp = clock()
+        self._stamps: collections.deque[float] = collections.deque()
+        """When each acquisition in the sliding window was made, oldest first."""
         self._paused_until = 0.0
         self._lock: asyncio.Lock | None = None
         self.waiting = 0
@@ -207,27 +275,53 @@ class RateLimiter:
         self._tokens = min(self.burst, self._tokens + (now - start) * self.rate)
         self._stamp = now
 
-    def try_acquire(self, tokens: float = 1.0) -> bool:
-        """Take `tokens` now if the bucket holds them; never waits."""
-        self._refill()
-        if self._tokens >= tokens and (self._lock is None or not self._lock.locked()):
+    def _wait(self, tokens: float) -> float:
+        """Seconds until `tokens` can be taken, a pause included (0 when they can be now)."""
+        if self.per_minute is None:  # no bucket to refill: an infinite rate would make it NaN
+            return max(0.0, self._paused_until - self._clock())
+        if not self.sliding:
+            self._refill()
+            paused = max(0.0, self._paused_until - self._clock())
+            return paused + max(0.0, tokens - self._tokens) / self.rate
+        now = self._clock()
+        while self._stamps and now - self._stamps[0] >= self.WINDOW_S:
+            self._stamps.popleft()
+        paused = max(0.0, self._paused_until - now)
+        over = len(self._stamps) + math.ceil(tokens) - int(self.burst)
+        if over <= 0:
+            return paused
+        if over > len(self._stamps):
+            return math.inf  # more than the window ever holds
+        # Room comes when the `over` oldest acquisitions have left the window.
+        return max(paused, self._stamps[over - 1] + self.WINDOW_S - now)
+
+    def _take(self, tokens: float) -> None:
+        if self.per_minute is None:
+            return
+        if self.sliding:
+            self._stamps.extend([self._clock()] * math.ceil(tokens))
+        else:
+            self._refill()
             self._tokens -= tokens
+
+    def try_acquire(self, tokens: float = 1.0) -> bool:
+        """Take `tokens` now if the bucket holds them (or the window has room); never waits."""
+        if self._wait(tokens) <= 0 and (self._lock is None or not self._lock.locked()):
+            self._take(tokens)
             return True
         return False
 
     def wait_time(self, tokens: float = 1.0) -> float:
         """Seconds until `tokens` would be available (0 when they are now)."""
-        self._refill()
-        paused = max(0.0, self._paused_until - self._clock())
-        missing = max(0.0, tokens - self._tokens)
-        return paused + missing / self.rate
+        return self._wait(tokens)
 
     async def acquire(self, tokens: float = 1.0, *, timeout: float | None = None) -> float:
         """Wait until `tokens` are available and take them.
 
         Args:
             tokens: How many to take (1 per request).
-            timeout: Most seconds to wait; None waits as long as it takes.
+            timeout: Most seconds to wait; None waits as long as it takes (0 takes them only
+                when they are there now).
 
         Returns:
             Seconds spent waiting.
@@ -243,23 +337,20 @@ class RateLimiter:
             raise ValueError(f"asked for {tokens} tokens; the bucket holds at most {self.burst}")
         if self._lock is None:
             self._lock = asyncio.Lock()
+        sleep = self._sleep or asyncio.sleep
         start = self._clock()
         self.waiting += 1
         try:
-            lock_wait = None if timeout is None else max(0.0, timeout)
-            try:
-                await asyncio.wait_for(self._lock.acquire(), lock_wait)
-            except asyncio.TimeoutError:
-                raise TimeoutError(f"no rate-limit token within {timeout:g} s") from None
+            if not await _acquire_within(self._lock.acquire, self._lock.release, timeout):
+                raise TimeoutError(f"no rate-limit token within {timeout:g} s")
             try:  # one waiter at a time checks the bucket: the lock's FIFO order is the queue's
-                wait = self.wait_time(tokens)
+                wait = self._wait(tokens)
                 while wait > 0:  # a pause() may come in while we sleep: check again
                     if timeout is not None and self._clock() + wait > start + timeout:
                         raise TimeoutError(f"the next rate-limit token is {wait:.2g} s away, past the timeout")
-                    await asyncio.sleep(wait)
-                    wait = self.wait_time(tokens)
-                self._refill()
-                self._tokens -= tokens
+                    await sleep(wait)
+                    wait = self._wait(tokens)
+                self._take(tokens)
             finally:
                 self._lock.release()
         finally:
@@ -267,9 +358,10 @@ class RateLimiter:
         return self._clock() - start
 
     def pause(self, seconds: float) -> None:
-        """Hand out nothing for `seconds` (the provider said Retry-After), then refill from empty."""
-        self._refill()
-        self._tokens = 0.0
+        """Hand out nothing for `seconds` (the provider said Retry-After); a bucket then refills from empty."""
+        if self.per_minute is not None and not self.sliding:
+            self._refill()
+            self._tokens = 0.0
         self._paused_until = max(self._paused_until, self._clock() + max(0.0, seconds))
 
     async def __aenter__(self) -> RateLimiter:
@@ -280,7 +372,10 @@ class RateLimiter:
         return None
 
     def __repr__(self) -> str:
-        return f"RateLimiter(per_minute={self.per_minute:g}, burst={self.burst:g})"
+        if self.per_minute is None:
+            return "RateLimiter(per_minute=None)"
+        shape = "sliding=True" if self.sliding else f"burst={self.burst:g}"
+        return f"RateLimiter(per_minute={self.per_minute:g}, {shape})"
 
 
 class ConcurrencyLimiter:
@@ -321,10 +416,8 @@ class ConcurrencyLimiter:
                 self._semaphore = asyncio.Semaphore(self.limit)
             self.waiting += 1
             try:
-                # wait_for returns a slot granted while it was timing out rather than drop it: none leaks.
-                await asyncio.wait_for(self._semaphore.acquire(), timeout)
-            except asyncio.TimeoutError:
-                raise TimeoutError(f"no free slot within {timeout:g} s (limit {self.limit})") from None
+                if not await _acquire_within(self._semaphore.acquire, self._semaphore.release, timeout):
+                    raise TimeoutError(f"no free slot within {timeout:g} s (limit {self.limit})")
             finally:
                 self.waiting -= 1
         self.in_use += 1
@@ -344,6 +437,40 @@ class ConcurrencyLimiter:
 
     def __repr__(self) -> str:
         return f"ConcurrencyLimiter(limit={self.limit}, in_use={self.in_use})"
+
+
+async def _acquire_within(
+    acquire: Callable[[], Awaitable[Any]], release: Callable[[], None], timeout: float | None
+) -> bool:
+    """Run `acquire` for at most `timeout` seconds; True when it got what it waited for.
+
+    Not `asyncio.wait_for`: before Python 3.12 it refuses even a free slot when `timeout` is 0, and
+    it can report a timeout for an acquisition that just succeeded, which would leak the slot.
+    Waiting on a task and inspecting it does neither.
+    """
+    import asyncio
+
+    if timeout is None:
+        await acquire()
+        return True
+    task = asyncio.ensure_future(acquire())
+    try:
+        done, _ = await asyncio.wait({task}, timeout=max(0.0, timeout))
+    except BaseException:
+        # Cancelled while waiting: stop the acquisition, and give back one that landed anyway.
+        task.cancel()
+        await asyncio.wait({task})
+        if not task.cancelled() and task.exception() is None:
+            release()
+        raise
+    if task in done:
+        task.result()
+        return True
+    task.cancel()
+    await asyncio.wait({task})
+    if not task.cancelled() and task.exception() is None:
+        release()
+    return False
 
 
 # Limits are shared objects (one bucket, one semaphore per provider); a single call cannot have its own.

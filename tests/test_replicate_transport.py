@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from collections.abc import AsyncIterator, Iterator
 
@@ -16,8 +15,7 @@ from mediagen.testing.replicate_server import ReplicateServer, image_model, vide
 
 pytest.importorskip("replicate")
 from mediagen.backends.replicate import ReplicateBackend
-from mediagen.backends.replicate.ratelimit import ConcurrencyLimiter, RateLimiter
-from mediagen.backends.replicate.retry import RetryPolicy, parse_retry_after
+from mediagen.backends.replicate.errors import parse_retry_after
 from mediagen.backends.replicate.transport import LogReporter, PollPacer, parse_time
 
 SLOW = "minimax/video-01"  # served below with a model that runs for ~10 s of real time
@@ -193,14 +191,7 @@ def test_poll_pacer_estimates() -> None:
     assert pacer.delay("m", elapsed=60.0) == 10.0  # capped
 
 
-def test_retry_policy_and_retry_after() -> None:
-    policy = RetryPolicy(base_delay_s=0.5, max_delay_s=4.0, jitter=0.0, max_attempts=3)
-    assert [policy.delay(k) for k in (1, 2, 3, 4, 200)] == [0.5, 1.0, 2.0, 4.0, 4.0]
-    assert policy.delay(1, retry_after=3.0) == 3.0 and policy.delay(3, retry_after=0.0) == 2.0
-    assert not policy.gives_up_after(2) and policy.gives_up_after(3) and policy.gives_up_after(1, retry_after=600)
-    jittered = RetryPolicy(base_delay_s=1.0, jitter=0.5)
-    rng = random.Random(0)
-    assert all(0.5 <= jittered.delay(1, rng=rng) <= 1.0 for _ in range(100))
+def test_parse_retry_after() -> None:
     assert parse_retry_after("7") == 7.0 and parse_retry_after(" 1.5 ") == 1.5
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412470.0) == 10.0
     assert parse_retry_after("2015-10-21T07:28:00Z", now=1445412500.0) == 0.0
@@ -212,36 +203,6 @@ def test_parse_time_handles_any_fraction_width() -> None:
     b = parse_time("2024-04-22T11:15:15.329123456+00:00")
     assert a is not None and b is not None and a < b
     assert parse_time(None) is None and parse_time("yesterday") is None
-
-
-async def test_rate_limiter_sliding_window_and_pause() -> None:
-    now = [0.0]
-    slept: list[float] = []
-
-    async def sleep(seconds: float) -> None:
-        slept.append(seconds)
-        now[0] += seconds
-
-    limiter = RateLimiter(3, period_s=60.0, clock=lambda: now[0], sleep=sleep)
-    for _ in range(3):
-        assert await limiter.acquire() == 0.0  # a burst goes through at once
-    assert await limiter.acquire() == 60.0  # the fourth waits for the first to leave the window
-    limiter.pause(5.0)
-    with pytest.raises(TimeoutError):
-        await limiter.acquire(timeout=1.0)  # known to be too long: refused without sleeping it
-    assert slept == [60.0]
-    assert await limiter.acquire() == pytest.approx(5.0)
-
-
-async def test_concurrency_limiter_timeout_never_leaks() -> None:
-    limiter = ConcurrencyLimiter(1)
-    assert await limiter.acquire(timeout=0.1)
-    assert not await limiter.acquire(timeout=0.05)
-    assert limiter.waiting == 0 and limiter.active == 1
-    limiter.release()
-    async with limiter:
-        assert limiter.active == 1
-    assert limiter.active == 0 and await limiter.acquire(timeout=0)
 
 
 @respx.mock

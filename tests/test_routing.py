@@ -297,6 +297,10 @@ async def test_retry_policy_unit() -> None:
     assert policy.delay(1, RateLimitedError("x", retry_after=9.0)) is None
     jittery = RetryPolicy(backoff_base_s=1.0, jitter=0.5)
     assert all(0.5 <= jittery.delay(1) <= 1.0 for _ in range(50))
+    # next_delay is the whole decision (what a backend's own retry loop asks): tries, Retry-After, deadline.
+    assert policy.next_delay(3) == 0.3 and policy.next_delay(4) is None
+    assert policy.next_delay(1, RateLimitedError("x", retry_after=9.0)) is None
+    assert policy.next_delay(2, time_left=0.2) is None and policy.next_delay(2, time_left=0.21) == 0.2
 
     tries = 0
 
@@ -386,6 +390,35 @@ async def test_rate_limiter_unit() -> None:
     assert await real.acquire(timeout=1.0) >= 0.05
 
 
+async def test_rate_limiter_sliding_window_and_pause() -> None:
+    now = [0.0]
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        now[0] += seconds
+
+    limiter = RateLimiter(3, sliding=True, clock=lambda: now[0], sleep=sleep)
+    for _ in range(3):
+        assert await limiter.acquire() == 0.0  # a burst of the whole allowance goes through at once
+    assert await limiter.acquire() == 60.0  # the fourth waits for the first to leave the window
+    limiter.pause(5.0)
+    with pytest.raises(TimeoutError):
+        await limiter.acquire(timeout=1.0)  # known to be too long: refused without sleeping it
+    assert slept == [60.0]
+    assert await limiter.acquire() == pytest.approx(5.0)
+    now[0] += 59.0  # the one taken at 60 s has left the window, the one at 65 s not yet
+    assert limiter.try_acquire() and limiter.try_acquire() and not limiter.try_acquire()
+    assert limiter.wait_time() == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="burst"):
+        RateLimiter(600, burst=10, sliding=True)
+
+    unlimited = RateLimiter(None, clock=lambda: now[0], sleep=sleep)  # no limit, but a 429 still pauses it
+    assert all(unlimited.try_acquire() for _ in range(1000))
+    unlimited.pause(2.0)
+    assert not unlimited.try_acquire() and await unlimited.acquire() == pytest.approx(2.0)
+
+
 async def test_concurrency_limiter_unit() -> None:
     limiter = ConcurrencyLimiter(1)
     order: list[str] = []
@@ -407,6 +440,8 @@ async def test_concurrency_limiter_unit() -> None:
         assert limiter.waiting == 0 and limiter.in_use == 1
     await limiter.acquire(timeout=0.02)  # the slot came back; the timed-out wait took none
     limiter.release()
+    await limiter.acquire(timeout=0)  # a free slot is taken even with no time to wait for one
+    assert limiter.in_use == 1
 
 
 def test_policy_attempt_deadline() -> None:

@@ -3,8 +3,9 @@
 `ReplicateBackend.run` reads top to bottom: check the request against the model, map it onto the
 model's inputs and validate them, send input media, run the predictions, and turn their outputs into
 artifacts. The parts live next door: `client.py` (token and endpoint), `mapping.py` (requests into
-inputs), `transport.py` (predictions over HTTP), `outputs.py` (media in and out), `options.py`,
-`webhooks.py`, and the policies `retry.py` and `ratelimit.py`.
+inputs), `transport.py` (predictions over HTTP), `outputs.py` (media in and out), `options.py` and
+`webhooks.py`. Retries and limits are mediagen's shared ones (`mediagen.policies`), set up here from
+the backend's settings.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from mediagen._config import DEFAULT_MAX_DOWNLOAD_BYTES
 from mediagen.artifacts import Artifact
 from mediagen.backend import Backend, Capabilities, RunContext
 from mediagen.errors import GenerationFailedError, UnsupportedRequestError
+from mediagen.policies import ConcurrencyLimiter, RateLimiter, RetryPolicy
 from mediagen.requests import TASKS, Request
 from mediagen.results import GenerationWarning, Result, Timings, Usage
 
@@ -28,8 +30,6 @@ from .errors import PROVIDER
 from .mapping import MappedInputs, ModelCatalog, ModelInfo, build_inputs, inputs_per_call
 from .options import ReplicateOptions
 from .outputs import DEFAULT_INLINE_MAX_BYTES, artifacts_from_output, download_all, media_to_inputs
-from .ratelimit import ConcurrencyLimiter, RateLimiter
-from .retry import RetryPolicy
 from .transport import LogReporter, PollPacer, Prediction, ReplicateTransport, Target, parse_time
 from .webhooks import webhook_fields
 
@@ -57,14 +57,15 @@ class ReplicateBackend(Backend):  # type: ignore[misc]
         base_url: API endpoint; defaults to `$REPLICATE_BASE_URL`, else Replicate's.
         client: A ready `replicate.Client` to use (its token and endpoint win); never closed here.
         max_concurrency: Predictions in flight at once (None: no cap).
-        creates_per_minute: Prediction creates allowed in any 60 s (None: no limit).
+        creates_per_minute: Prediction creates allowed in any 60 s, all at once if they come
+            together (None: no limit; a 429 still holds every create back).
         poll_interval: Shortest wait between polls of a running prediction, in seconds.
         max_poll_interval: Longest wait between polls, in seconds.
         sync_wait_s: Seconds a create waits for the result before polling (sync mode, 0-60).
         max_download_bytes: Size cap of each output download.
         data_url_max_bytes: Largest input file sent inline; larger ones are uploaded.
-        max_retries: Tries of each call, the first included (creates only while provably not made);
-            a job's `policy.retry` (mediagen's policy layer) replaces this and `retry_base_delay`.
+        max_retries: Tries of each call, the first included (creates only while provably not made),
+            1 to 100; a job's `policy.retry` (mediagen's policy layer) replaces this and `retry_base_delay`.
         retry_base_delay: First backoff between tries, in seconds (doubling, with jitter).
         reconcile_delay_s: Pause before searching a second time for a create whose answer was lost.
 
@@ -119,8 +120,10 @@ class ReplicateBackend(Backend):  # type: ignore[misc]
         self._max_concurrency = max_concurrency
         self._max_download_bytes = max_download_bytes
         self._data_url_max_bytes = data_url_max_bytes
-        self._retry = RetryPolicy(max_attempts=max_retries, base_delay_s=retry_base_delay)
-        self._creates = RateLimiter(creates_per_minute, period_s=60.0)
+        # The backend's own default; the policy layer's backoff cap, jitter and Retry-After cap apply.
+        self._retry = RetryPolicy(attempts=max_retries, backoff_base_s=retry_base_delay)
+        # A sliding window, not a bucket: Replicate's rule is any 600 creates within a minute.
+        self._creates = RateLimiter(creates_per_minute, sliding=True)
         self._slots = ConcurrencyLimiter(max_concurrency)
         self._pacer = PollPacer(min_s=poll_interval, max_s=max_poll_interval)
         self._sync_wait_s = sync_wait_s
@@ -246,9 +249,9 @@ class ReplicateBackend(Backend):  # type: ignore[misc]
         return {
             "base_url": transport.connection.base_url if transport else self._base_url or "(from the environment)",
             "max_concurrency": self._max_concurrency,
-            "in_flight": self._slots.active,
+            "in_flight": self._slots.in_use,
             "waiting": self._slots.waiting,
-            "creates_per_minute": self._creates.limit,
+            "creates_per_minute": self.settings["creates_per_minute"],
             "models": self._catalog.cached,
             "requests": dict(transport.stats) if transport else {},
         }

@@ -25,8 +25,12 @@ deadline
 from __future__ import annotations
 
 import contextlib
+import email.utils
 import json
+import math
+import time
 from collections.abc import Iterator, Mapping, Sequence
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from mediagen.errors import (
@@ -41,21 +45,24 @@ from mediagen.errors import (
     redact,
 )
 
-from .retry import parse_retry_after
-
 if TYPE_CHECKING:
     import httpx
 
 __all__ = [
     "PROVIDER",
+    "RETRYABLE_STATUSES",
     "map_errors",
     "error_for_response",
     "error_for_status",
     "error_for_prediction",
     "transport_error",
+    "parse_retry_after",
 ]
 
 PROVIDER = "replicate"
+
+RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+"""HTTP statuses that may pass if the same request is sent again."""
 
 # Replicate's safety checkers fail a prediction with messages like "NSFW content detected. Try running
 # it again, or try a different prompt."; such a refusal is no reason to try another backend.
@@ -268,3 +275,46 @@ def _text(value: Any) -> str | None:
     if value is None:
         return None
     return value if isinstance(value, str) else json.dumps(value)
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Read a `Retry-After` header: delta seconds, or an HTTP date (ISO 8601 accepted too).
+
+    Args:
+        value: The header value, or None when there was none.
+        now: The current time (`time.time()`), for tests.
+
+    Returns:
+        Seconds to wait (0 for a date in the past), or None when absent or unreadable.
+
+    Examples:
+        >>> parse_retry_after("2")
+        2.0
+        >>> parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412470.0)
+        10.0
+        >>> parse_retry_after("soon") is None
+        True
+    """
+    if value is None:
+        return None
+    text = value.strip()
+    if not text:
+        return None
+    try:
+        seconds = float(text)
+    except ValueError:
+        pass
+    else:
+        return seconds if math.isfinite(seconds) and seconds >= 0 else None
+    when: datetime | None
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError):
+        try:
+            when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    current = time.time() if now is None else now
+    return max(0.0, when.timestamp() - current)

@@ -32,8 +32,9 @@ from mediagen._media import (
 from mediagen.artifacts import Artifact, artifact_for_url, artifact_from_bytes
 from mediagen.backend import check_remote_allowed
 from mediagen.errors import DownloadError
+from mediagen.policies import RetryPolicy
 
-from .retry import RETRYABLE_STATUSES, RetryPolicy
+from .errors import RETRYABLE_STATUSES
 
 if TYPE_CHECKING:
     import httpx
@@ -180,19 +181,23 @@ async def download_all(
 async def _download(url: str, *, client: httpx.AsyncClient | None, max_bytes: int, retry: RetryPolicy | None) -> bytes:
     if not url.startswith("data:"):
         check_remote_allowed(url)
-    attempt = 0
-    while True:
-        attempt += 1
-        try:
-            data: bytes = await adownload(url, max_bytes=max_bytes, client=client)
-            return data
-        except DownloadError as exc:
-            # Retry what went wrong in transit (a dropped connection, a 5xx); a 404 or the size cap stays.
-            transient = exc.__cause__ is not None or exc.status in RETRYABLE_STATUSES
-            if retry is None or not transient or retry.gives_up_after(attempt):
-                raise
-            delay = retry.delay(attempt, None)
-        await asyncio.sleep(delay)
+
+    async def fetch() -> bytes:
+        data: bytes = await adownload(url, max_bytes=max_bytes, client=client)
+        return data
+
+    if retry is None:
+        return await fetch()
+    fetched: bytes = await retry.run(fetch, is_retryable=_in_transit)
+    return fetched
+
+
+def _in_transit(error: BaseException) -> bool:
+    """Whether a download failed in transit (a dropped connection, a 5xx): worth another try.
+
+    A 404 or the size cap stays as it is however often the download is tried.
+    """
+    return isinstance(error, DownloadError) and (error.__cause__ is not None or error.status in RETRYABLE_STATUSES)
 
 
 # -- inputs -------------------------------------------------------------------------------------

@@ -17,10 +17,10 @@ Exactly-once creates
     `Idempotency-Key` across its retries, so a server that honours it can deduplicate too.
 Reads that ride out trouble
     GETs and cancels are retried on 429, 5xx and connection errors with backoff, jitter and
-    `Retry-After` (`RetryPolicy`), never past the job's deadline.
+    `Retry-After` (`mediagen.policies.RetryPolicy`), never past the job's deadline.
 Limits
-    Creates pass a sliding-window rate limiter (600 a minute by default); a 429 pauses it for every
-    caller. A concurrency cap bounds the predictions in flight.
+    Creates pass a sliding-window `mediagen.policies.RateLimiter` (any 600 within a minute by
+    default); a 429 pauses it for every caller. A `ConcurrencyLimiter` bounds the predictions in flight.
 Waiting
     Sync mode first (`Prefer: wait=N`, N bounded by the deadline), then polls paced by the model:
     from its progress bar when it has one, else from how long the model took before, else a backoff
@@ -48,10 +48,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from mediagen.backend import RunContext, check_remote_allowed
 from mediagen.errors import DeadlineExceededError, MediagenError, ProviderError
+from mediagen.policies import ConcurrencyLimiter, RateLimiter, RetryPolicy
 
 from .errors import PROVIDER, error_for_prediction, error_for_response, map_errors, transport_error
-from .ratelimit import ConcurrencyLimiter, RateLimiter
-from .retry import RetryPolicy
 
 if TYPE_CHECKING:
     import httpx
@@ -255,8 +254,9 @@ class ReplicateTransport:
 
     Args:
         connection: The endpoint, auth and connection pool.
-        retry: Retry policy of reads, cancels and provably-uncreated creates.
-        creates: Rate limiter of creates.
+        retry: Retry policy of reads, cancels and provably-uncreated creates, unless a job's
+            `ctx.policy.retry` replaces it.
+        creates: Rate limiter of creates (a sliding window: Replicate's "600 a minute").
         slots: Cap on predictions in flight.
         pacer: Poll pacing.
         sync_wait_s: Seconds a create waits for the result (sync mode); 0 polls from the start.
@@ -290,7 +290,6 @@ class ReplicateTransport:
         # Creates in flight by body: a lost create must not adopt a twin's prediction.
         self._in_flight: collections.Counter[str] = collections.Counter()
         self._landings = asyncio.Condition()
-        self._shared_retry: tuple[Any, RetryPolicy] = (None, retry)
         # The newest `created_at` among our creates: anything we create later is at least as new.
         self._watermark: datetime | None = None
 
@@ -328,8 +327,12 @@ class ReplicateTransport:
             asyncio.CancelledError: The job was cancelled (the prediction was cancelled first).
         """
         # 1. Take a place among the predictions in flight, within the deadline.
-        if not await self.slots.acquire(ctx.time_left()):
-            raise self._deadline_error(model, "waiting for a free place under max_concurrency; nothing was sent")
+        try:
+            await self.slots.acquire(timeout=ctx.time_left())
+        except TimeoutError:
+            raise self._deadline_error(
+                model, "waiting for a free place under max_concurrency; nothing was sent"
+            ) from None
         try:
             started = time.monotonic()
             # 2. Create it, exactly once; sync mode may bring the result with it.
@@ -392,7 +395,7 @@ class ReplicateTransport:
             attempt += 1
             # 1. Wait for the rate limiter (a 429 pauses it for everyone).
             try:
-                await self.creates.acquire(ctx.time_left())
+                await self.creates.acquire(timeout=ctx.time_left())
             except TimeoutError:
                 raise self._deadline_error(model, "waiting for the create rate limit; nothing was sent") from None
             since = self._watermark or datetime.now(timezone.utc) - _CLOCK_SKEW
@@ -433,9 +436,8 @@ class ReplicateTransport:
                 if found is not None:
                     return found, False
             # 3. Provably not created: try again, if the policy and the deadline allow.
-            delay = retry.delay(attempt, error.retry_after)
-            left = ctx.time_left()
-            if retry.gives_up_after(attempt, error.retry_after) or (left is not None and delay >= left):
+            delay = retry.next_delay(attempt, error, time_left=ctx.time_left())
+            if delay is None:
                 raise error
             self.stats["create_retries"] += 1
             logger.debug("create for %s not made (%s); retrying in %.2f s", model, error, delay)
@@ -684,14 +686,11 @@ class ReplicateTransport:
     def retry_for(self, ctx: RunContext | None) -> RetryPolicy:
         """The retry policy of a call: the job's own when it sets one, else the transport's.
 
-        A job's policy is `ctx.policy.retry`, from mediagen's policy layer (`[providers.replicate.policy]`).
+        A job's policy is `ctx.policy.retry`, from mediagen's policy layer
+        (`[providers.replicate.policy.retry]`, or `policy={"retry": ...}` per call).
         """
-        shared = getattr(getattr(ctx, "policy", None), "retry", None) if ctx is not None else None
-        if shared is None:
-            return self.retry
-        if shared is not self._shared_retry[0]:
-            self._shared_retry = (shared, RetryPolicy.from_settings(shared))
-        return self._shared_retry[1]
+        job: RetryPolicy | None = getattr(getattr(ctx, "policy", None), "retry", None)
+        return self.retry if job is None else job
 
     # -- plumbing ---------------------------------------------------------------------------------
 
@@ -729,22 +728,14 @@ class ReplicateTransport:
 
     async def _retrying(self, attempt: Callable[[], Awaitable[T]], *, ctx: RunContext | None = None) -> T:
         """Run `attempt` until it succeeds, or fails for good, or the policy or deadline runs out."""
-        retry = self.retry_for(ctx)
-        tries = 0
-        while True:
-            tries += 1
-            try:
-                return await attempt()
-            except MediagenError as exc:
-                if not exc.retryable or retry.gives_up_after(tries, exc.retry_after):
-                    raise
-                delay = retry.delay(tries, exc.retry_after)
-                left = ctx.time_left() if ctx is not None else None
-                if left is not None and delay >= left:
-                    raise
-                self.stats["retries"] += 1
-                logger.debug("retrying in %.2f s after: %s", delay, exc)
-            await asyncio.sleep(delay)
+
+        def counted(failures: int, error: BaseException, delay: float) -> None:
+            self.stats["retries"] += 1
+            logger.debug("retrying in %.2f s after: %s", delay, error)
+
+        deadline = ctx.deadline if ctx is not None else None
+        result: T = await self.retry_for(ctx).run(attempt, deadline=deadline, on_retry=counted)
+        return result
 
     async def _send(
         self,
