@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import mediagen as mg
+from mediagen.testing.tiny import clip_tokenizer
 
 T0 = time.monotonic()
 
@@ -124,7 +125,7 @@ def build_sd15(path: Path, *, dry_run: bool, device: str, dtype: Any) -> Path:
     pipe = StableDiffusionPipeline(
         vae=vae,
         text_encoder=text_encoder.eval(),
-        tokenizer=byte_level_clip_tokenizer(),
+        tokenizer=clip_tokenizer(),
         unet=unet,
         scheduler=scheduler,
         safety_checker=None,
@@ -133,20 +134,6 @@ def build_sd15(path: Path, *, dry_run: bool, device: str, dtype: Any) -> Path:
     )
     pipe.to(dtype=dtype).save_pretrained(path)
     return path
-
-
-# Copied from mediagen.testing.tiny._clip_tokenizer
-def byte_level_clip_tokenizer() -> Any:
-    """A CLIP tokenizer that encodes any text byte by byte (no hub download, no merges)."""
-    from tokenizers.pre_tokenizers import ByteLevel
-    from transformers import CLIPTokenizer
-
-    vocab: dict[str, int] = {"<|startoftext|>": 0, "<|endoftext|>": 1}
-    for char in sorted(ByteLevel.alphabet()):
-        vocab[char] = len(vocab)
-    for char in sorted(ByteLevel.alphabet()):
-        vocab[char + "</w>"] = len(vocab)
-    return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=77)
 
 
 def load_raw(path: Path, device: str, dtype: Any) -> Any:

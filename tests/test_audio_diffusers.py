@@ -1,8 +1,7 @@
 """Sound and music through the diffusers backend: tiny Stable Audio and AudioLDM2 pipelines, by path, offline.
 
-The tiny Stable Audio makes stereo at 4 kHz, at most 2.048 s; the tiny AudioLDM2 (built here: no
-AudioLDM2 in `mediagen.testing.tiny`) mono at 16 kHz. Neither pipeline has `callback_on_step_end`,
-so these tests also check that progress and cancellation reach them.
+The tiny Stable Audio makes stereo at 4 kHz, at most 2.048 s; the tiny AudioLDM2 mono at 16 kHz. Neither
+pipeline has `callback_on_step_end`, so these tests also check that progress and cancellation reach them.
 """
 
 from __future__ import annotations
@@ -32,129 +31,6 @@ pytestmark = pytest.mark.filterwarnings(
 TinyModel = Callable[[str], Path]
 
 
-def build_audioldm2(out: Path) -> Path:
-    """A tiny AudioLDM2 pipeline (16 kHz mono; the vocoder's hop of 64 keeps the spectrogram short)."""
-    from diffusers import (
-        AudioLDM2Pipeline,
-        AudioLDM2ProjectionModel,
-        AudioLDM2UNet2DConditionModel,
-        AutoencoderKL,
-        DDIMScheduler,
-    )
-    from mediagen.testing.tiny import _t5_tokenizer
-    from tokenizers.pre_tokenizers import ByteLevel
-    from transformers import (
-        ClapAudioConfig,
-        ClapConfig,
-        ClapFeatureExtractor,
-        ClapModel,
-        ClapTextConfig,
-        GPT2Config,
-        GPT2LMHeadModel,
-        RobertaTokenizer,
-        SpeechT5HifiGan,
-        SpeechT5HifiGanConfig,
-        T5Config,
-        T5EncoderModel,
-    )
-
-    # A byte-level vocabulary needs no merges: any text encodes character by character.
-    vocab = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3, "<mask>": 4}
-    for char in sorted(ByteLevel.alphabet()):
-        vocab[char] = len(vocab)
-    tokenizer = RobertaTokenizer(vocab=vocab, merges=[], model_max_length=77)
-    tokenizer_2 = _t5_tokenizer(model_max_length=77)
-    torch.manual_seed(0)
-    unet = AudioLDM2UNet2DConditionModel(
-        block_out_channels=(8, 16),
-        layers_per_block=1,
-        sample_size=16,
-        in_channels=4,
-        out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=([None, 16, 32], [None, 16, 32]),
-        norm_num_groups=4,
-        attention_head_dim=2,
-    )
-    torch.manual_seed(0)
-    vae = AutoencoderKL(
-        block_out_channels=[8, 16],
-        in_channels=1,
-        out_channels=1,
-        down_block_types=["DownEncoderBlock2D"] * 2,
-        up_block_types=["UpDecoderBlock2D"] * 2,
-        latent_channels=4,
-        norm_num_groups=4,
-    )
-    torch.manual_seed(0)
-    text = ClapTextConfig(
-        bos_token_id=0,
-        eos_token_id=2,
-        pad_token_id=1,
-        hidden_size=16,
-        intermediate_size=32,
-        num_attention_heads=2,
-        num_hidden_layers=2,
-        vocab_size=len(vocab),
-        projection_dim=16,
-    )
-    audio = ClapAudioConfig(
-        spec_size=64,
-        window_size=4,
-        num_mel_bins=64,
-        intermediate_size=32,
-        depths=[2, 2],
-        num_attention_heads=[2, 2],
-        num_hidden_layers=2,
-        hidden_size=32,
-        patch_embeds_hidden_size=16,
-        projection_dim=16,
-        patch_size=2,
-        patch_stride=2,
-        patch_embed_input_channels=4,
-    )
-    text_encoder = ClapModel(ClapConfig(text_config=text.to_dict(), audio_config=audio.to_dict(), projection_dim=16))
-    torch.manual_seed(0)
-    text_encoder_2 = T5EncoderModel(
-        T5Config(vocab_size=len(tokenizer_2), d_model=32, d_ff=32, d_kv=8, num_heads=2, num_layers=2, pad_token_id=0)
-    )
-    torch.manual_seed(0)
-    language_model = GPT2LMHeadModel(GPT2Config(n_embd=16, n_head=2, n_layer=2, vocab_size=64, n_positions=99))
-    language_model.config.max_new_tokens = 8
-    torch.manual_seed(0)
-    projection_model = AudioLDM2ProjectionModel(text_encoder_dim=16, text_encoder_1_dim=32, langauge_model_dim=16)
-    vocoder = SpeechT5HifiGan(
-        SpeechT5HifiGanConfig(
-            model_in_dim=8,
-            sampling_rate=16000,
-            upsample_initial_channel=16,
-            upsample_rates=[8, 8],
-            upsample_kernel_sizes=[16, 16],
-            resblock_kernel_sizes=[3, 7],
-            resblock_dilation_sizes=[[1, 3, 5], [1, 3, 5]],
-            normalize_before=False,
-        )
-    )
-    pipe = AudioLDM2Pipeline(
-        vae=vae,
-        text_encoder=text_encoder,
-        text_encoder_2=text_encoder_2,
-        projection_model=projection_model,
-        language_model=language_model,
-        tokenizer=tokenizer,
-        tokenizer_2=tokenizer_2,
-        feature_extractor=ClapFeatureExtractor(),
-        unet=unet,
-        scheduler=DDIMScheduler(
-            beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False, set_alpha_to_one=False
-        ),
-        vocoder=vocoder,
-    )
-    pipe.save_pretrained(out)
-    return out
-
-
 @pytest.fixture(scope="module")
 def backend() -> Any:
     """One backend for the module: pipelines load once."""
@@ -169,8 +45,8 @@ def stable_audio(tiny_model: TinyModel) -> str:
 
 
 @pytest.fixture(scope="module")
-def audioldm2(tmp_path_factory: pytest.TempPathFactory) -> str:
-    return str(build_audioldm2(tmp_path_factory.mktemp("audioldm2") / "pipe"))
+def audioldm2(tiny_model: TinyModel) -> str:
+    return str(tiny_model("audioldm2"))
 
 
 async def run(backend: Any, request: mg.AudioRequest, model: str, **ctx: Any) -> mg.Result:

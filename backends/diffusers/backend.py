@@ -24,7 +24,7 @@ import time
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypeAlias
 
 from mediagen import (
     Backend,
@@ -44,19 +44,15 @@ from mediagen.backends.runtime import (
     DEFAULT_BATCH_WINDOW_S,
     DEFAULT_MAX_BATCH,
     Batch,
-    DeviceWorker,
-    MicroBatcher,
-    PipelineCache,
+    LocalRuntime,
     Placement,
     dtype_name,
-    get_worker,
     is_accelerator,
     is_out_of_memory,
     module_bytes,
-    pick_device,
-    pick_dtype,
+    planned_runtime,
+    start_runtime,
 )
-from mediagen.backends.runtime.imports import quiet_library_progress
 from mediagen.requests import Task
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -145,15 +141,8 @@ class _Loaded:
     speed: list[str] = field(default_factory=list)
 
 
-@dataclass
-class _Runtime:
-    """What the backend holds once it has picked its device."""
-
-    device: str
-    dtype: Any
-    worker: DeviceWorker
-    batcher: MicroBatcher[_Work, tuple[list[Any], float]]
-    cache: PipelineCache
+# The device, its worker, this backend's pipeline cache and its batcher of `_Work`.
+_Runtime: TypeAlias = LocalRuntime[_Work, tuple[list[Any], float]]
 
 
 class _Interrupted(Exception):
@@ -290,18 +279,12 @@ class DiffusersBackend(Backend):  # type: ignore[misc]  # mypy cannot follow the
         state: dict[str, Any] = {"settings": self.config.model_dump(exclude_defaults=True)}
         if runtime is None:
             # Nothing is loaded before the first request; say where it would run.
-            device = pick_device(self.config.device)
-            state |= {"device": device, "dtype": dtype_name(pick_dtype(device, self.config.dtype)), "loaded": []}
+            state |= planned_runtime(self.config)
             return state
-        state |= {
-            "device": runtime.device,
-            "dtype": dtype_name(runtime.dtype),
-            "memory_budget_gb": round(runtime.cache.budget_bytes / _GB, 2),
-            "memory_used_gb": round(runtime.cache.used_bytes / _GB, 3),
-            "loaded": runtime.cache.describe(),
-            "batching": runtime.batcher.describe(),
-            "worker": runtime.worker.describe(),
-        }
+        state |= runtime.describe(
+            memory_budget_gb=round(runtime.cache.budget_bytes / _GB, 2),
+            memory_used_gb=round(runtime.cache.used_bytes / _GB, 3),
+        )
         return state
 
     # -- setting up (off the event loop) ----------------------------------------------------------
@@ -331,21 +314,8 @@ class DiffusersBackend(Backend):  # type: ignore[misc]  # mypy cannot follow the
         with self._setup_lock:
             if self._runtime is not None:
                 return
-            quiet_library_progress()
-            device = pick_device(self.config.device)
-            dtype = pick_dtype(device, self.config.dtype)
-            worker = get_worker(device)
-            budget = None if self.config.memory_budget_gb is None else int(self.config.memory_budget_gb * _GB)
-            self._runtime = _Runtime(
-                device=device,
-                dtype=dtype,
-                worker=worker,
-                batcher=MicroBatcher(
-                    worker, self._run_batch, max_batch=self.config.max_batch, window_s=self.config.batch_window_s
-                ),
-                cache=PipelineCache(device, budget),
-            )
-            logger.info("diffusers backend on %s in %s", device, dtype_name(dtype))
+            runtime = self._runtime = start_runtime(self.config, self._run_batch)
+            logger.info("diffusers backend on %s in %s", runtime.device, dtype_name(runtime.dtype))
 
     # -- on the device worker -------------------------------------------------------------------
 

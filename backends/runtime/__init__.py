@@ -20,6 +20,7 @@ from .devices import (
     pick_dtype,
 )
 from .pipeline_cache import CacheEntry, PipelineCache, Placement, module_bytes
+from .startup import LocalRuntime, RuntimeSettings, planned_runtime, start_runtime
 from .worker import DeviceWorker, get_worker, settle_future
 
 __all__ = [
@@ -30,10 +31,12 @@ __all__ = [
     "CacheEntry",
     "DeviceWorker",
     "Done",
+    "LocalRuntime",
     "MemoryInfo",
     "MicroBatcher",
     "PipelineCache",
     "Placement",
+    "RuntimeSettings",
     "dtype_name",
     "empty_cache",
     "get_worker",
@@ -43,5 +46,7 @@ __all__ = [
     "module_bytes",
     "pick_device",
     "pick_dtype",
+    "planned_runtime",
     "settle_future",
+    "start_runtime",
 ]

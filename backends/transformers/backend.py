@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeAlias
 
 import numpy as np
 from mediagen import (
@@ -46,17 +46,13 @@ from mediagen.backends.runtime import (
     DEFAULT_BATCH_WINDOW_S,
     DEFAULT_MAX_BATCH,
     Batch,
-    DeviceWorker,
-    MicroBatcher,
-    PipelineCache,
+    LocalRuntime,
     dtype_name,
-    get_worker,
     module_bytes,
-    pick_device,
-    pick_dtype,
+    planned_runtime,
+    start_runtime,
 )
 from mediagen.backends.runtime.audio import finish_audio, fit_samples
-from mediagen.backends.runtime.imports import quiet_library_progress
 from mediagen.requests import Task
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -65,7 +61,6 @@ from .mapping import MusicSettings, SpeechSettings, map_music, map_speech, outpu
 
 __all__ = ["TransformersBackend", "TransformersSettings"]
 
-_GB = 1024**3
 # Progress events per call at most: MusicGen takes 50 steps a second of audio, one event each is noise.
 _PROGRESS_EVENTS = 100
 
@@ -97,15 +92,8 @@ class _MusicJob:
     settings: MusicSettings
 
 
-@dataclass
-class _Runtime:
-    """The device, its worker, the models loaded on it, and the music batcher."""
-
-    device: str
-    dtype: Any
-    worker: DeviceWorker
-    cache: PipelineCache
-    music: MicroBatcher[_MusicJob, list[np.ndarray[Any, Any]]]
+# The device, its worker, the models loaded on it, and the music batcher.
+_Runtime: TypeAlias = LocalRuntime[_MusicJob, list[np.ndarray[Any, Any]]]
 
 
 class TransformersBackend(Backend):  # type: ignore[misc]  # mypy cannot follow the editable install
@@ -180,7 +168,7 @@ class TransformersBackend(Backend):  # type: ignore[misc]  # mypy cannot follow 
         # 4. Generate: music through the batcher, speech one output at a time.
         if isinstance(settings, MusicSettings):
             job = _MusicJob(info=info, prompt=prompt, seeds=tuple(seeds), settings=settings)
-            done = await runtime.music.submit(
+            done = await runtime.batcher.submit(
                 key=(info.source, settings),
                 payload=job,
                 size=len(seeds),
@@ -244,17 +232,9 @@ class TransformersBackend(Backend):  # type: ignore[misc]  # mypy cannot follow 
 
     def describe(self) -> dict[str, Any]:
         runtime = self._runtime
-        if runtime is None:
-            # Nothing is loaded before the first request; say where it would run.
-            device = pick_device(self.config.device)
-            return {"device": device, "dtype": dtype_name(pick_dtype(device, self.config.dtype)), "loaded": []}
-        return {
-            "device": runtime.device,
-            "dtype": dtype_name(runtime.dtype),
-            "loaded": runtime.cache.describe(),
-            "batching": runtime.music.describe(),
-            "worker": runtime.worker.describe(),
-        }
+        # Nothing is loaded before the first request; say where it would run.
+        state: dict[str, Any] = planned_runtime(self.config) if runtime is None else runtime.describe()
+        return state
 
     # -- configuration and runtime --------------------------------------------------------------
 
@@ -273,22 +253,8 @@ class TransformersBackend(Backend):  # type: ignore[misc]  # mypy cannot follow 
 
     def _setup(self) -> None:
         with self._setup_lock:
-            if self._runtime is not None:
-                return
-            quiet_library_progress()
-            device = pick_device(self.config.device)
-            dtype = pick_dtype(device, self.config.dtype)
-            worker = get_worker(device)
-            budget = int(self.config.memory_budget_gb * _GB) if self.config.memory_budget_gb else None
-            self._runtime = _Runtime(
-                device=device,
-                dtype=dtype,
-                worker=worker,
-                cache=PipelineCache(device, budget),
-                music=MicroBatcher(
-                    worker, self._make_music, max_batch=self.config.max_batch, window_s=self.config.batch_window_s
-                ),
-            )
+            if self._runtime is None:
+                self._runtime = start_runtime(self.config, self._make_music)
 
     # -- on the device worker -------------------------------------------------------------------
 

@@ -32,11 +32,13 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 __all__ = [
+    "clip_tokenizer",
     "MUSICGEN_SAMPLING_RATE",
     "STABLE_AUDIO_SAMPLING_RATE",
     "TINY_MODEL_NAMES",
     "TINY_MODELS_VERSION",
     "VITS_SAMPLING_RATE",
+    "build_audioldm2",
     "build_controlnet",
     "build_lora",
     "build_musicgen",
@@ -66,6 +68,7 @@ TINY_MODEL_NAMES: tuple[str, ...] = (
     "shap-e",
     "shap-e-img2img",
     "stable-audio",
+    "audioldm2",
     "musicgen",
     "vits",
     "vits-speakers",
@@ -159,7 +162,7 @@ def _build_lock(lock_path: pathlib.Path) -> Iterator[None]:
 _TEXT_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.,;:!?'\"-()/&+"
 
 
-def _clip_tokenizer() -> Any:
+def clip_tokenizer() -> Any:
     """A CLIP tokenizer that encodes any text byte by byte.
 
     Every byte-level character is in the vocabulary (alone and as a word end ``</w>``), so no merges are
@@ -285,7 +288,7 @@ def build_sd(path: str | os.PathLike[str]) -> pathlib.Path:
         pipe: Any = StableDiffusionPipeline(
             vae=vae,
             text_encoder=text_encoder,
-            tokenizer=_clip_tokenizer(),
+            tokenizer=clip_tokenizer(),
             unet=unet,
             scheduler=scheduler,
             safety_checker=None,
@@ -838,7 +841,7 @@ def build_shap_e(path: str | os.PathLike[str]) -> pathlib.Path:
         pipe: Any = ShapEPipeline(
             prior=prior,
             text_encoder=text_encoder,
-            tokenizer=_clip_tokenizer(),
+            tokenizer=clip_tokenizer(),
             shap_e_renderer=renderer,
             scheduler=scheduler,
         )
@@ -899,7 +902,7 @@ def build_shap_e_img2img(path: str | os.PathLike[str]) -> pathlib.Path:
 
 
 # --------------------------------------------------------------------------------------------------------
-# Audio: Stable Audio Open (diffusers), MusicGen and VITS / MMS-TTS (transformers)
+# Audio: Stable Audio Open and AudioLDM2 (diffusers), MusicGen and VITS / MMS-TTS (transformers)
 # --------------------------------------------------------------------------------------------------------
 
 
@@ -987,6 +990,148 @@ def build_stable_audio(path: str | os.PathLike[str]) -> pathlib.Path:
             tokenizer=tokenizer,
             transformer=transformer,
             scheduler=scheduler,
+        )
+        pipe.save_pretrained(out)
+
+    return _build_atomically(path, _PIPELINE_MARKER, write)
+
+
+def build_audioldm2(path: str | os.PathLike[str]) -> pathlib.Path:
+    """Build a tiny AudioLDM2 pipeline (``AudioLDM2Pipeline``).
+
+    Mono at 16 kHz; the vocoder's hop of 64 samples keeps the spectrogram short. The CLAP tokenizer is
+    byte-level, so any text encodes character by character.
+
+    Args:
+        path: Directory to write.
+
+    Returns:
+        The pipeline directory.
+    """
+
+    def write(out: pathlib.Path) -> None:
+        import torch
+        from diffusers import (
+            AudioLDM2Pipeline,
+            AudioLDM2ProjectionModel,
+            AudioLDM2UNet2DConditionModel,
+            AutoencoderKL,
+            DDIMScheduler,
+        )
+        from tokenizers.pre_tokenizers import ByteLevel
+        from transformers import (
+            ClapAudioConfig,
+            ClapConfig,
+            ClapFeatureExtractor,
+            ClapModel,
+            ClapTextConfig,
+            GPT2Config,
+            GPT2LMHeadModel,
+            RobertaTokenizer,
+            SpeechT5HifiGan,
+            SpeechT5HifiGanConfig,
+            T5Config,
+            T5EncoderModel,
+        )
+
+        # A byte-level vocabulary needs no merges: any text encodes character by character.
+        vocab = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3, "<mask>": 4}
+        for char in sorted(ByteLevel.alphabet()):
+            vocab[char] = len(vocab)
+        tokenizer = RobertaTokenizer(vocab=vocab, merges=[], model_max_length=77)
+        tokenizer_2 = _t5_tokenizer(model_max_length=77)
+        torch.manual_seed(0)
+        unet = AudioLDM2UNet2DConditionModel(
+            block_out_channels=(8, 16),
+            layers_per_block=1,
+            sample_size=16,
+            in_channels=4,
+            out_channels=4,
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+            cross_attention_dim=([None, 16, 32], [None, 16, 32]),
+            norm_num_groups=4,
+            attention_head_dim=2,
+        )
+        torch.manual_seed(0)
+        vae = AutoencoderKL(
+            block_out_channels=[8, 16],
+            in_channels=1,
+            out_channels=1,
+            down_block_types=["DownEncoderBlock2D"] * 2,
+            up_block_types=["UpDecoderBlock2D"] * 2,
+            latent_channels=4,
+            norm_num_groups=4,
+        )
+        torch.manual_seed(0)
+        text = ClapTextConfig(
+            bos_token_id=0,
+            eos_token_id=2,
+            pad_token_id=1,
+            hidden_size=16,
+            intermediate_size=32,
+            num_attention_heads=2,
+            num_hidden_layers=2,
+            vocab_size=len(vocab),
+            projection_dim=16,
+        )
+        # `intermediate_size` is no ClapAudioConfig field; it is kept so that config.json stays as it was.
+        audio = ClapAudioConfig(  # type: ignore[call-arg]
+            spec_size=64,
+            window_size=4,
+            num_mel_bins=64,
+            intermediate_size=32,
+            depths=[2, 2],
+            num_attention_heads=[2, 2],
+            num_hidden_layers=2,
+            hidden_size=32,
+            patch_embeds_hidden_size=16,
+            projection_dim=16,
+            patch_size=2,
+            patch_stride=2,
+            patch_embed_input_channels=4,
+        )
+        text_encoder = ClapModel(
+            ClapConfig(text_config=text.to_dict(), audio_config=audio.to_dict(), projection_dim=16)
+        )
+        torch.manual_seed(0)
+        text_encoder_2 = T5EncoderModel(
+            T5Config(
+                vocab_size=len(tokenizer_2), d_model=32, d_ff=32, d_kv=8, num_heads=2, num_layers=2, pad_token_id=0
+            )
+        )
+        torch.manual_seed(0)
+        language_model = GPT2LMHeadModel(GPT2Config(n_embd=16, n_head=2, n_layer=2, vocab_size=64, n_positions=99))
+        language_model.config.max_new_tokens = 8
+        torch.manual_seed(0)
+        projection_model = AudioLDM2ProjectionModel(text_encoder_dim=16, text_encoder_1_dim=32, langauge_model_dim=16)
+        vocoder = SpeechT5HifiGan(
+            SpeechT5HifiGanConfig(
+                model_in_dim=8,
+                sampling_rate=16000,
+                upsample_initial_channel=16,
+                upsample_rates=[8, 8],
+                upsample_kernel_sizes=[16, 16],
+                resblock_kernel_sizes=[3, 7],
+                resblock_dilation_sizes=[[1, 3, 5], [1, 3, 5]],
+                normalize_before=False,
+            )
+        )
+        scheduler = DDIMScheduler(
+            beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False, set_alpha_to_one=False
+        )
+        pipe: Any = AudioLDM2Pipeline(
+            vae=vae,
+            text_encoder=text_encoder,
+            text_encoder_2=text_encoder_2,
+            projection_model=projection_model,
+            language_model=language_model,
+            tokenizer=tokenizer,
+            tokenizer_2=tokenizer_2,
+            feature_extractor=ClapFeatureExtractor(),
+            unet=unet,
+            scheduler=scheduler,
+            vocoder=vocoder,
         )
         pipe.save_pretrained(out)
 
@@ -1167,6 +1312,7 @@ def _builders(root: pathlib.Path) -> dict[str, Callable[[pathlib.Path], pathlib.
         "shap-e": build_shap_e,
         "shap-e-img2img": build_shap_e_img2img,
         "stable-audio": build_stable_audio,
+        "audioldm2": build_audioldm2,
         "musicgen": build_musicgen,
         "vits": build_vits,
         "vits-speakers": lambda p: build_vits(p, speakers=2),
