@@ -9,7 +9,7 @@ Examples:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._config import Config, load_config
 from ._registry import available_providers, get_backend_class, parse_model, register_backend, registry
@@ -33,6 +33,17 @@ from .errors import (
 from .events import Cancelled, Completed, Event, Failed, Log, Progress, Queued, Started
 from .requests import AudioRequest, ImageRequest, LoRA, MeshRequest, Request, VideoRequest
 from .results import GenerationWarning, Result, Timings, Usage
+
+if TYPE_CHECKING:  # the lazy names below, spelled out for type checkers and IDEs
+    from ._mux import concat, mux
+    from .cache import ResultCache
+    from .client import Client
+    from .jobs import Job, JobStatus
+    from .ledger import Ledger
+    from .policies import ConcurrencyLimiter, Policy, RateLimiter, RetryPolicy
+    from .provenance import read_provenance
+    from .safety import safe_filename
+    from .sync import SyncClient, SyncJob
 
 __version__ = "0.1.0"
 
