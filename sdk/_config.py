@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 __all__ = [
     "DEFAULT_TIMEOUT",
     "DEFAULT_MAX_DOWNLOAD_BYTES",
+    "DEFAULT_DOWNLOAD_ATTEMPTS",
     "DEFAULT_MAX_CONCURRENT_CALLS",
     "DEFAULT_IMAGE_SIZE",
     "Config",
@@ -25,6 +26,9 @@ DEFAULT_TIMEOUT: float | None = None
 
 DEFAULT_MAX_DOWNLOAD_BYTES = 1 << 30
 """Largest artifact fetched from a URL (1 GiB): a bigger body is refused, not truncated."""
+
+DEFAULT_DOWNLOAD_ATTEMPTS = 3
+"""Tries in all for an artifact download that failed in a way that may pass (dropped connection, 5xx)."""
 
 DEFAULT_MAX_CONCURRENT_CALLS = 4
 """How many backend calls one request split by `n` may run at once."""

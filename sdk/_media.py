@@ -5,10 +5,11 @@ from __future__ import annotations
 import base64
 import binascii
 import mimetypes
+import time
 import urllib.parse
 from typing import Literal
 
-from ._config import DEFAULT_MAX_DOWNLOAD_BYTES
+from ._config import DEFAULT_DOWNLOAD_ATTEMPTS, DEFAULT_MAX_DOWNLOAD_BYTES
 from .errors import DownloadError
 
 __all__ = [
@@ -181,8 +182,23 @@ def _check_declared_size(declared: str | None, max_bytes: int, url: str) -> None
         )
 
 
-def download(url: str, *, max_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES, timeout: float = 60.0) -> bytes:
+def _backoff_s(failures: int) -> float:
+    # Short: a download is retried because a connection dropped or a CDN hiccuped, not to wait out
+    # an outage (fallback chains handle those).
+    return float(min(2.0, 0.25 * 2 ** (failures - 1)))
+
+
+def download(
+    url: str,
+    *,
+    max_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES,
+    timeout: float = 60.0,
+    attempts: int = DEFAULT_DOWNLOAD_ATTEMPTS,
+) -> bytes:
     """Fetch a URL (blocking), refusing bodies larger than `max_bytes`.
+
+    A dropped connection, a 5xx, 408 or 429 is tried again (up to `attempts` tries in all); a 4xx
+    or a body over the cap is not.
 
     Raises:
         DownloadError: The fetch failed, or the body passed the size cap.
@@ -190,6 +206,17 @@ def download(url: str, *, max_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES, timeout: 
     if url.startswith("data:"):
         return decode_data_url(url)[0]
     _check_scheme(url)
+    for failures in range(1, attempts + 1):
+        try:
+            return _download_once(url, max_bytes=max_bytes, timeout=timeout)
+        except DownloadError as exc:
+            if not exc.retryable or failures >= attempts:
+                raise
+            time.sleep(_backoff_s(failures))
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _download_once(url: str, *, max_bytes: int, timeout: float) -> bytes:
     import httpx
 
     chunks: list[bytes] = []
@@ -220,6 +247,7 @@ async def adownload(
     max_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES,
     timeout: float = 60.0,
     client: object | None = None,
+    attempts: int = DEFAULT_DOWNLOAD_ATTEMPTS,
 ) -> bytes:
     """Fetch a URL without blocking the event loop; the async twin of `download`.
 
@@ -228,6 +256,7 @@ async def adownload(
         max_bytes: The size cap.
         timeout: Seconds for each network step.
         client: An `httpx.AsyncClient` to reuse (its connection pool); one is made otherwise.
+        attempts: Tries in all for a dropped connection, a 5xx, 408 or 429 (see `download`).
 
     Raises:
         DownloadError: The fetch failed, or the body passed the size cap.
@@ -235,6 +264,19 @@ async def adownload(
     if url.startswith("data:"):
         return decode_data_url(url)[0]
     _check_scheme(url)
+    for failures in range(1, attempts + 1):
+        try:
+            return await _adownload_once(url, max_bytes=max_bytes, timeout=timeout, client=client)
+        except DownloadError as exc:
+            if not exc.retryable or failures >= attempts:
+                raise
+            import asyncio
+
+            await asyncio.sleep(_backoff_s(failures))
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def _adownload_once(url: str, *, max_bytes: int, timeout: float, client: object | None) -> bytes:
     import httpx
 
     own = client is None

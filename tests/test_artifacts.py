@@ -282,6 +282,7 @@ def test_artifact_from_bytes_refuses_unknown_bytes() -> None:
 class _Server:
     def __init__(self) -> None:
         self.routes: dict[str, tuple[int, bytes, str]] = {}
+        self.failures_first: dict[str, list[int]] = {}  # statuses a route answers before its real one
         self.hits: list[str] = []
         server = self
 
@@ -289,6 +290,8 @@ class _Server:
             def do_GET(self) -> None:
                 server.hits.append(self.path)
                 status, body, ctype = server.routes.get(self.path, (404, b"not found", "text/plain"))
+                if server.failures_first.get(self.path):
+                    status, body, ctype = server.failures_first[self.path].pop(0), b"try again", "text/plain"
                 self.send_response(status)
                 self.send_header("Content-Type", ctype)
                 self.send_header("Content-Length", str(len(body)))
@@ -377,6 +380,27 @@ def test_url_http_errors(server: _Server, route: str, status: int) -> None:
     # A missing file stays missing; a server error may pass.
     assert info.value.retryable is (status >= 500)
     assert not mg.Image(url=server.url + route).is_loaded
+
+
+def test_url_download_retries_what_may_pass_and_not_what_will_not(server: _Server) -> None:
+    server.failures_first["/fox.png"] = [503, 502]
+    assert mg.Image(url=server.url + "/fox.png").read() == png()
+    assert server.hits.count("/fox.png") == 3
+    # A missing file is asked for once: it will not appear by asking again.
+    with pytest.raises(mg.DownloadError, match="HTTP 404"):
+        mg.Image(url=server.url + "/nope.png").read()
+    assert server.hits.count("/nope.png") == 1
+    # Past the attempts, the last error is raised.
+    server.failures_first["/fox.png"] = [503, 503, 503]
+    with pytest.raises(mg.DownloadError, match="HTTP 503"):
+        mg.Image(url=server.url + "/fox.png").read()
+
+
+async def test_url_async_download_retries(server: _Server) -> None:
+    server.failures_first["/tone.wav"] = [500]
+    audio = mg.Audio(url=server.url + "/tone.wav")
+    await audio.aread()
+    assert audio.sample_rate == 16_000 and server.hits.count("/tone.wav") == 2
 
 
 def test_url_connection_refused(server: _Server) -> None:

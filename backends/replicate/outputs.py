@@ -183,7 +183,9 @@ async def _download(url: str, *, client: httpx.AsyncClient | None, max_bytes: in
         check_remote_allowed(url)
 
     async def fetch() -> bytes:
-        data: bytes = await adownload(url, max_bytes=max_bytes, client=client)
+        # With a retry policy, one try each: the policy (below) decides about trying again.
+        tries = {"attempts": 1} if retry is not None else {}
+        data: bytes = await adownload(url, max_bytes=max_bytes, client=client, **tries)
         return data
 
     if retry is None:
