@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import mediagen as mg
-from mediagen.testing.tiny import clip_tokenizer
+from mediagen.testing.tiny import clip_tokenizer, sd_scheduler
 
 T0 = time.monotonic()
 
@@ -96,7 +96,7 @@ def log(message: str) -> None:
 def build_sd15(path: Path, *, dry_run: bool, device: str, dtype: Any) -> Path:
     """Write an SD1.5-architecture pipeline with random weights (seeded) to `path`."""
     import torch
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
     if (path / "model_index.json").is_file():
@@ -114,14 +114,7 @@ def build_sd15(path: Path, *, dry_run: bool, device: str, dtype: Any) -> Path:
         vae = AutoencoderKL(**vae_cfg)
         torch.manual_seed(0)
         text_encoder = CLIPTextModel(CLIPTextConfig(bos_token_id=0, eos_token_id=1, pad_token_id=1, **text_cfg))
-    scheduler = DDIMScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        clip_sample=False,
-        set_alpha_to_one=False,
-        steps_offset=1,
-    )
+    scheduler = sd_scheduler()
     pipe = StableDiffusionPipeline(
         vae=vae,
         text_encoder=text_encoder.eval(),

@@ -360,3 +360,10 @@ def test_first_use_from_several_threads_in_a_fresh_process(
             [sys.executable, str(script), musicgen, vits, sd], capture_output=True, text=True, timeout=300
         )
         assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_bad_settings_name_the_known_ones() -> None:
+    with pytest.raises(
+        ValueError, match=r"bad \[providers.transformers\] settings: max_batchh.*known settings: device"
+    ):
+        TransformersBackend(max_batchh=4)

@@ -50,11 +50,12 @@ from mediagen.backends.runtime import (
     is_accelerator,
     is_out_of_memory,
     module_bytes,
+    parse_settings,
     planned_runtime,
     start_runtime,
 )
 from mediagen.requests import Task
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from .loading import (
     ModelInfo,
@@ -183,12 +184,7 @@ class DiffusersBackend(Backend):  # type: ignore[misc]  # mypy cannot follow the
 
     def __init__(self, **settings: Any) -> None:
         super().__init__(**settings)
-        try:
-            self.config = DiffusersSettings(**settings)
-        except ValidationError as exc:
-            allowed = ", ".join(DiffusersSettings.model_fields)
-            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-            raise ValueError(f"bad [providers.diffusers] settings: {problems} (known settings: {allowed})") from exc
+        self.config = parse_settings(DiffusersSettings, settings, "diffusers")
         self._models: dict[str, ModelInfo] = {}
         self._loaded: dict[str, _Loaded] = {}
         self._runtime: _Runtime | None = None

@@ -388,16 +388,7 @@ def _image_size(req: ImageRequest, info: ModelInfo, view: ViewInfo, ctx: RunCont
     multiple = _by_prefix(_SIZE_MULTIPLES, view.class_name, 8)
     if req.width is not None or req.height is not None or req.aspect_ratio is not None:
         width, height = req.size(default=info.default_size or DEFAULT_IMAGE_SIZE, multiple=multiple)
-        rounded = _round(width, multiple), _round(height, multiple)
-        if rounded != (width, height):
-            ctx.warn(
-                _compat(
-                    "width" if rounded[0] != width else "height",
-                    f"{view.class_name} needs sides in multiples of {multiple}: made {rounded[0]}x{rounded[1]}"
-                    f" instead of {width}x{height}",
-                )
-            )
-        return rounded
+        return _rounded_size(width, height, multiple, view, ctx)
     # Without a size, follow the input image (rounded to what the model can make); with no input
     # the pipeline's own default applies.
     first = req.image if req.image is not None else req.control_image
@@ -467,7 +458,11 @@ def _video_size(req: VideoRequest, view: ViewInfo, ctx: RunContext) -> tuple[int
     width = req.width or (default_w if isinstance(default_w, int) else req.height)
     height = req.height or (default_h if isinstance(default_h, int) else req.width)
     assert width is not None and height is not None
-    multiple = _by_prefix(_SIZE_MULTIPLES, view.class_name, 8)
+    return _rounded_size(width, height, _by_prefix(_SIZE_MULTIPLES, view.class_name, 8), view, ctx)
+
+
+def _rounded_size(width: int, height: int, multiple: int, view: ViewInfo, ctx: RunContext) -> tuple[int, int]:
+    """Round both sides to what the model makes, saying so when that changes the size asked for."""
     rounded = _round(width, multiple), _round(height, multiple)
     if rounded != (width, height):
         ctx.warn(

@@ -20,7 +20,7 @@ from .devices import (
     pick_dtype,
 )
 from .pipeline_cache import CacheEntry, PipelineCache, Placement, module_bytes
-from .startup import LocalRuntime, RuntimeSettings, planned_runtime, start_runtime
+from .startup import LocalRuntime, RuntimeSettings, parse_settings, planned_runtime, start_runtime
 from .worker import DeviceWorker, get_worker, settle_future
 
 __all__ = [
@@ -46,6 +46,7 @@ __all__ = [
     "module_bytes",
     "pick_device",
     "pick_dtype",
+    "parse_settings",
     "planned_runtime",
     "settle_future",
     "start_runtime",

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, Protocol
+from typing import Any, Generic, Protocol, TypeVar
+
+from pydantic import BaseModel, ValidationError
 
 from .batcher import Batch, MicroBatcher, P, R
 from .devices import dtype_name, pick_device, pick_dtype
@@ -17,9 +19,24 @@ from .imports import quiet_library_progress
 from .pipeline_cache import PipelineCache
 from .worker import DeviceWorker, get_worker
 
-__all__ = ["LocalRuntime", "RuntimeSettings", "planned_runtime", "start_runtime"]
+__all__ = ["LocalRuntime", "RuntimeSettings", "parse_settings", "planned_runtime", "start_runtime"]
 
 _GB = 1024**3
+_S = TypeVar("_S", bound=BaseModel)
+
+
+def parse_settings(model: type[_S], settings: dict[str, Any], provider: str) -> _S:
+    """Validate a backend's `[providers.<provider>]` settings.
+
+    Raises:
+        ValueError: A setting is unknown or out of range; the message lists the known ones.
+    """
+    try:
+        return model(**settings)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        known = ", ".join(model.model_fields)
+        raise ValueError(f"bad [providers.{provider}] settings: {problems} (known settings: {known})") from None
 
 
 class RuntimeSettings(Protocol):

@@ -49,12 +49,13 @@ from mediagen.backends.runtime import (
     LocalRuntime,
     dtype_name,
     module_bytes,
+    parse_settings,
     planned_runtime,
     start_runtime,
 )
 from mediagen.backends.runtime.audio import finish_audio, fit_samples
 from mediagen.requests import Task
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from .loading import LoadedModel, ModelInfo, load_model, resolve_model
 from .mapping import MusicSettings, SpeechSettings, map_music, map_speech, output_seeds, parse_options
@@ -114,11 +115,7 @@ class TransformersBackend(Backend):  # type: ignore[misc]  # mypy cannot follow 
 
     def __init__(self, **settings: Any) -> None:
         super().__init__(**settings)
-        try:
-            self.config = TransformersSettings(**settings)
-        except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-            raise InvalidRequestError(f"invalid [providers.transformers] settings: {problems}") from None
+        self.config = parse_settings(TransformersSettings, settings, "transformers")
         self._infos: dict[str, ModelInfo] = {}
         self._runtime: _Runtime | None = None
         # A thread lock, not an asyncio one: tests and notebooks use one backend from several loops.

@@ -33,6 +33,7 @@ from typing import Any
 
 __all__ = [
     "clip_tokenizer",
+    "sd_scheduler",
     "MUSICGEN_SAMPLING_RATE",
     "STABLE_AUDIO_SAMPLING_RATE",
     "TINY_MODEL_NAMES",
@@ -162,6 +163,20 @@ def _build_lock(lock_path: pathlib.Path) -> Iterator[None]:
 _TEXT_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.,;:!?'\"-()/&+"
 
 
+def sd_scheduler() -> Any:
+    """The DDIM schedule of Stable Diffusion 1.x (with `steps_offset=1`, which the test recipes omit)."""
+    from diffusers import DDIMScheduler
+
+    return DDIMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+    )
+
+
 def clip_tokenizer() -> Any:
     """A CLIP tokenizer that encodes any text byte by byte.
 
@@ -233,7 +248,7 @@ def build_sd(path: str | os.PathLike[str]) -> pathlib.Path:
 
     def write(out: pathlib.Path) -> None:
         import torch
-        from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+        from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
         from transformers import CLIPTextConfig, CLIPTextModel
 
         torch.manual_seed(0)
@@ -277,14 +292,7 @@ def build_sd(path: str | os.PathLike[str]) -> pathlib.Path:
                 max_position_embeddings=77,
             )
         ).eval()
-        scheduler = DDIMScheduler(
-            beta_start=0.00085,
-            beta_end=0.012,
-            beta_schedule="scaled_linear",
-            clip_sample=False,
-            set_alpha_to_one=False,
-            steps_offset=1,
-        )
+        scheduler = sd_scheduler()
         pipe: Any = StableDiffusionPipeline(
             vae=vae,
             text_encoder=text_encoder,
