@@ -22,10 +22,11 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import mediagen as mg
 import replicate
-from mediagen.backends.replicate import ReplicateBackend
-from mediagen.testing.replicate_server import ReplicateServer, image_model, video_model
+
+import mediagen as mg
+from mediagen_replicate import ReplicateBackend
+from mediagen_testkit.replicate_server import ReplicateServer, image_model, video_model
 
 # One server clock for both cases: 0.02 real seconds per model second.
 TIME_SCALE = 0.02

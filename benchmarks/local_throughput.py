@@ -12,7 +12,7 @@ Two measurements, both printed (nothing is asserted):
 
 Modes:
 
-- default (CPU): the tiny Stable Diffusion of `mediagen.testing.tiny` at `--size` px (64 by default:
+- default (CPU): the tiny Stable Diffusion of `mediagen_testkit.tiny` at `--size` px (64 by default:
   at 32 px per-call Python overhead is all there is and batching looks unrealistically good).
 - `--gpu`: the Stable Diffusion 1.5 architecture (UNet, VAE and CLIP text encoder configs of the real
   model) with random weights, saved as a pipeline directory: 512x512, 30 DDIM steps, guidance 7.5,
@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import mediagen as mg
-from mediagen.testing.tiny import clip_tokenizer, sd_scheduler
+from mediagen_testkit.tiny import clip_tokenizer, sd_scheduler
 
 T0 = time.monotonic()
 
@@ -199,7 +199,7 @@ async def on_device_thread(device: str, fn: Any, *args: Any) -> Any:
     that just finished spins for a while; alternating raw calls on the main thread with SDK calls on
     the worker thread makes each side's spinning team slow the other one down on a small CPU.
     """
-    from mediagen.backends.runtime import get_worker
+    from mediagen_local import get_worker
 
     return await get_worker(device).call(fn, *args)
 
@@ -310,7 +310,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
             workdir / ("sd15-dry" if args.dry_run else "sd15"), dry_run=args.dry_run, device=device, dtype=dtype
         )
     else:
-        from mediagen.testing.tiny import ensure_tiny_model
+        from mediagen_testkit.tiny import ensure_tiny_model
 
         model_dir = ensure_tiny_model("sd", cache_dir=workdir)
     log(f"model at {model_dir} on {device} ({str(dtype).removeprefix('torch.')})")

@@ -19,6 +19,6 @@ def parser(description: str) -> argparse.ArgumentParser:
 
 def tiny(name: str, provider: str = "diffusers") -> str:
     """The model string of a tiny model, building it on first use."""
-    from mediagen.testing.tiny import ensure_tiny_model
+    from mediagen_testkit.tiny import ensure_tiny_model
 
     return f"{provider}:{ensure_tiny_model(name)}"

@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import json
 
-import mediagen as mg
 from _common import parser, tiny
+
+import mediagen as mg
 from mediagen.batch import run_batch
 
 

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import asyncio
 
-import mediagen as mg
 from _common import parser, tiny
+
+import mediagen as mg
 
 
 async def main() -> None:

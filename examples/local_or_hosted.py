@@ -11,8 +11,9 @@ import asyncio
 import contextlib
 from typing import Any
 
-import mediagen as mg
 from _common import parser, tiny
+
+import mediagen as mg
 
 HOSTED = "replicate:black-forest-labs/flux-schnell"
 
@@ -38,7 +39,7 @@ async def main() -> None:
     with contextlib.ExitStack() as stack:
         providers: dict[str, dict[str, Any]] = {}
         if args.where == "hosted" and not args.real:
-            from mediagen.testing.replicate_server import ReplicateServer
+            from mediagen_testkit.replicate_server import ReplicateServer
 
             server = stack.enter_context(ReplicateServer(time_scale=0.01))
             providers["replicate"] = {"base_url": server.url, "api_token": server.token}

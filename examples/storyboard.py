@@ -12,8 +12,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-import mediagen as mg
 from _common import parser, tiny
+
+import mediagen as mg
 
 SCENES = ["a fox wakes in its den", "the fox trots across the snow", "the fox watches the sunset"]
 

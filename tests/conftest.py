@@ -6,8 +6,9 @@ import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import mediagen as mg
 import pytest
+
+import mediagen as mg
 
 # Hosted backends may only talk to loopback servers during tests.
 mg.allow_remote_requests(False)
@@ -25,7 +26,7 @@ def tiny_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model(tiny_models_dir: Path) -> Callable[[str], Path]:
     """`tiny_model("sd")` → the directory of that tiny model, built the first time it is asked for."""
-    from mediagen.testing.tiny import ensure_tiny_model
+    from mediagen_testkit.tiny import ensure_tiny_model
 
     def get(name: str) -> Path:
         return ensure_tiny_model(name, cache_dir=tiny_models_dir)

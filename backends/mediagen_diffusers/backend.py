@@ -1,0 +1,682 @@
+"""The diffusers backend: Hugging Face diffusers pipelines on this machine's GPU (or CPU).
+
+`run` maps a request onto the model's pipeline (mapping.py), queues it with the device's
+micro-batcher, and turns the outputs into artifacts (outputs.py). The batch itself runs on the
+device worker thread (`_run_batch`): it fetches the pipeline from the cache (loading it the first
+time, loading.py), concatenates the batched requests' per-output inputs and generators, applies the
+batch's LoRA set and scheduler, calls the pipeline with a step callback that reports progress and
+interrupts a batch nobody waits for any more, and hands back per-request outputs.
+
+Concurrency safety comes from the worker: one call at a time per device, so the pipelines that
+`from_pipe` made from one model (and which share its modules and scheduler object) never run at
+once. Schedulers reset their state in `set_timesteps` at the start of every call; a scheduler swapped
+in by `options.scheduler` and the LoRA adapters are undone when the call ends, however it ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import threading
+import time
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal, TypeAlias
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from mediagen import (
+    Backend,
+    Capabilities,
+    GenerationFailedError,
+    InvalidRequestError,
+    LoRA,
+    MediagenError,
+    ModelNotFoundError,
+    Request,
+    Result,
+    RunContext,
+    Timings,
+    Usage,
+)
+from mediagen.requests import Task
+from mediagen_local import (
+    DEFAULT_BATCH_WINDOW_S,
+    DEFAULT_MAX_BATCH,
+    Batch,
+    LocalRuntime,
+    Placement,
+    dtype_name,
+    is_accelerator,
+    is_out_of_memory,
+    module_bytes,
+    parse_settings,
+    planned_runtime,
+    start_runtime,
+)
+
+from .loading import (
+    ModelInfo,
+    estimate_weights,
+    hub_errors,
+    load_controlnet,
+    load_pipeline,
+    make_view,
+    quiet_logger,
+    resolve_model,
+    resolve_reference,
+)
+from .mapping import Plan, parse_options, plan_request
+from .outputs import collect, to_artifacts
+from .speed import SpeedOptions, apply_speed, unfused
+
+__all__ = ["DiffusersBackend", "DiffusersSettings"]
+
+logger = logging.getLogger("mediagen")
+
+_GB = 1024**3
+
+# peft warns each time a second adapter is added to a model; several LoRAs at once are the point here.
+warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute", category=UserWarning)
+
+
+class DiffusersSettings(BaseModel):
+    """`[providers.diffusers]` in mediagen.toml (or `mg.Client(providers={"diffusers": {...}})`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    device: str = "auto"
+    """`auto` (CUDA, then MPS, then CPU), or a torch device: `cuda`, `cuda:1`, `mps`, `cpu`."""
+    dtype: str = "auto"
+    """Weights' dtype: `auto` (bf16 on CUDA where supported, else fp16; fp16 on MPS; fp32 on CPU),
+    `float32`, `float16` or `bfloat16`."""
+    max_batch: int = Field(DEFAULT_MAX_BATCH, ge=1, le=256)
+    """Most outputs one pipeline call makes (concurrent requests and `n` count toward it)."""
+    batch_window_s: float = Field(DEFAULT_BATCH_WINDOW_S, ge=0.0, le=10.0)
+    """How long an idle device waits for another request to batch with, after the latest one arrived
+    (a burst is collected for up to 8 windows)."""
+    memory_budget_gb: float | None = Field(None, gt=0.0)
+    """Device memory the loaded models may hold; None takes 85 % of what is free (75 % of RAM on CPU)."""
+    offload: Literal["auto", "never", "always"] = "auto"
+    """Model CPU offload on accelerators: when a model does not fit (`auto`), `never`, or `always`."""
+    allow_deprecated: bool = False
+    """Run pipelines diffusers has deprecated (TextToVideoSD, I2VGenXL ...)."""
+    default_control_model: str | None = None
+    """ControlNet used when a request with `control_image` names none."""
+    channels_last: bool = False
+    """Speed: channels-last memory layout for UNet/VAE/ControlNet (see `speed.py`)."""
+    fuse_qkv: bool = False
+    """Speed: fused attention query/key/value projections."""
+    compile: Literal["off", "regional", "full"] = "off"
+    """Speed: torch.compile the denoiser's repeated blocks (`regional`) or all of it (`full`)."""
+    attention_backend: str | None = None
+    """Speed: diffusers attention backend (`native`, `flash`, `_native_cudnn`, `sage` ...)."""
+
+    @property
+    def speed(self) -> SpeedOptions:
+        """The speed options among the settings."""
+        return SpeedOptions(
+            channels_last=self.channels_last,
+            fuse_qkv=self.fuse_qkv,
+            compile=self.compile,
+            attention_backend=self.attention_backend,
+        )
+
+
+@dataclass(frozen=True)
+class _Work:
+    """One request as the batcher carries it."""
+
+    info: ModelInfo
+    plan: Plan
+
+
+@dataclass
+class _Loaded:
+    """How a model was loaded (for memory fallbacks and `describe`)."""
+
+    placement: Placement
+    low_memory: bool = False
+    speed: list[str] = field(default_factory=list)
+
+
+# The device, its worker, this backend's pipeline cache and its batcher of `_Work`.
+_Runtime: TypeAlias = LocalRuntime[_Work, tuple[list[Any], float]]
+
+
+class _Interrupted(Exception):
+    """Raised from the step reporter of pipelines without step callbacks, to stop a cancelled batch."""
+
+
+class DiffusersBackend(Backend):
+    """Hugging Face diffusers pipelines on the local device: images, video and 3D meshes.
+
+    Models are hub ids or directories written by `save_pretrained`. Concurrent compatible requests
+    are micro-batched into one pipeline call; each keeps its own seed. Settings come from
+    `[providers.diffusers]` (see `DiffusersSettings`); per-request knobs from `options` (see
+    `DiffusersOptions`).
+
+    Apart from `__init__`, all methods are private or part of the contract.
+
+    Examples:
+        >>> async with mg.Client() as client:  # doctest: +SKIP
+        ...     res = await client.image("a red fox", model="diffusers:stabilityai/sdxl-turbo", steps=2)
+    """
+
+    provider: ClassVar[str] = "diffusers"
+    tasks: ClassVar[frozenset[Task]] = frozenset(
+        {
+            "text-to-image",
+            "image-to-image",
+            "inpaint",
+            "controlnet",
+            "text-to-video",
+            "image-to-video",
+            "text-to-3d",
+            "image-to-3d",
+            "text-to-audio",
+            "text-to-music",
+            "text-to-sound",
+        }
+    )
+
+    def __init__(self, **settings: Any) -> None:
+        super().__init__(**settings)
+        self.config = parse_settings(DiffusersSettings, settings, "diffusers")
+        self._models: dict[str, ModelInfo] = {}
+        self._loaded: dict[str, _Loaded] = {}
+        self._runtime: _Runtime | None = None
+        self._setup_lock = threading.Lock()
+        self._closed = False
+
+    # -- the contract ---------------------------------------------------------------------------
+
+    async def capabilities(self, model: str) -> Capabilities:
+        """What `model` can do, read from its `model_index.json` (nothing is loaded)."""
+        info = await self._model_info(model)
+        return Capabilities(tasks=info.tasks, max_outputs_per_call=self.config.max_batch)
+
+    async def run(self, request: Request, model: str, ctx: RunContext) -> Result:
+        """Generate with a diffusers pipeline, batched with concurrent compatible requests."""
+        # 1. Check the request: the model, what it can do, the options; start the device worker.
+        if self._closed:
+            raise RuntimeError("this DiffusersBackend is closed; create a new one")
+        info = await self._model_info(model)
+        opts = parse_options(request.options)
+        runtime = await self._ensure_runtime()
+        ctx.check_deadline()
+
+        # 2. Map it onto the pipeline: what does not map becomes a warning (an error when strict).
+        await _fetch_inputs(request)
+        seeds = _seeds(request)
+        plan = plan_request(
+            request, info, opts, ctx, seeds=seeds, default_control_model=self.config.default_control_model
+        )
+
+        # 3. Queue it: compatible requests arriving together share one pipeline call.
+        done = await runtime.batcher.submit(
+            (model, plan.key()),
+            _Work(info, plan),
+            size=plan.n,
+            cancelled=ctx.cancelled,
+            progress=ctx.progress,
+        )
+        values, load_s = done.value
+
+        # 4. Turn the outputs into artifacts (converting frames and encoding meshes take a while:
+        #    off the loop; images are cheap enough to wrap here).
+        if plan.output.kind == "image":
+            artifacts = to_artifacts(values, plan.output, seeds)
+        else:
+            artifacts = await asyncio.to_thread(to_artifacts, values, plan.output, seeds)
+
+        # 5. Report what it cost.
+        run_s = max(0.0, done.run_s - load_s)
+        return Result(
+            artifacts=artifacts,
+            provider=self.provider,
+            model=model,
+            seeds=list(seeds),
+            timings=Timings(queue_s=done.queue_s, load_s=load_s, run_s=run_s),
+            usage=_usage(values, plan, gpu_s=run_s * plan.n / max(1, done.batch_outputs)),
+            warnings=list(ctx.warnings),
+            raw={
+                "pipeline": plan.class_name,
+                "call": {k: v for k, v in plan.call.items() if isinstance(v, (int, float, str, bool))},
+                "batch_requests": done.batch_requests,
+                "batch_outputs": done.batch_outputs,
+                "device": runtime.device,
+            },
+        )
+
+    async def aclose(self) -> None:
+        """Unload every pipeline this backend loaded. Safe to call twice."""
+        self._closed = True
+        runtime = self._runtime
+        if runtime is not None:
+            await runtime.worker.call(runtime.cache.clear)
+            self._loaded.clear()
+
+    @classmethod
+    def availability(cls) -> str | None:
+        """Why the backend cannot run here (a missing package), or None."""
+        import importlib.util
+
+        missing = [name for name in ("torch", "diffusers", "transformers") if importlib.util.find_spec(name) is None]
+        if missing:
+            return f"{', '.join(missing)} not installed: pip install 'mediagen[local]'"
+        return None
+
+    def describe(self) -> dict[str, Any]:
+        """Device, settings, batching and the loaded pipelines (for `mediagen backends`)."""
+        runtime = self._runtime
+        state: dict[str, Any] = {"settings": self.config.model_dump(exclude_defaults=True)}
+        if runtime is None:
+            # Nothing is loaded before the first request; say where it would run.
+            state |= planned_runtime(self.config)
+            return state
+        state |= runtime.describe(
+            memory_budget_gb=round(runtime.cache.budget_bytes / _GB, 2),
+            memory_used_gb=round(runtime.cache.used_bytes / _GB, 3),
+        )
+        return state
+
+    # -- setting up (off the event loop) ----------------------------------------------------------
+
+    async def _model_info(self, model: str) -> ModelInfo:
+        info = self._models.get(model)
+        if info is None:
+            # Reading configs and importing diffusers the first time take a while: not on the loop.
+            info = await asyncio.to_thread(self._resolve, model)
+        return info
+
+    def _resolve(self, model: str) -> ModelInfo:
+        # Concurrent first requests for one model resolve it once; the others find it done.
+        with self._setup_lock:
+            info = self._models.get(model)
+            if info is None:
+                info = self._models[model] = resolve_model(model, allow_deprecated=self.config.allow_deprecated)
+            return info
+
+    async def _ensure_runtime(self) -> _Runtime:
+        if self._runtime is None:
+            await asyncio.to_thread(self._setup)
+        assert self._runtime is not None
+        return self._runtime
+
+    def _setup(self) -> None:
+        with self._setup_lock:
+            if self._runtime is not None:
+                return
+            runtime = self._runtime = start_runtime(self.config, self._run_batch)
+            logger.info("diffusers backend on %s in %s", runtime.device, dtype_name(runtime.dtype))
+
+    # -- on the device worker -------------------------------------------------------------------
+
+    def _run_batch(self, batch: Batch[_Work]) -> list[tuple[list[Any], float]]:
+        import torch
+
+        first = batch.payloads[0]
+        info, plan = first.info, first.plan
+        started = time.monotonic()
+        with self._errors(info, plan, batch.size):
+            pipe = self._pipeline(info, plan)
+        load_s = time.monotonic() - started
+
+        kwargs = dict(plan.call)
+        for name in plan.inputs:
+            kwargs[name] = [value for work in batch.payloads for value in work.plan.inputs[name]]
+        # One CPU generator per output: the same noise on any device, whatever the batch.
+        seeds = [seed for work in batch.payloads for seed in work.plan.seeds]
+        kwargs["generator"] = [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
+
+        result = self._call(pipe, kwargs, batch, info, plan)
+        with self._errors(info, plan, batch.size):
+            values = collect(result, plan.output.kind)
+        if len(values) != len(seeds):
+            raise GenerationFailedError(
+                f"{plan.class_name} returned {len(values)} outputs for {len(seeds)} requested", model=info.model
+            )
+        shares: list[tuple[list[Any], float]] = []
+        start = 0
+        for work in batch.payloads:
+            shares.append((values[start : start + work.plan.n], load_s))
+            start += work.plan.n
+        logger.debug(
+            "%s: %d request(s), %d output(s) in %.3f s",
+            plan.class_name,
+            len(batch.items),
+            len(seeds),
+            time.monotonic() - started,
+        )
+        return shares
+
+    def _call(self, pipe: Any, kwargs: dict[str, Any], batch: Batch[_Work], info: ModelInfo, plan: Plan) -> Any:
+        import torch
+
+        total = plan.steps or int(info.views[plan.view].defaults.get("num_inference_steps") or 0)
+        if plan.callbacks:
+
+            def on_step(p: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+                batch.progress(step + 1, getattr(p, "_num_timesteps", None) or total)
+                if batch.all_cancelled():
+                    p._interrupt = True  # the loop skips the remaining steps (and still decodes)
+                return tensors
+
+            kwargs["callback_on_step_end"] = on_step
+        loaded = self._loaded[info.model]
+        for attempt in (1, 2):
+            try:
+                with (
+                    self._errors(info, plan, len(kwargs["generator"])),
+                    _step_reporter(pipe, batch, enabled=not plan.callbacks),
+                    _loras(pipe, plan.loras, info, fused="fuse_qkv" in loaded.speed),
+                    _scheduler(pipe, plan.scheduler),
+                    torch.inference_mode(),
+                ):
+                    return pipe(**kwargs)
+            except GenerationFailedError as exc:
+                # Out of memory once: decode in tiles, and on an accelerator offload, then try again.
+                if attempt == 2 or not is_out_of_memory(exc) or not self._save_memory(info, pipe):
+                    raise
+                kwargs["generator"] = [
+                    torch.Generator("cpu").manual_seed(g.initial_seed()) for g in kwargs["generator"]
+                ]
+        raise AssertionError("unreachable")
+
+    def _pipeline(self, info: ModelInfo, plan: Plan) -> Any:
+        runtime = self._runtime
+        assert runtime is not None
+        key = ("view", info.model, plan.view, plan.controlnet)
+        pipe = runtime.cache.get(key)
+        if pipe is not None:
+            return pipe
+        base_key = ("pipeline", info.model)
+        base = self._base(info)
+        parents: list[Any] = [base_key]
+        controlnet = None
+        if plan.controlnet is not None:
+            controlnet = self._controlnet(plan.controlnet, keep=[base_key])
+            parents.append(("controlnet", plan.controlnet))
+        pipe = make_view(base, info, plan.view, runtime.dtype, controlnet)
+        runtime.cache.put(
+            key,
+            pipe,
+            parents=parents,
+            label=f"{info.model} [{plan.view}] {plan.class_name}",
+            placement=Placement.VIEW,
+        )
+        return pipe
+
+    def _base(self, info: ModelInfo) -> Any:
+        import torch
+
+        runtime = self._runtime
+        assert runtime is not None
+        key = ("pipeline", info.model)
+        pipe = runtime.cache.get(key)
+        if pipe is not None:
+            return pipe
+        itemsize = torch.tensor([], dtype=runtime.dtype).element_size()
+        estimate = estimate_weights(info, itemsize)
+        placement = self._place(info.model, *estimate) if estimate else None
+        pipe = load_pipeline(info, runtime.dtype)
+        size, largest = module_bytes(pipe)
+        if placement is None:
+            placement = self._place(info.model, size, largest)
+        loaded = _Loaded(placement)
+        self._to_device(pipe, info, loaded)
+        loaded.speed = apply_speed(pipe, self.config.speed)
+        self._loaded[info.model] = loaded
+        runtime.cache.put(
+            key,
+            pipe,
+            size_bytes=largest if loaded.placement is Placement.OFFLOAD else size,
+            label=f"{info.model} ({info.class_name})",
+            placement=loaded.placement,
+        )
+        return pipe
+
+    def _controlnet(self, ref: str, keep: list[Any]) -> Any:
+        runtime = self._runtime
+        assert runtime is not None
+        key = ("controlnet", ref)
+        model = runtime.cache.get(key)
+        if model is not None:
+            return model
+        model = load_controlnet(ref, runtime.dtype)
+        size, _ = module_bytes(model)
+        runtime.cache.make_room(size, keep=keep)
+        if is_accelerator(runtime.device):
+            with self._oom(ref):
+                model.to(runtime.device)
+        runtime.cache.put(key, model, size_bytes=size, label=f"{ref} (ControlNet)")
+        return model
+
+    def _place(self, model: str, size: int, largest: int) -> Placement:
+        runtime = self._runtime
+        assert runtime is not None
+        offload = self.config.offload
+        if offload == "always" and is_accelerator(runtime.device):
+            placement = Placement.OFFLOAD
+        else:
+            placement = runtime.cache.plan(size, largest, what=model, can_offload=offload != "never")
+        runtime.cache.make_room(largest if placement is Placement.OFFLOAD else size)
+        return placement
+
+    def _to_device(self, pipe: Any, info: ModelInfo, loaded: _Loaded) -> None:
+        runtime = self._runtime
+        assert runtime is not None
+        if not is_accelerator(runtime.device):
+            return  # loaded into RAM already; offloading needs an accelerator (it raises on CPU)
+        if loaded.placement is Placement.OFFLOAD:
+            self._offload(pipe, loaded, info.model)
+            return
+        try:
+            pipe.to(runtime.device)
+        except Exception as exc:
+            if not is_out_of_memory(exc) or self.config.offload == "never":
+                raise GenerationFailedError(
+                    f"could not move {info.model} to {runtime.device}: {exc}", model=info.model
+                ) from exc
+            pipe.to("cpu")
+            self._offload(pipe, loaded, info.model)
+
+    def _offload(self, pipe: Any, loaded: _Loaded, model: str) -> None:
+        runtime = self._runtime
+        assert runtime is not None
+        pipe.enable_model_cpu_offload(device=runtime.device)
+        loaded.placement = Placement.OFFLOAD
+        _low_memory_decode(pipe)
+        loaded.low_memory = True
+        logger.warning("%s does not fit on %s: running it with model CPU offload (slower)", model, runtime.device)
+
+    def _save_memory(self, info: ModelInfo, pipe: Any) -> bool:
+        """After running out of memory: tile the VAE, then offload; False when nothing is left to try."""
+        runtime = self._runtime
+        assert runtime is not None
+        loaded = self._loaded[info.model]
+        changed = False
+        if not loaded.low_memory:
+            _low_memory_decode(pipe)
+            loaded.low_memory = True
+            changed = True
+        if loaded.placement is Placement.DEVICE and is_accelerator(runtime.device) and self.config.offload != "never":
+            base = runtime.cache.get(("pipeline", info.model))
+            self._offload(base, loaded, info.model)
+            changed = True
+        return changed
+
+    @contextlib.contextmanager
+    def _errors(self, info: ModelInfo, plan: Plan, outputs: int) -> Iterator[None]:
+        # No torch or diffusers exception leaves the backend.
+        try:
+            yield
+        except (MediagenError, _Interrupted):
+            raise
+        except Exception as exc:
+            runtime = self._runtime
+            device = runtime.device if runtime else "?"
+            if is_out_of_memory(exc):
+                raise GenerationFailedError(
+                    f"{info.model} ran out of memory on {device} making {outputs} output(s) at once; lower "
+                    "max_batch, the size or the frames, or set memory_budget_gb / offload",
+                    model=info.model,
+                    detail=str(exc),
+                ) from exc
+            raise GenerationFailedError(
+                f"{plan.class_name} failed: {type(exc).__name__}: {exc}", model=info.model, detail=str(exc)
+            ) from exc
+
+    @contextlib.contextmanager
+    def _oom(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except Exception as exc:
+            raise GenerationFailedError(f"could not place {what} on the device: {exc}", model=what) from exc
+
+
+# -- helpers of a call, each undoing what it did ---------------------------------------------------
+
+
+@contextlib.contextmanager
+def _loras(pipe: Any, loras: tuple[LoRA, ...], info: ModelInfo, *, fused: bool) -> Iterator[None]:
+    if not loras:
+        yield
+        return
+    names: list[str] = []
+    with unfused(pipe, fused):
+        try:
+            for index, lora in enumerate(loras):
+                name = f"mediagen_{index}"
+                _load_lora(pipe, lora, name, info)
+                names.append(name)
+            pipe.set_adapters(names, adapter_weights=[lora.scale for lora in loras])
+            yield
+        finally:
+            if names:
+                # The next request gets the model as it was: no adapter stays behind.
+                pipe.unload_lora_weights()
+
+
+def _load_lora(pipe: Any, lora: LoRA, adapter_name: str, info: ModelInfo) -> None:
+    source, path = resolve_reference(lora.path, what="LoRA")
+    weight_name = lora.weight_name
+    if path is not None and path.is_file():
+        source, weight_name = str(path.parent), path.name
+    try:
+        # diffusers warns for every component a LoRA does not touch (usually the text encoder).
+        with hub_errors(lora.path, "LoRA"), quiet_logger("diffusers.loaders"):
+            pipe.load_lora_weights(source, weight_name=weight_name, adapter_name=adapter_name)
+    except MediagenError:
+        raise
+    except OSError as exc:
+        raise ModelNotFoundError(f"could not read the LoRA {lora.path}: {exc}") from exc
+    except (ValueError, KeyError, RuntimeError, TypeError) as exc:
+        raise InvalidRequestError(f"the LoRA {lora.path} does not fit {info.model}: {exc}") from exc
+
+
+@contextlib.contextmanager
+def _scheduler(pipe: Any, name: str | None) -> Iterator[None]:
+    if name is None:
+        yield
+        return
+    import diffusers
+
+    from mediagen_local.imports import IMPORT_LOCK
+
+    own = pipe.scheduler
+    with IMPORT_LOCK:  # the lazy module resolves `name` on first use
+        scheduler_cls = getattr(diffusers, name)
+    pipe.scheduler = scheduler_cls.from_config(own.config)
+    try:
+        yield
+    finally:
+        pipe.scheduler = own
+
+
+class _StepReporter:
+    """Stands in for a pipeline's tqdm bar: reports steps, and stops a batch nobody waits for."""
+
+    def __init__(self, batch: Batch[_Work], iterable: Any = None, total: int | None = None) -> None:
+        self.batch = batch
+        self.items = list(iterable) if iterable is not None else None
+        self.total = len(self.items) if self.items is not None else int(total or 0)
+        self.step = 0
+
+    def __iter__(self) -> Iterator[Any]:
+        for item in self.items or []:
+            if self.batch.all_cancelled():
+                raise _Interrupted
+            yield item
+            self.update()
+
+    def __enter__(self) -> _StepReporter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def update(self, n: int = 1) -> None:
+        self.step += n
+        self.batch.progress(self.step, self.total)
+        if self.batch.all_cancelled():
+            raise _Interrupted
+
+
+@contextlib.contextmanager
+def _step_reporter(pipe: Any, batch: Batch[_Work], *, enabled: bool) -> Iterator[None]:
+    # Pipelines without `callback_on_step_end` (Shap-E) still walk their steps through
+    # `self.progress_bar`; an instance attribute shadows the method for this one call.
+    if not enabled:
+        yield
+        return
+    pipe.progress_bar = lambda iterable=None, total=None: _StepReporter(batch, iterable, total)
+    try:
+        yield
+    finally:
+        del pipe.progress_bar
+
+
+def _low_memory_decode(pipe: Any) -> None:
+    vae = getattr(pipe, "vae", None)
+    for method in ("enable_tiling", "enable_slicing"):
+        with contextlib.suppress(AttributeError, NotImplementedError, ValueError):
+            getattr(vae, method)()
+
+
+# -- helpers of run --------------------------------------------------------------------------------
+
+
+async def _fetch_inputs(request: Request) -> None:
+    # Inputs given as URLs are downloaded here, without blocking the loop; the mapping then decodes them.
+    for name in ("image", "mask", "control_image"):
+        artifact = getattr(request, name, None)
+        if artifact is not None:
+            await artifact.aread()
+
+
+def _seeds(request: Request) -> list[int]:
+    given = request.seeds()
+    if given and given[0] is not None:
+        return [int(seed) for seed in given if seed is not None]
+    # No seed: pick one, and report it, so that the result can be made again.
+    base = secrets.randbelow(2**32)
+    return [(base + i) % 2**32 for i in range(request.n)]
+
+
+def _usage(values: list[Any], plan: Plan, *, gpu_s: float) -> Usage:
+    kind = plan.output.kind
+    if kind == "image":
+        pixels = sum(pil.width * pil.height for pil in values)
+        return Usage(images=len(values), megapixels=pixels / 1e6, gpu_s=gpu_s)
+    if kind == "video":
+        pixels = sum(frames.shape[0] * frames.shape[1] * frames.shape[2] for frames in values)
+        seconds = sum(frames.shape[0] for frames in values) / (plan.output.fps or 8.0)
+        return Usage(megapixels=pixels / 1e6, video_s=seconds, gpu_s=gpu_s)
+    if kind == "audio":
+        return Usage(gpu_s=gpu_s)  # the client measures audio_s on the artifacts
+    return Usage(meshes=len(values), gpu_s=gpu_s)

@@ -1,0 +1,558 @@
+"""Mapping: a typed request becomes the keyword arguments of one pipeline call.
+
+Every request field either reaches a pipeline argument or becomes a warning (`ctx.warn`), which the
+caller sees on the result, or as an error with `strict=True`. Whether an argument exists is read
+from the pipeline class's own `__call__` signature, so a family that lacks one (Shap-E has no
+negative prompt, SVD no prompt) is reported, never silently dropped.
+
+A `Plan` splits the arguments in two: `call`, shared by every request batched into the same call
+(size, steps, guidance, frames, strength ...: part of the batch key), and `inputs`, one entry per
+output (prompt, negative prompt, input images), which a batch concatenates. Seeds are per output
+too, so each output comes from its own generator whatever it is batched with.
+
+Provider-specific settings travel in `request.options` and are checked by `DiffusersOptions`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Hashable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from mediagen import (
+    AudioRequest,
+    GenerationWarning,
+    Image,
+    ImageRequest,
+    InvalidRequestError,
+    LoRA,
+    MeshRequest,
+    UnsupportedRequestError,
+    VideoRequest,
+)
+from mediagen._config import DEFAULT_IMAGE_SIZE
+
+from .loading import CONTROLNET_SUFFIX, ModelInfo, ViewInfo
+
+if TYPE_CHECKING:
+    import PIL.Image
+
+    from mediagen import Request, RunContext
+
+    from .audio import AudioOutput
+
+__all__ = ["DiffusersOptions", "Plan", "Output", "parse_options", "plan_request", "SCHEDULER_ALIASES"]
+
+
+class DiffusersOptions(BaseModel):
+    """Settings of the diffusers backend that no other backend has, passed as `request.options`.
+
+    Each reaches the pipeline's argument of the same name when the pipeline has one; otherwise it
+    comes back as a warning.
+
+    Examples:
+        >>> req = mg.ImageRequest(prompt="a fox", options={"scheduler": "euler_a", "clip_skip": 1})  # doctest: +SKIP
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    scheduler: str | None = None
+    """Sampler for this request: a scheduler class compatible with the model's own
+    (`"EulerAncestralDiscreteScheduler"`) or a short name (`euler`, `euler_a`, `ddim`, `dpm++`, `unipc` ...)."""
+    control_model: str | None = None
+    """ControlNet to use when the request does not name one in `control_model` (hub id or directory)."""
+    control_guidance_start: float | None = Field(None, ge=0.0, le=1.0)
+    """Fraction of the steps after which ControlNet starts steering."""
+    control_guidance_end: float | None = Field(None, ge=0.0, le=1.0)
+    """Fraction of the steps after which ControlNet stops steering."""
+    guidance_rescale: float | None = Field(None, ge=0.0, le=1.0)
+    """Rescales guided noise to fix over-exposure (SD, SDXL, LTX); 0.7 is the paper's value."""
+    true_cfg_scale: float | None = Field(None, ge=0.0, le=100.0)
+    """Real classifier-free guidance for guidance-distilled models (Flux): above 1 the negative prompt takes effect."""
+    clip_skip: int | None = Field(None, ge=0, le=12)
+    """CLIP layers to skip from the end when encoding the prompt (some fine-tunes expect 1 or 2)."""
+    eta: float | None = Field(None, ge=0.0, le=1.0)
+    """DDIM's eta: 0 is deterministic, 1 is DDPM-like noise."""
+    max_sequence_length: int | None = Field(None, ge=1, le=4096)
+    """Prompt tokens the T5-style text encoder reads (Flux, SD3, Wan, LTX, CogVideoX)."""
+    padding_mask_crop: int | None = Field(None, ge=0)
+    """Inpaint only a crop around the mask, with this many pixels of margin (sharper small edits)."""
+    decode_chunk_size: int | None = Field(None, ge=1)
+    """Frames the VAE decodes at once (SVD, AnimateDiff): lower saves memory."""
+    motion_bucket_id: int | None = Field(None, ge=0, le=1023)
+    """How much motion Stable Video Diffusion adds (127 by default; higher moves more)."""
+    noise_aug_strength: float | None = Field(None, ge=0.0, le=10.0)
+    """Noise added to SVD's conditioning image: more departs further from it."""
+    min_guidance_scale: float | None = Field(None, ge=0.0, le=100.0)
+    """SVD's guidance on the first frame (it rises to `guidance` on the last)."""
+    normalize: float | bool | None = None
+    """Audio: peak-normalise each sound, True to 0.99 of full scale, a number to that level."""
+
+
+# Options that are not pipeline arguments of the same name.
+_SELECTORS = frozenset({"scheduler", "control_model"})
+
+SCHEDULER_ALIASES: Mapping[str, str] = {
+    "ddim": "DDIMScheduler",
+    "ddpm": "DDPMScheduler",
+    "pndm": "PNDMScheduler",
+    "lms": "LMSDiscreteScheduler",
+    "euler": "EulerDiscreteScheduler",
+    "euler_a": "EulerAncestralDiscreteScheduler",
+    "heun": "HeunDiscreteScheduler",
+    "dpm++": "DPMSolverMultistepScheduler",
+    "dpm++_2m": "DPMSolverMultistepScheduler",
+    "dpm++_sde": "DPMSolverSDEScheduler",
+    "dpm_single": "DPMSolverSinglestepScheduler",
+    "kdpm2": "KDPM2DiscreteScheduler",
+    "kdpm2_a": "KDPM2AncestralDiscreteScheduler",
+    "deis": "DEISMultistepScheduler",
+    "unipc": "UniPCMultistepScheduler",
+    "flow_euler": "FlowMatchEulerDiscreteScheduler",
+}
+"""Short scheduler names accepted by `options.scheduler`."""
+
+# Pixel multiples the families need (their latent patch times the VAE's downscale), and video
+# frame counts of the form k * step + 1 (the VAE's temporal compression).
+_SIZE_MULTIPLES = {
+    "Flux": 16,
+    "StableDiffusion3": 16,
+    "Sana": 32,
+    "PixArt": 16,
+    "Wan": 16,
+    "CogVideoX": 16,
+    "LTX": 32,
+}
+_FRAME_STEPS = {"Wan": 4, "LTX": 8, "CogVideoX": 4}
+_DEFAULT_FPS = {"Wan": 16.0, "LTX": 25.0, "CogVideoX": 8.0, "AnimateDiff": 8.0, "StableVideoDiffusion": 7.0}
+
+
+def _by_prefix(table: Mapping[str, Any], class_name: str, default: Any) -> Any:
+    return next((value for prefix, value in table.items() if class_name.startswith(prefix)), default)
+
+
+def parse_options(options: Mapping[str, Any]) -> DiffusersOptions:
+    """Validate `request.options` for this backend.
+
+    Raises:
+        InvalidRequestError: An unknown key (the message lists the accepted ones) or a bad value.
+    """
+    unknown = sorted(set(options) - set(DiffusersOptions.model_fields))
+    if unknown:
+        raise InvalidRequestError(
+            f"unknown option(s) {', '.join(map(repr, unknown))} for the diffusers backend; "
+            f"it accepts: {', '.join(DiffusersOptions.model_fields)}"
+        )
+    try:
+        return DiffusersOptions(**options)
+    except ValidationError as exc:
+        problems = "; ".join(f"options.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise InvalidRequestError(
+            f"invalid options for the diffusers backend: {problems}",
+            errors=[dict(e) for e in exc.errors()],
+        ) from exc
+
+
+@dataclass(frozen=True)
+class Output:
+    """What the call's outputs become."""
+
+    kind: Literal["image", "video", "mesh", "audio"]
+    format: str | None = None
+    """Image encoding (`png`, `jpeg`, `webp`) or mesh file format (`glb`, `obj`, `ply`)."""
+    fps: float | None = None
+    """Frames per second of videos."""
+    audio: AudioOutput | None = None
+    """Sample rate, length and level of sounds."""
+
+
+@dataclass
+class Plan:
+    """One request, ready to be batched and run."""
+
+    view: str
+    """Which of the model's pipelines runs it (a key of `ModelInfo.views`)."""
+    class_name: str
+    controlnet: str | None
+    """The ControlNet model to load, for ControlNet views."""
+    call: dict[str, Any]
+    """Arguments shared by the whole batch."""
+    inputs: dict[str, list[Any]]
+    """Arguments with one value per output (concatenated across a batch)."""
+    seeds: list[int]
+    """One seed per output."""
+    output: Output
+    loras: tuple[LoRA, ...] = ()
+    scheduler: str | None = None
+    """Scheduler class to swap in for the call, when not the model's own."""
+    callbacks: bool = True
+    """Whether the pipeline reports steps through `callback_on_step_end`."""
+    size: tuple[int, int] | None = None
+    """Width and height of the outputs, when known before the call."""
+
+    @property
+    def n(self) -> int:
+        """Outputs this request makes."""
+        return len(self.seeds)
+
+    @property
+    def steps(self) -> int | None:
+        """Denoising steps (for progress totals)."""
+        steps = self.call.get("num_inference_steps")
+        return int(steps) if steps is not None else None
+
+    def key(self) -> Hashable:
+        """Requests with equal keys can run in one call: everything but the per-output inputs matches."""
+        return (
+            self.view,
+            self.controlnet,
+            tuple(sorted((name, _freeze(value)) for name, value in self.call.items())),
+            tuple(sorted(self.inputs)),
+            tuple((lora.path, lora.scale, lora.weight_name) for lora in self.loras),
+            self.scheduler,
+            self.size,
+            self.output.kind,
+        )
+
+
+def _freeze(value: Any) -> Hashable:
+    try:
+        hash(value)
+    except TypeError:
+        return json.dumps(value, sort_keys=True, default=repr)
+    return value  # type: ignore[no-any-return]
+
+
+class _Mapper:
+    """Collects one request's arguments, warning about what the pipeline cannot take."""
+
+    def __init__(self, info: ModelInfo, view: ViewInfo, ctx: RunContext, n: int) -> None:
+        self.info = info
+        self.view = view
+        self.ctx = ctx
+        self.n = n
+        self.call: dict[str, Any] = {}
+        self.inputs: dict[str, list[Any]] = {}
+
+    def accepts(self, name: str) -> bool:
+        return name in self.view.params
+
+    def shared(self, name: str, value: Any, field_name: str) -> None:
+        if value is None:
+            return
+        if self.accepts(name):
+            self.call[name] = value
+        else:
+            self.unsupported(field_name, f"{self.view.class_name} has no {name} argument; it was ignored")
+
+    def each(self, name: str, value: Any, field_name: str) -> None:
+        if value is None:
+            return
+        if self.accepts(name):
+            self.inputs[name] = [value] * self.n
+        else:
+            self.unsupported(field_name, f"{self.view.class_name} has no {name} argument; it was ignored")
+
+    def unsupported(self, field_name: str, details: str) -> None:
+        self.ctx.warn(field_name, details)
+
+    def options(self, opts: DiffusersOptions) -> None:
+        for name in DiffusersOptions.model_fields:
+            if name not in _SELECTORS:
+                self.shared(name, getattr(opts, name), f"options.{name}")
+
+
+def plan_request(
+    request: Request,
+    info: ModelInfo,
+    opts: DiffusersOptions,
+    ctx: RunContext,
+    *,
+    seeds: list[int],
+    default_control_model: str | None = None,
+) -> Plan:
+    """Map a request onto the model's pipeline.
+
+    Args:
+        request: The validated request (its input images already fetched).
+        info: The model.
+        opts: The request's validated options.
+        ctx: Where warnings go (raises instead under `strict=True`).
+        seeds: One seed per output.
+        default_control_model: The backend's ControlNet when neither request nor options name one.
+
+    Raises:
+        UnsupportedRequestError: The model has no pipeline for the task, or a warning under strict.
+        InvalidRequestError: An option names something the model cannot use (an unknown scheduler).
+    """
+    if request.task not in info.tasks:
+        raise UnsupportedRequestError(
+            f"{info.model} ({info.class_name}) cannot do {request.task}; it does {', '.join(sorted(info.tasks))}",
+            feature=request.task,
+        )
+    if isinstance(request, ImageRequest):
+        plan = _plan_image(request, info, opts, ctx, seeds, opts.control_model or default_control_model)
+    elif isinstance(request, VideoRequest):
+        plan = _plan_video(request, info, opts, ctx, seeds)
+    elif isinstance(request, MeshRequest):
+        plan = _plan_mesh(request, info, opts, ctx, seeds)
+    elif isinstance(request, AudioRequest):
+        from .audio import plan_audio
+
+        plan = plan_audio(request, info, opts, ctx, seeds)
+    else:  # pragma: no cover - the four request types are all handled above
+        raise UnsupportedRequestError(f"the diffusers backend does not make {request.modality}")
+    plan.scheduler = _scheduler(opts.scheduler, info)
+    return plan
+
+
+# -- images ----------------------------------------------------------------------------------------
+
+
+def _plan_image(
+    req: ImageRequest,
+    info: ModelInfo,
+    opts: DiffusersOptions,
+    ctx: RunContext,
+    seeds: list[int],
+    fallback_control: str | None,
+) -> Plan:
+    base = "inpaint" if req.mask is not None else "image-to-image" if req.image is not None else "text-to-image"
+    controlnet: str | None = None
+    if req.control_image is not None:
+        controlnet = req.control_model or fallback_control
+        if controlnet is None:
+            raise UnsupportedRequestError(
+                "control_image needs a ControlNet: pass control_model='<hub id or directory>' "
+                "(or options={'control_model': ...}, or set default_control_model for the backend)",
+                feature="control_model",
+            )
+    elif req.control_model is not None:
+        ctx.warn("control_model", "control_model is used only with control_image; it was ignored")
+    view_id = base + (CONTROLNET_SUFFIX if controlnet else "")
+    if view_id not in info.views:
+        raise UnsupportedRequestError(
+            f"{info.model} ({info.class_name}) has no ControlNet pipeline for {base}", feature="control_image"
+        )
+    view = info.views[view_id]
+    m = _Mapper(info, view, ctx, req.n)
+
+    m.each("prompt", req.prompt, "prompt")
+    m.each("negative_prompt", req.negative_prompt, "negative_prompt")
+    if req.negative_prompt is not None and m.accepts("true_cfg_scale") and (opts.true_cfg_scale or 0.0) <= 1.0:
+        ctx.warn(
+            "negative_prompt",
+            f"{view.class_name} is guidance-distilled: the negative prompt only acts with options.true_cfg_scale > 1",
+        )
+    m.shared("num_inference_steps", req.steps, "steps")
+    m.shared("guidance_scale", req.guidance, "guidance")
+    m.shared("strength", req.strength, "strength")
+    m.shared("controlnet_conditioning_scale", req.control_scale, "control_scale")
+    m.options(opts)
+
+    size = _image_size(req, info, view, ctx)
+    if size is not None and m.accepts("height"):
+        m.call["width"], m.call["height"] = size
+    if req.image is not None:
+        m.inputs["image"] = [_rgb(req.image, size)] * req.n
+    if req.mask is not None:
+        m.inputs["mask_image"] = [_mask(req.mask, size)] * req.n
+    if req.control_image is not None:
+        # The text-to-image ControlNet pipelines call the control image `image`; the others, whose
+        # `image` is the picture to start from, call it `control_image`.
+        name = "control_image" if "control_image" in view.params else "image"
+        m.inputs[name] = [_rgb(req.control_image, size)] * req.n
+    m.call["output_type"] = "pil"
+
+    loras = tuple(req.loras)
+    if loras and not info.lora:
+        for lora in loras:
+            ctx.warn("loras", f"{view.class_name} cannot load LoRA adapters; {lora.path} was not applied")
+        loras = ()
+    return Plan(
+        view=view_id,
+        class_name=view.class_name,
+        controlnet=controlnet,
+        call=m.call,
+        inputs=m.inputs,
+        seeds=seeds,
+        output=Output(kind="image", format=req.output_format),
+        loras=loras,
+        callbacks=view.callbacks,
+        size=size,
+    )
+
+
+def _image_size(req: ImageRequest, info: ModelInfo, view: ViewInfo, ctx: RunContext) -> tuple[int, int] | None:
+    multiple = _by_prefix(_SIZE_MULTIPLES, view.class_name, 8)
+    if req.width is not None or req.height is not None or req.aspect_ratio is not None:
+        width, height = req.size(default=info.default_size or DEFAULT_IMAGE_SIZE, multiple=multiple)
+        return _rounded_size(width, height, multiple, view, ctx)
+    # Without a size, follow the input image (rounded to what the model can make); with no input
+    # the pipeline's own default applies.
+    first = req.image if req.image is not None else req.control_image
+    if first is not None:
+        pil = first.to_pil()
+        return _round(pil.width, multiple), _round(pil.height, multiple)
+    return None
+
+
+# -- video -----------------------------------------------------------------------------------------
+
+
+def _plan_video(req: VideoRequest, info: ModelInfo, opts: DiffusersOptions, ctx: RunContext, seeds: list[int]) -> Plan:
+    view = info.views[req.task]
+    m = _Mapper(info, view, ctx, req.n)
+    name = view.class_name
+
+    if m.accepts("prompt"):
+        m.inputs["prompt"] = [req.prompt or ""] * req.n
+    elif req.prompt:
+        m.unsupported("prompt", f"{name} is conditioned on the image only; the prompt was ignored")
+    m.each("negative_prompt", req.negative_prompt, "negative_prompt")
+    m.shared("num_inference_steps", req.steps, "steps")
+    # SVD ramps guidance from the first frame to the last; `guidance` sets where it ends.
+    m.shared("max_guidance_scale" if m.accepts("max_guidance_scale") else "guidance_scale", req.guidance, "guidance")
+    m.options(opts)
+
+    size = _video_size(req, view, ctx)
+    if size is None and req.image is not None:
+        # Like image-to-image: without a size, the video takes the picture's (rounded as the model needs).
+        multiple = _by_prefix(_SIZE_MULTIPLES, name, 8)
+        pil = req.image.to_pil()
+        size = _round(pil.width, multiple), _round(pil.height, multiple)
+    if size is not None:
+        m.call["width"], m.call["height"] = size
+    if req.image is not None:
+        m.inputs["image"] = [_rgb(req.image, size)] * req.n
+
+    default_fps = _by_prefix(_DEFAULT_FPS, name, 8.0)
+    fps = req.fps or default_fps
+    if req.frames is not None or req.duration_s is not None:
+        default_frames = view.defaults.get("num_frames") or info.default_frames or 16
+        m.call["num_frames"] = _frames(req.num_frames(default_frames, fps), name, ctx)
+    # Some families are conditioned on the frame rate; give them the one the video will play at.
+    if m.accepts("fps"):
+        m.call["fps"] = max(1, round(fps))
+    elif m.accepts("frame_rate"):
+        m.call["frame_rate"] = max(1, round(fps))
+    m.call["output_type"] = "np"
+    return Plan(
+        view=req.task,
+        class_name=name,
+        controlnet=None,
+        call=m.call,
+        inputs=m.inputs,
+        seeds=seeds,
+        output=Output(kind="video", fps=float(fps)),
+        callbacks=view.callbacks,
+        size=size,
+    )
+
+
+def _video_size(req: VideoRequest, view: ViewInfo, ctx: RunContext) -> tuple[int, int] | None:
+    if req.width is None and req.height is None:
+        return None
+    default_w, default_h = view.defaults.get("width"), view.defaults.get("height")
+    width = req.width or (default_w if isinstance(default_w, int) else req.height)
+    height = req.height or (default_h if isinstance(default_h, int) else req.width)
+    assert width is not None and height is not None
+    return _rounded_size(width, height, _by_prefix(_SIZE_MULTIPLES, view.class_name, 8), view, ctx)
+
+
+def _rounded_size(width: int, height: int, multiple: int, view: ViewInfo, ctx: RunContext) -> tuple[int, int]:
+    """Round both sides to what the model makes, saying so when that changes the size asked for."""
+    rounded = _round(width, multiple), _round(height, multiple)
+    if rounded != (width, height):
+        ctx.warn(
+            _compat(
+                "width" if rounded[0] != width else "height",
+                f"{view.class_name} needs sides in multiples of {multiple}: made {rounded[0]}x{rounded[1]}"
+                f" instead of {width}x{height}",
+            )
+        )
+    return rounded
+
+
+def _frames(wanted: int, class_name: str, ctx: RunContext) -> int:
+    step = int(_by_prefix(_FRAME_STEPS, class_name, 1))
+    if step == 1 or (wanted - 1) % step == 0:
+        return wanted
+    made = max(1, round((wanted - 1) / step)) * step + 1
+    ctx.warn(_compat("frames", f"{class_name} makes 1 + a multiple of {step} frames: made {made} instead of {wanted}"))
+    return made
+
+
+# -- meshes ----------------------------------------------------------------------------------------
+
+
+def _plan_mesh(req: MeshRequest, info: ModelInfo, opts: DiffusersOptions, ctx: RunContext, seeds: list[int]) -> Plan:
+    view = info.views[req.task]
+    m = _Mapper(info, view, ctx, req.n)
+    if req.image is not None:
+        if req.prompt:
+            m.unsupported("prompt", f"{view.class_name} reconstructs the image only; the prompt was ignored")
+        m.inputs["image"] = [_rgb(req.image, None)] * req.n
+    else:
+        m.each("prompt", req.prompt, "prompt")
+    m.each("negative_prompt", req.negative_prompt, "negative_prompt")
+    m.shared("num_inference_steps", req.steps, "steps")
+    m.shared("guidance_scale", req.guidance, "guidance")
+    m.options(opts)
+    m.call["output_type"] = "mesh"
+    return Plan(
+        view=req.task,
+        class_name=view.class_name,
+        controlnet=None,
+        call=m.call,
+        inputs=m.inputs,
+        seeds=seeds,
+        output=Output(kind="mesh", format=req.format),
+        callbacks=view.callbacks,
+    )
+
+
+# -- helpers ---------------------------------------------------------------------------------------
+
+
+def _scheduler(name: str | None, info: ModelInfo) -> str | None:
+    if name is None:
+        return None
+    wanted = SCHEDULER_ALIASES.get(name.lower(), name)
+    if info.schedulers and wanted == info.schedulers[0]:
+        return None  # the model's own
+    if wanted not in info.schedulers:
+        aliases = [alias for alias, cls in SCHEDULER_ALIASES.items() if cls in info.schedulers]
+        raise InvalidRequestError(
+            f"options.scheduler={name!r} does not work with {info.model}; compatible: "
+            f"{', '.join(info.schedulers) or 'none known'}" + (f" (or {', '.join(aliases)})" if aliases else "")
+        )
+    return wanted
+
+
+def _round(side: int, multiple: int) -> int:
+    return max(multiple, round(side / multiple) * multiple)
+
+
+def _compat(feature: str, details: str) -> GenerationWarning:
+    return GenerationWarning.compatibility(feature, details)
+
+
+def _rgb(image: Image, size: tuple[int, int] | None) -> PIL.Image.Image:
+    pil = image.to_pil().convert("RGB")
+    return _resized(pil, size)
+
+
+def _mask(image: Image, size: tuple[int, int] | None) -> PIL.Image.Image:
+    return _resized(image.to_pil().convert("L"), size)
+
+
+def _resized(pil: PIL.Image.Image, size: tuple[int, int] | None) -> PIL.Image.Image:
+    import PIL.Image
+
+    if size is None or pil.size == size:
+        return pil
+    return pil.resize(size, PIL.Image.Resampling.LANCZOS)

@@ -1,0 +1,402 @@
+"""The Replicate backend: mediagen requests, run on Replicate's hosted models.
+
+`ReplicateBackend.run` reads top to bottom: check the request against the model, map it onto the
+model's inputs and validate them, send input media, run the predictions, and turn their outputs into
+artifacts. The parts live next door: `client.py` (token and endpoint), `mapping.py` (requests into
+inputs), `transport.py` (predictions over HTTP), `outputs.py` (media in and out), `options.py` and
+`webhooks.py`. Retries and limits are mediagen's shared ones (`mediagen.policies`), set up here from
+the backend's settings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import time
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from mediagen._config import DEFAULT_MAX_DOWNLOAD_BYTES
+from mediagen.artifacts import Artifact
+from mediagen.backend import Backend, Capabilities, RunContext
+from mediagen.errors import GenerationFailedError, UnsupportedRequestError
+from mediagen.policies import ConcurrencyLimiter, RateLimiter, RetryPolicy
+from mediagen.requests import TASKS, Request
+from mediagen.results import GenerationWarning, Result, Timings, Usage
+
+from .client import ENV_TOKEN, ReplicateConnection
+from .errors import PROVIDER
+from .mapping import MappedInputs, ModelCatalog, ModelInfo, build_inputs, inputs_per_call
+from .options import ReplicateOptions
+from .outputs import DEFAULT_INLINE_MAX_BYTES, artifacts_from_output, download_all, media_to_inputs
+from .transport import LogReporter, PollPacer, Prediction, ReplicateTransport, Target, parse_time
+from .webhooks import webhook_fields
+
+if TYPE_CHECKING:
+    from replicate.client import Client
+
+__all__ = ["ReplicateBackend", "DEFAULT_MAX_CONCURRENCY", "DEFAULT_CREATES_PER_MINUTE"]
+
+DEFAULT_MAX_CONCURRENCY = 256
+"""Predictions in flight at once. Replicate sets no such cap; this bounds sockets and spend rate."""
+DEFAULT_CREATES_PER_MINUTE = 600
+"""Replicate's documented limit on prediction creates."""
+
+_SEED_LOG = re.compile(r"(?im)^\s*(?:using\s+)?(?:random\s+)?seed\s*[:=]\s*(\d+)\s*$")
+
+
+# mypy run on this folder alone sees `mediagen` as untyped (an editable install it cannot follow).
+class ReplicateBackend(Backend):
+    """Runs mediagen requests on Replicate (`model="replicate:owner/name"` or `owner/name:<version>`).
+
+    Apart from `__init__`, all methods are private or part of the contract.
+
+    Args:
+        api_token: API token; defaults to `$REPLICATE_API_TOKEN`. Never put it in mediagen.toml.
+        base_url: API endpoint; defaults to `$REPLICATE_BASE_URL`, else Replicate's.
+        client: A ready `replicate.Client` to use (its token and endpoint win); never closed here.
+        max_concurrency: Predictions in flight at once (None: no cap).
+        creates_per_minute: Prediction creates allowed in any 60 s, all at once if they come
+            together (None: no limit; a 429 still holds every create back).
+        poll_interval: Shortest wait between polls of a running prediction, in seconds.
+        max_poll_interval: Longest wait between polls, in seconds.
+        sync_wait_s: Seconds a create waits for the result before polling (sync mode, 0-60).
+        max_download_bytes: Size cap of each output download.
+        data_url_max_bytes: Largest input file sent inline; larger ones are uploaded.
+        max_retries: Tries of each call, the first included (creates only while provably not made),
+            1 to 100; a job's `policy.retry` (mediagen's policy layer) replaces this and `retry_base_delay`.
+        retry_base_delay: First backoff between tries, in seconds (doubling, with jitter).
+        reconcile_delay_s: Pause before searching a second time for a create whose answer was lost.
+
+    Examples:
+        >>> async with mg.Client() as client:  # doctest: +SKIP
+        ...     res = await client.image("a red fox in snow", model="replicate:black-forest-labs/flux-schnell",
+        ...                              aspect_ratio="16:9", seed=7)
+        ...     res.artifacts[0].save("fox.webp")
+    """
+
+    provider = "replicate"
+    tasks = frozenset(TASKS)
+    remote = True
+    # Only this backend knows which calls can be repeated without a second billable prediction, so
+    # the client must never re-run a whole `run`; the job's retry policy reaches the transport instead.
+    handles_retries = True
+
+    def __init__(
+        self,
+        *,
+        api_token: str | None = None,
+        base_url: str | None = None,
+        client: Client | None = None,
+        max_concurrency: int | None = DEFAULT_MAX_CONCURRENCY,
+        creates_per_minute: int | None = DEFAULT_CREATES_PER_MINUTE,
+        poll_interval: float = 0.5,
+        max_poll_interval: float = 10.0,
+        sync_wait_s: int = 60,
+        max_download_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES,
+        data_url_max_bytes: int = DEFAULT_INLINE_MAX_BYTES,
+        max_retries: int = 10,
+        retry_base_delay: float = 0.2,
+        reconcile_delay_s: float = 1.0,
+    ) -> None:
+        # Settings are shown by `describe()`; the token and the client never are.
+        super().__init__(
+            base_url=base_url,
+            max_concurrency=max_concurrency,
+            creates_per_minute=creates_per_minute,
+            poll_interval=poll_interval,
+            max_poll_interval=max_poll_interval,
+            sync_wait_s=sync_wait_s,
+            max_download_bytes=max_download_bytes,
+            data_url_max_bytes=data_url_max_bytes,
+            max_retries=max_retries,
+            retry_base_delay=retry_base_delay,
+            reconcile_delay_s=reconcile_delay_s,
+        )
+        self._api_token = api_token
+        self._base_url = base_url
+        self._client = client
+        self._max_concurrency = max_concurrency
+        self._max_download_bytes = max_download_bytes
+        self._data_url_max_bytes = data_url_max_bytes
+        # The backend's own default; the policy layer's backoff cap, jitter and Retry-After cap apply.
+        self._retry = RetryPolicy(attempts=max_retries, backoff_base_s=retry_base_delay)
+        # A sliding window, not a bucket: Replicate's rule is any 600 creates within a minute.
+        self._creates = RateLimiter(creates_per_minute, sliding=True)
+        self._slots = ConcurrencyLimiter(max_concurrency)
+        self._pacer = PollPacer(min_s=poll_interval, max_s=max_poll_interval)
+        self._sync_wait_s = sync_wait_s
+        self._reconcile_delay_s = reconcile_delay_s
+        self._transport: ReplicateTransport | None = None
+        self._catalog = ModelCatalog(
+            lambda owner, name: self._connect().get_model(owner, name),
+            lambda owner, name, version: self._connect().get_version(owner, name, version),
+        )
+
+    # -- the contract -----------------------------------------------------------------------------
+
+    async def capabilities(self, model: str) -> Capabilities:
+        """What `model` can do: tasks from the curated table or its schema, limits from its schema."""
+        return (await self._catalog.resolve(model)).capabilities()
+
+    async def revision(self, model: str) -> str | None:
+        """The version id predictions of `model` run on (what the result cache keys on).
+
+        An official model run by name has no version pinned: None, and its cache key holds the
+        name alone.
+        """
+        return (await self._catalog.resolve(model)).version
+
+    async def run(self, request: Request, model: str, ctx: RunContext) -> Result:
+        """Run `request` on `model` as one or more Replicate predictions.
+
+        Args:
+            request: The request.
+            model: `owner/name` or `owner/name:<version>`.
+            ctx: Deadline, events, warnings.
+
+        Returns:
+            The result; artifacts are lazy URLs unless `options={"download": True}`.
+        """
+        started = time.monotonic()
+
+        # 1. Check the request: its options, the model, and whether the model does this task.
+        options = ReplicateOptions.parse(request.options, model=model)
+        info = await self._catalog.resolve(model)
+        capabilities = info.capabilities()
+        if request.task not in capabilities.tasks:
+            raise UnsupportedRequestError(
+                f"{PROVIDER}:{model} cannot do {request.task} (it does {', '.join(sorted(capabilities.tasks))})",
+                feature=request.task,
+                provider=PROVIDER,
+                model=model,
+            )
+
+        # 2. Map the request onto the model's inputs; validate every call's inputs before sending any.
+        mapped = build_inputs(request, info, ctx, raw=options.model_inputs)
+        calls = _plan_calls(request, mapped, capabilities)
+        inputs_per_call(info, mapped, calls)
+
+        # 3. Send input media by reference where it already is a URL, inline when small, else uploaded.
+        transport = self._connect()
+        mapped.inputs = await media_to_inputs(
+            mapped.inputs, upload=transport.upload, inline_max_bytes=self._data_url_max_bytes
+        )
+
+        # 4. Run the predictions together (rate-limited, sync wait first, cancelled with the job).
+        target = Target(info.ref.owner, info.ref.name, info.version)
+        progress = _ProgressMux(ctx, len(calls))
+        wait_s = None if options.wait is None or options.wait is True else int(options.wait)
+        extra = webhook_fields(options.webhook, options.webhook_events_filter)
+        predictions = await _all_or_none(
+            transport.run(
+                target,
+                mapped.for_call(seed=seed, outputs=outputs),
+                ctx=ctx,
+                model=model,
+                reporter=progress.reporter(i),
+                wait_s=wait_s,
+                extra=extra,
+            )
+            for i, (seed, outputs) in enumerate(calls)
+        )
+
+        # 5. Turn outputs into artifacts (lazy URLs, or downloaded now when asked).
+        artifacts, seeds = self._artifacts(request, info, predictions, calls)
+        download_s = None
+        if options.download:
+            fetching = time.monotonic()
+            artifacts = await download_all(
+                artifacts,
+                client=transport.connection.downloads,
+                max_bytes=self._max_download_bytes,
+                retry=transport.retry_for(ctx),
+            )
+            download_s = time.monotonic() - fetching
+        primary = sum(1 for a in artifacts if a.kind == request.modality)
+        if primary < request.n:
+            ctx.warn(GenerationWarning.other(f"asked for {request.n} {request.modality}(s), {model} made {primary}"))
+
+        # 6. The result, with what Replicate measured.
+        return Result(
+            artifacts=artifacts,
+            provider=PROVIDER,
+            model=model,
+            seeds=seeds,
+            timings=_timings(predictions, download_s, time.monotonic() - started),
+            usage=_usage(request, predictions, mapped),
+            warnings=list(ctx.warnings),
+            raw=predictions[0] if len(predictions) == 1 else predictions,
+        )
+
+    async def aclose(self) -> None:
+        """Close the connections this backend opened (a client passed in stays open)."""
+        transport, self._transport = self._transport, None
+        if transport is not None:
+            await transport.connection.aclose()
+
+    @classmethod
+    def availability(cls) -> str | None:
+        """Why the backend cannot run here: no token in the environment (the constructor may still get one)."""
+        if not os.environ.get(ENV_TOKEN):
+            return f"{ENV_TOKEN} is not set (or pass api_token= to ReplicateBackend)"
+        return None
+
+    def describe(self) -> dict[str, Any]:
+        """Endpoint, limits, what is in flight, models resolved and requests sent."""
+        transport = self._transport
+        return {
+            "base_url": transport.connection.base_url if transport else self._base_url or "(from the environment)",
+            "max_concurrency": self._max_concurrency,
+            "in_flight": self._slots.in_use,
+            "waiting": self._slots.waiting,
+            "creates_per_minute": self.settings["creates_per_minute"],
+            "models": self._catalog.cached,
+            "requests": dict(transport.stats) if transport else {},
+        }
+
+    def __repr__(self) -> str:
+        where = self._transport.connection.base_url if self._transport else self._base_url or "env"
+        return f"<ReplicateBackend {where} max_concurrency={self._max_concurrency}>"
+
+    # -- helpers ----------------------------------------------------------------------------------
+
+    def _connect(self) -> ReplicateTransport:
+        """The transport, built on first use (a missing token is reported then, not at import)."""
+        if self._transport is None:
+            connection = ReplicateConnection(
+                api_token=self._api_token,
+                base_url=self._base_url,
+                client=self._client,
+                max_connections=(self._max_concurrency or 256) + 16,
+            )
+            self._transport = ReplicateTransport(
+                connection,
+                retry=self._retry,
+                creates=self._creates,
+                slots=self._slots,
+                pacer=self._pacer,
+                sync_wait_s=self._sync_wait_s,
+                reconcile_delay_s=self._reconcile_delay_s,
+            )
+        return self._transport
+
+    def _artifacts(
+        self,
+        request: Request,
+        info: ModelInfo,
+        predictions: Sequence[Prediction],
+        calls: Sequence[tuple[int | None, int]],
+    ) -> tuple[list[Artifact], list[int | None]]:
+        artifacts: list[Artifact] = []
+        seeds: list[int | None] = []
+        order = info.curated.outputs if info.curated else ()
+        for prediction, (seed, outputs) in zip(predictions, calls, strict=True):
+            if seed is None and outputs == 1:
+                seed = _logged_seed(prediction)  # Cog models print the seed they drew
+            found = artifacts_from_output(
+                prediction.get("output"),
+                kind=request.modality,
+                order=order,
+                max_bytes=self._max_download_bytes,
+                metadata={"provider": PROVIDER, "prediction": prediction.get("id"), "seed": seed},
+            )
+            if not found:
+                raise GenerationFailedError(
+                    f"prediction {prediction.get('id')} succeeded but its output holds no media URL: "
+                    f"{str(prediction.get('output'))[:200]}",
+                    provider=PROVIDER,
+                    model=str(info.ref),
+                    retryable=False,
+                )
+            artifacts += found
+            seeds += [seed if outputs == 1 or seed is None else seed + i for i in range(len(found))]
+        return artifacts, seeds
+
+
+def _plan_calls(request: Request, mapped: MappedInputs, capabilities: Capabilities) -> list[tuple[int | None, int]]:
+    """`(seed, outputs)` of each prediction: one per seed when seeded, else as few as the model allows."""
+    if request.seed is not None and mapped.seed_inputs:
+        # Output i must come from seed + i, which a batch of num_outputs cannot promise.
+        return [(seed, 1) for seed in request.seeds()]
+    per_call = (capabilities.max_outputs_per_call or 1) if mapped.outputs_input else 1
+    calls: list[tuple[int | None, int]] = []
+    left = request.n
+    while left > 0:
+        calls.append((None, min(per_call, left)))
+        left -= calls[-1][1]
+    return calls
+
+
+async def _all_or_none(calls: Any) -> list[Prediction]:
+    """Await the calls together; when one fails, cancel the others (each cancels its prediction)."""
+    tasks: list[asyncio.Future[Prediction]] = [asyncio.ensure_future(c) for c in calls]
+    if len(tasks) == 1:
+        return [await tasks[0]]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+
+
+class _ProgressMux:
+    """One progress bar for several predictions of one request: the sum of their steps."""
+
+    def __init__(self, ctx: RunContext, parts: int) -> None:
+        self._ctx = ctx
+        self._parts: list[tuple[int, int]] = [(0, 0)] * parts
+
+    def reporter(self, index: int) -> LogReporter:
+        def progress(step: int, total: int) -> None:
+            self._parts[index] = (step, total)
+            widest = max(t for _, t in self._parts)
+            # A part that has not reported yet is counted as long as the longest one seen.
+            self._ctx.progress(sum(s for s, _ in self._parts), sum(t or widest for _, t in self._parts))
+
+        return LogReporter(progress, self._ctx.log)
+
+
+def _logged_seed(prediction: Mapping[str, Any]) -> int | None:
+    logs = prediction.get("logs")
+    match = _SEED_LOG.search(logs) if isinstance(logs, str) else None
+    return int(match[1]) if match else None
+
+
+def _timings(predictions: Sequence[Prediction], download_s: float | None, total_s: float) -> Timings:
+    queue: list[float] = []
+    run: list[float] = []
+    for prediction in predictions:
+        created = parse_time(prediction.get("created_at"))
+        began = parse_time(prediction.get("started_at"))
+        if created is not None and began is not None:
+            queue.append(max(0.0, (began - created).total_seconds()))
+        predict = (prediction.get("metrics") or {}).get("predict_time")
+        if isinstance(predict, (int, float)):
+            run.append(float(predict))
+    # The predictions ran side by side: the slowest one is what the caller waited for.
+    return Timings(
+        queue_s=max(queue) if queue else None,
+        run_s=max(run) if run else None,
+        download_s=download_s,
+        total_s=total_s,
+    )
+
+
+def _usage(request: Request, predictions: Sequence[Prediction], mapped: MappedInputs) -> Usage:
+    predict = [
+        float(p["metrics"]["predict_time"])
+        for p in predictions
+        if isinstance((p.get("metrics") or {}).get("predict_time"), (int, float))
+    ]
+    usage = Usage(predict_s=sum(predict) if predict else None)
+    duration = getattr(request, "duration_s", None)
+    if duration is not None and "duration_s" in mapped.sources.values():
+        if request.modality == "audio":
+            usage.audio_s = float(duration) * request.n
+        elif request.modality == "video":
+            usage.video_s = float(duration) * request.n
+    return usage
