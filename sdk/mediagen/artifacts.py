@@ -90,6 +90,10 @@ class Artifact:
         """Whether the artifact is in memory (no fetch or read needed)."""
         return self._data is not None or self._has_decoded()
 
+    def has_decoded(self) -> bool:
+        """Whether the decoded form (pixels, frames, samples) is in memory: measuring it costs nothing."""
+        return self._has_decoded()
+
     def _has_decoded(self) -> bool:
         return False
 

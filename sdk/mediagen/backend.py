@@ -25,11 +25,13 @@ Examples:
 
 from __future__ import annotations
 
+import enum
 import ipaddress
 import os
 import threading
 import time
 import urllib.parse
+import weakref
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -46,6 +48,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CONTRACT_VERSION",
     "Backend",
+    "Cancellation",
     "Capabilities",
     "RunContext",
     "allow_remote_requests",
@@ -54,6 +57,13 @@ __all__ = [
 
 CONTRACT_VERSION = 1
 """Bumped when the contract changes in a way that breaks backends; checked when one loads."""
+
+
+class _Keep(enum.Enum):
+    token = 0
+
+
+_KEEP = _Keep.token
 
 
 class Capabilities(BaseModel):
@@ -65,6 +75,10 @@ class Capabilities(BaseModel):
     """Tasks the model serves."""
     max_outputs_per_call: int | None = Field(None, ge=1)
     """Most outputs one `run` may return; the client splits larger `n` into several calls."""
+    max_seeded_outputs_per_call: int | None = Field(None, ge=1)
+    """Most outputs one `run` may return for a request with a seed (None: `max_outputs_per_call`).
+    A model that takes one seed for a whole batch says 1: output `i` must come from `seed + i`, so
+    the client then sends a seeded request as one call per output."""
     max_width: int | None = None
     """Largest width in pixels (images and video)."""
     max_height: int | None = None
@@ -75,8 +89,42 @@ class Capabilities(BaseModel):
     """Longest audio or video, in seconds."""
 
 
+class Cancellation(threading.Event):
+    """A cancel flag that worker threads poll; setting it also sets every flag derived from it.
+
+    Each attempt of a job runs under its own flag (`RunContext.derive`), so cutting one attempt
+    off at its deadline leaves the job's flag and the next attempt's alone, while cancelling the
+    job reaches every attempt at once, before any coroutine sees its `CancelledError`.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._children: weakref.WeakSet[Cancellation] = weakref.WeakSet()
+        self._children_lock = threading.Lock()
+
+    def child(self) -> Cancellation:
+        """A new flag that is set whenever this one is (at once, if it already is)."""
+        child = Cancellation()
+        with self._children_lock:
+            self._children.add(child)
+            if self.is_set():
+                child.set()
+        return child
+
+    def set(self) -> None:
+        """Set this flag and every flag derived from it."""
+        super().set()
+        with self._children_lock:
+            children = list(self._children)
+        for child in children:
+            child.set()
+
+
 class RunContext:
     """What a backend's `run` gets besides the request: deadline, cancellation and an event sink.
+
+    A context is never changed by the layers that run a job: each chain member and each attempt
+    gets its own copy from `derive`, with its own deadline, cancel flag and warnings.
 
     Args:
         deadline: `time.monotonic()` value by which the job must end; None for no deadline.
@@ -85,6 +133,9 @@ class RunContext:
         provider: The provider running the job (put on warnings and errors).
         model: The model running the job.
         job_id: The job's id, stamped on events.
+        policy: The provider's policy for this call; None for the defaults.
+        cancelled: The cancel flag; a new one by default.
+        fallbacks_left: How many members of a fallback chain wait behind this one (0: the last or only).
     """
 
     def __init__(
@@ -96,6 +147,9 @@ class RunContext:
         provider: str = "",
         model: str = "",
         job_id: str = "",
+        policy: Policy | None = None,
+        cancelled: Cancellation | None = None,
+        fallbacks_left: int = 0,
     ) -> None:
         self.deadline = deadline
         self._emit = emit
@@ -103,10 +157,58 @@ class RunContext:
         self.provider = provider
         self.model = model
         self.job_id = job_id
+        self.fallbacks_left = fallbacks_left
+        """How many members of a fallback chain wait behind this one (0: the last or only one)."""
         self.warnings: list[GenerationWarning] = []
-        self.cancelled = threading.Event()
+        """Settings this attempt could not honour (see `warn`)."""
+        self.cancelled: Cancellation = cancelled if cancelled is not None else Cancellation()
         """Set when the job is cancelled or its deadline passes: worker threads poll it."""
-        self._policy: Policy | None = None
+        self._policy = policy
+        self._notes: list[GenerationWarning] = []
+
+    def derive(
+        self,
+        *,
+        deadline: float | _Keep | None = _KEEP,
+        provider: str | None = None,
+        model: str | None = None,
+        policy: Policy | None = None,
+        fallbacks_left: int | None = None,
+    ) -> RunContext:
+        """A copy for one chain member or one attempt: its own warnings and cancel flag.
+
+        The copy shares the event sink and the job's notes; its cancel flag is set whenever this
+        context's is. Nothing of this context changes.
+
+        Args:
+            deadline: A new deadline (None: none); by default this context's.
+            provider: The provider of the copy; by default this context's.
+            model: The model of the copy; by default this context's.
+            policy: The policy of the copy; by default this context's.
+            fallbacks_left: Chain members waiting behind the copy; by default this context's.
+        """
+        copy = RunContext(
+            deadline=self.deadline if isinstance(deadline, _Keep) else deadline,
+            emit=self._emit,
+            strict=self.strict,
+            provider=self.provider if provider is None else provider,
+            model=self.model if model is None else model,
+            job_id=self.job_id,
+            policy=self._policy if policy is None else policy,
+            cancelled=self.cancelled.child(),
+            fallbacks_left=self.fallbacks_left if fallbacks_left is None else fallbacks_left,
+        )
+        copy._notes = self._notes  # one journal per job: what each layer did on the way
+        return copy
+
+    def note(self, warning: GenerationWarning) -> None:
+        """Record why the job took the path it took (a retry, a fallback); the result carries it."""
+        self._notes.append(warning)
+
+    @property
+    def notes(self) -> list[GenerationWarning]:
+        """The job's notes so far, oldest first (retries, fallbacks, skipped members)."""
+        return list(self._notes)
 
     @property
     def policy(self) -> Policy:
@@ -120,10 +222,6 @@ class RunContext:
 
             self._policy = Policy()
         return self._policy
-
-    @policy.setter
-    def policy(self, value: Policy) -> None:
-        self._policy = value
 
     def emit(self, event: Event) -> None:
         """Send an event to the job's listeners (thread-safe when the sink is)."""

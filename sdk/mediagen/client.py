@@ -6,7 +6,6 @@ import asyncio
 import enum
 import logging
 import os
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -15,24 +14,30 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from ._config import DEFAULT_MAX_CONCURRENT_CALLS, Config, load_config
-from ._registry import available_providers, get_backend_class, parse_model
-from .backend import Backend, Capabilities, RunContext
+from ._registry import get_backend_class, parse_model
+from .backend import Backend, Cancellation, RunContext
 from .cache import CacheSettings, ResultCache, cache_key
-from .errors import (
-    AllBackendsFailedError,
-    DeadlineExceededError,
-    InvalidRequestError,
-    ModelNotFoundError,
-    UnsupportedRequestError,
-)
-from .events import Event, Started
+from .errors import InvalidRequestError, ModelNotFoundError
+from .events import Event
 from .jobs import Job
 from .ledger import Ledger, PriceTable
-from .policies import ConcurrencyLimiter, Policy, RateLimiter, is_retryable_error
+from .policies import Policy
 from .provenance import stamp as stamp_provenance
 from .requests import AudioRequest, ImageRequest, MeshRequest, Request, VideoRequest, request_class
-from .results import GenerationWarning, Result, Timings, Usage
-from .routing import Cooldowns, should_fall_back
+from .results import Result
+from .routing import Cooldowns
+from .runners import (
+    AttemptDeadline,
+    Cached,
+    CallBackend,
+    Fallback,
+    JobDeadline,
+    Limited,
+    ModelId,
+    Retrying,
+    Runner,
+    SplitOutputs,
+)
 from .safety import install_log_redaction, register_secret
 
 __all__ = ["Client", "USE_CLIENT_DEFAULT", "ModelArg", "CacheArg"]
@@ -71,14 +76,6 @@ class _Call:
     cache: CacheArg = USE_CLIENT_DEFAULT
     provenance: bool = True
     policy: Policy | None = None
-
-
-@dataclass
-class _Limits:
-    """One provider's shared limits."""
-
-    concurrency: ConcurrencyLimiter
-    rate: RateLimiter | None
 
 
 class _State(enum.Enum):
@@ -224,10 +221,19 @@ class Client(_BaseClient):
         self._backend_locks: dict[str, asyncio.Lock] = {}
         self._jobs: set[Job] = set()
         self._state = _State.OPEN
-        self._max_concurrent_calls = max(1, max_concurrent_calls)
         self.cooldowns = Cooldowns()
         self.provenance = provenance
-        self._limits: dict[str, _Limits] = {}
+        # One chain member's path, shared by every job (the limits in it are the provider's, across jobs).
+        self._member: Runner = Retrying(
+            AttemptDeadline(
+                SplitOutputs(
+                    Limited(CallBackend(self.backend), self.policy),
+                    self.backend,
+                    max_concurrent_calls=max_concurrent_calls,
+                )
+            ),
+            self.backend,
+        )
         try:
             self._cache_settings = CacheSettings.model_validate(self.config.cache)
         except ValueError as exc:
@@ -289,7 +295,7 @@ class Client(_BaseClient):
         pending = [job for job in self._jobs if not job.done()]
         for job in pending:
             # Cancel now, before any job that has not started yet runs into the closed client.
-            job._request_cancel("client closed")
+            job.request_cancel("client closed")
         await asyncio.gather(*(job.cancel("client closed") for job in pending), return_exceptions=True)
         backends, self._backends = list(self._backends.values()), {}
         for backend in backends:
@@ -365,23 +371,23 @@ class Client(_BaseClient):
             raise InvalidRequestError(f"timeout must be positive seconds or None, got {seconds}")
         call = self._call_options(chain, cache, provenance, policy)
         deadline = None if seconds is None else time.monotonic() + seconds
-        ctx = RunContext(deadline=deadline, strict=self.strict if strict is None else strict)
+        strictness = self.strict if strict is None else strict
+        cancelled = Cancellation()
         reservation = self._ledger.reserve(self._ledger.prices.estimate(request, *chain[0]))
 
         async def runner(job: Job) -> Result:
-            return await self._execute(job, request, chain, ctx, seconds, call)
+            ctx = RunContext(deadline=deadline, emit=job.emit, strict=strictness, job_id=job.id, cancelled=cancelled)
+            return await self._execute(request, chain, ctx, seconds, call)
 
         try:
-            job = Job(runner, request=request, model=model, ctx=ctx)
+            job = Job(runner, request=request, model=model, cancelled=cancelled)
         except BaseException:
             reservation.release()
             raise
-        ctx.job_id = job.id
-        ctx._emit = job.emit
         self._jobs.add(job)
-        job._task.add_done_callback(lambda _: self._jobs.discard(job))
+        job.add_done_callback(self._jobs.discard)
         # A done callback, not a `finally` in the runner: a job cancelled before it starts never runs it.
-        job._task.add_done_callback(lambda _: reservation.release())
+        job.add_done_callback(lambda _: reservation.release())
         return job
 
     def _call_options(self, chain: list[tuple[str, str]], cache: Any, provenance: bool | None, policy: Any) -> _Call:
@@ -506,40 +512,60 @@ class Client(_BaseClient):
 
     # -- running a job --------------------------------------------------------------------------
 
-    async def _execute(
+    def runner(
         self,
-        job: Job,
-        request: Request,
-        chain: list[tuple[str, str]],
-        ctx: RunContext,
-        seconds: float | None,
-        call: _Call | None = None,
+        chain: Sequence[tuple[str, str]],
+        *,
+        timeout: float | None = None,
+        cache: ResultCache | None = None,
+        refresh: bool = False,
+        policy: Policy | None = None,
+    ) -> Runner:
+        """The execution path of one job over `chain`, as layers (see `mediagen.runners`).
+
+        Outermost first: the result cache (when the call uses it), the job's deadline, the
+        fallback chain, retries, the attempt deadline, the split of `n`, the provider's limits,
+        and the backend call. Run it with `runner.run(request, ModelId(*chain[0]), ctx)`.
+
+        Args:
+            chain: The `(provider, model)` members, in order.
+            timeout: The job's timeout in seconds (for messages; the deadline is `ctx.deadline`).
+            cache: The result cache to read and fill; None for none.
+            refresh: Recompute and replace cache entries instead of reading them.
+            policy: The call's overrides of each provider's policy.
+        """
+        members = [ModelId(*member) for member in chain]
+
+        def policy_for(provider: str) -> Policy:
+            return self.policy(provider).override(policy)
+
+        runner: Runner = Fallback(self._member, members[1:], cooldowns=self.cooldowns, policy_for=policy_for)
+        runner = JobDeadline(runner, timeout=timeout, single=len(members) == 1)
+        if cache is not None:
+            runner = Cached(runner, cache, key_for=self._cache_key, fallbacks=members[1:], refresh=refresh)
+        return runner
+
+    async def _execute(
+        self, request: Request, chain: list[tuple[str, str]], ctx: RunContext, seconds: float | None, call: _Call
     ) -> Result:
-        call = call or _Call(provenance=self.provenance)
-        keys: dict[tuple[str, str], str] = {}
         started = time.monotonic()
-        try:
-            if seconds is None:
-                result = await self._run_job(request, chain, ctx, call, keys)
-            else:
-                result = await asyncio.wait_for(self._run_job(request, chain, ctx, call, keys), seconds)
-        except DeadlineExceededError:
-            # The backend's own deadline error (a TimeoutError too): not the client's wait_for timing out.
-            ctx.cancelled.set()
-            raise
-        except asyncio.TimeoutError as exc:
-            ctx.cancelled.set()
-            raise DeadlineExceededError(
-                f"the job did not finish within its {seconds:g} s deadline and was cancelled; "
-                "raise timeout= or make the request smaller",
-                provider=ctx.provider or None,
-                model=ctx.model or None,
-            ) from exc
-        except asyncio.CancelledError:
-            ctx.cancelled.set()
-            raise
+        runner = self.runner(
+            chain,
+            timeout=seconds,
+            cache=self._cache_for(call.cache, request),
+            refresh=call.cache == "refresh",
+            policy=call.policy,
+        )
+        result = await runner.run(request, ModelId(*chain[0]), ctx)
         # Book-keeping happens after the deadline: the result is made, and losing it now would waste it.
-        await self._settle(result, request, ctx, call, keys)
+        result.warnings = [w for w in ctx.notes if w not in result.warnings] + result.warnings
+        if result.cached:
+            self._ledger.record_cache_hit()
+        else:
+            self._ledger.price(result.provider, result.model, result.usage)
+            self._ledger.record(result.provider, result.model, result.usage)
+        if call.provenance:
+            stamp_provenance(result, request)
         result.timings.total_s = time.monotonic() - started
         for warning in result.warnings:
             logger.warning("%s: %s", result.model_string, warning)
@@ -554,7 +580,7 @@ class Client(_BaseClient):
         )
         return result
 
-    # -- the result cache, the ledger and provenance ----------------------------------------------
+    # -- the result cache -----------------------------------------------------------------------
 
     def _cache_for(self, mode: CacheArg, request: Request) -> ResultCache | None:
         if mode is False:
@@ -569,338 +595,14 @@ class Client(_BaseClient):
             self._opt_in_cache = ResultCache.from_settings(self._cache_settings)
         return self._opt_in_cache
 
-    async def _cache_key(self, request: Request, provider: str, model: str) -> str | None:
+    async def _cache_key(self, request: Request, model: ModelId) -> str | None:
         try:
-            backend = await self.backend(provider)
-            revision = await backend.revision(model)
+            backend = await self.backend(model.provider)
+            revision = await backend.revision(model.model)
             # Hashing input media may encode or read them: not on the event loop.
-            return await asyncio.to_thread(cache_key, request, provider, model, revision)
+            return await asyncio.to_thread(cache_key, request, model.provider, model.model, revision)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # an uncacheable request, or a backend that cannot load: run it
-            logger.debug("no result-cache key for %s:%s: %s", provider, model, exc)
+            logger.debug("no result-cache key for %s: %s", model, exc)
             return None
-
-    async def _run_job(
-        self,
-        request: Request,
-        chain: list[tuple[str, str]],
-        ctx: RunContext,
-        call: _Call,
-        keys: dict[tuple[str, str], str],
-    ) -> Result:
-        cache = self._cache_for(call.cache, request)
-        if cache is not None and call.cache != "refresh":
-            # Any member's entry answers the request: each would be a valid answer of the chain.
-            for provider, model in chain:
-                key = await self._cache_key(request, provider, model)
-                if key is None:
-                    continue
-                keys[(provider, model)] = key
-                hit = await asyncio.to_thread(cache.get, key)
-                if hit is not None:
-                    ctx.provider, ctx.model = provider, model
-                    ctx.emit(Started(provider=provider, model=model))
-                    return hit
-        return await self._run_chain(request, chain, ctx, call.policy)
-
-    async def _settle(
-        self, result: Result, request: Request, ctx: RunContext, call: _Call, keys: dict[tuple[str, str], str]
-    ) -> None:
-        if result.cached:
-            self._ledger.record_cache_hit()
-        else:
-            self._ledger.price(result.provider, result.model, result.usage)
-            self._ledger.record(result.provider, result.model, result.usage)
-        if call.provenance:
-            stamp_provenance(result, request)
-        cache = self._cache_for(call.cache, request)
-        if cache is None or result.cached:
-            return
-        served = (ctx.provider, ctx.model)
-        key = keys.get(served) or await self._cache_key(request, *served)
-        if key is None:
-            return
-        try:
-            await cache.aput(key, result, replace=call.cache == "refresh")
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # a full disk must not fail a generation that succeeded
-            logger.warning("could not store the result in the cache at %s: %s", cache.directory, exc)
-
-    # -- fallback chains, retries and attempt deadlines --------------------------------------------
-
-    async def _run_chain(
-        self,
-        request: Request,
-        chain: list[tuple[str, str]],
-        ctx: RunContext,
-        policy: Policy | None = None,
-    ) -> Result:
-        failures: list[tuple[str, BaseException]] = []
-        notes: list[GenerationWarning] = []
-        job_deadline = ctx.deadline
-        for index, (provider, model) in enumerate(chain):
-            name = f"{provider}:{model}"
-            last = index == len(chain) - 1
-            member_policy = self.policy(provider).override(policy)
-            if len(chain) > 1 and not last and (left := self.cooldowns.cooling(name)) > 0:
-                notes.append(
-                    _note("fallback", provider, f"skipped {name}: cooling down for {left:.0f} s after a failure")
-                )
-                continue
-            try:
-                result = await self._run_member(request, provider, model, ctx, member_policy, job_deadline, last, notes)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                self.cooldowns.trip(name, exc, seconds=member_policy.cooldown_s)
-                if len(chain) == 1 or not should_fall_back(exc):
-                    raise
-                failures.append((name, exc))
-                why = f"{name} failed ({type(exc).__name__}: {exc})"
-                notes.append(_note("fallback", provider, why + ("; tried the next model" if not last else "")))
-                logger.info("%s; %s", why, "trying the next model" if not last else "no model left")
-                continue
-            finally:
-                ctx.deadline = job_deadline
-            self.cooldowns.clear(name)
-            result.warnings = notes + result.warnings
-            return result
-        raise AllBackendsFailedError(
-            "every model in the chain failed:\n"
-            + "\n".join(f"  {n}: {e}" for n, e in failures)
-            + "".join(f"\n  ({note.message})" for note in notes if note.message.startswith("skipped")),
-            errors=failures,
-            retryable=any(getattr(e, "retryable", False) for _, e in failures),
-        )
-
-    async def _run_member(
-        self,
-        request: Request,
-        provider: str,
-        model: str,
-        ctx: RunContext,
-        policy: Policy,
-        job_deadline: float | None,
-        last: bool,
-        notes: list[GenerationWarning],
-    ) -> Result:
-        """One chain member: its attempts, retried under its policy unless its backend retries itself."""
-        backend = await self.backend(provider)
-        retry = policy.retry
-
-        async def attempt() -> Result:
-            return await self._attempt(request, provider, model, ctx, policy, job_deadline, last)
-
-        if retry is None or retry.attempts <= 1 or backend.handles_retries:
-            return await attempt()
-
-        def retrying(failures: int, exc: BaseException, wait: float) -> None:
-            why = f"{provider}:{model} failed ({type(exc).__name__}: {exc})"
-            notes.append(_note("retry", provider, f"{why}; try {failures + 1} of {retry.attempts} after {wait:.2g} s"))
-            logger.info("%s; retrying in %.2g s", why, wait)
-
-        return await retry.run(attempt, is_retryable=is_retryable_error, deadline=job_deadline, on_retry=retrying)
-
-    async def _attempt(
-        self,
-        request: Request,
-        provider: str,
-        model: str,
-        ctx: RunContext,
-        policy: Policy,
-        job_deadline: float | None,
-        last: bool,
-    ) -> Result:
-        """One try of one member, cut off at its attempt deadline."""
-        ctx.policy = policy
-        begun = time.monotonic()
-        deadline = policy.attempt_deadline(now=begun, job_deadline=job_deadline, last=last)
-        ctx.deadline = deadline
-        if deadline is None or deadline == job_deadline:
-            return await self._run_one(request, provider, model, ctx)  # the job's own deadline governs
-
-        task = asyncio.ensure_future(self._run_one(request, provider, model, ctx))
-        try:
-            await asyncio.wait({task}, timeout=max(0.0, deadline - time.monotonic()))
-        except asyncio.CancelledError:
-            ctx.cancelled.set()
-            task.cancel()
-            await asyncio.wait({task})
-            raise
-        timed_out = not task.done()
-        if timed_out:
-            ctx.cancelled.set()  # worker threads poll this; the task's cancellation reaches coroutines
-            task.cancel()
-            await asyncio.wait({task})
-        if not task.cancelled() and task.exception() is None:
-            # Done in time, or finished just as it was cut off: use it; running it again would be twice.
-            return task.result()
-        if not timed_out:
-            return task.result()  # raises the attempt's own error
-        # The abandoned attempt keeps its (set) flag; the next attempt gets a fresh one.
-        ctx.cancelled = threading.Event()
-        raise DeadlineExceededError(
-            f"{provider}:{model} did not finish within its attempt deadline ({deadline - begun:.3g} s) "
-            "and was cancelled; raise attempt_timeout / attempt_share in its policy if it needs longer",
-            provider=provider,
-            model=model,
-        )
-
-    async def _run_one(self, request: Request, provider: str, model: str, ctx: RunContext) -> Result:
-        # 1. Find the backend and check it can serve this task at all.
-        backend = await self.backend(provider)
-        ctx.provider, ctx.model = provider, model
-        caps = await backend.capabilities(model)
-        self._check_capabilities(request, provider, model, caps)
-
-        # 2. Split n into calls the backend accepts, each with its own seeds.
-        limit = caps.max_outputs_per_call or request.n
-        sizes = [min(limit, request.n - start) for start in range(0, request.n, limit)]
-        parts: list[Request] = []
-        offset = 0
-        for size in sizes:
-            update: dict[str, Any] = {"n": size}
-            if request.seed is not None:
-                update["seed"] = (request.seed + offset) % 2**32
-            parts.append(request.model_copy(update=update))
-            offset += size
-
-        # 3. Run them (a few at a time) and merge what comes back.
-        ctx.emit(Started(provider=provider, model=model))
-        ctx.warnings = []
-        semaphore = asyncio.Semaphore(self._max_concurrent_calls)
-
-        limits = self._provider_limits(provider)
-
-        async def call(part: Request) -> Result:
-            async with semaphore, limits.concurrency:
-                if limits.rate is not None:
-                    await limits.rate.acquire()
-                return await backend.run(part, model, ctx)
-
-        if len(parts) == 1:
-            results = [await call(parts[0])]
-        else:
-            tasks = [asyncio.ensure_future(call(part)) for part in parts]
-            try:
-                results = list(await asyncio.gather(*tasks))
-            except BaseException:
-                for task in tasks:
-                    task.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
-                raise
-        merged = _merge(results, provider, model)
-        for warning in ctx.warnings:
-            if warning not in merged.warnings:
-                merged.warnings.append(warning)
-        merged.warnings = [w if w.provider else w.model_copy(update={"provider": provider}) for w in merged.warnings]
-        _fill_usage(merged)
-        return merged
-
-    def _provider_limits(self, provider: str) -> _Limits:
-        # Shared by every job of the client: that is what makes them limits.
-        limits = self._limits.get(provider)
-        if limits is None:
-            policy = self.policy(provider)
-            rate = None
-            if policy.requests_per_minute is not None:
-                rate = RateLimiter(policy.requests_per_minute, burst=policy.burst)
-            limits = self._limits[provider] = _Limits(ConcurrencyLimiter(policy.max_concurrency), rate)
-        return limits
-
-    def _check_capabilities(self, request: Request, provider: str, model: str, caps: Capabilities) -> None:
-        task = request.task
-        if task not in caps.tasks:
-            could = [name for name in available_providers() if name != provider and _provider_claims(name, task)]
-            hint = f"; providers that can: {', '.join(could)}" if could else ""
-            raise UnsupportedRequestError(
-                f"{provider}:{model} cannot do {task} (it does {', '.join(sorted(caps.tasks)) or 'nothing'}){hint}",
-                feature=task,
-                supported_by=could,
-                provider=provider,
-                model=model,
-            )
-        width = getattr(request, "width", None)
-        height = getattr(request, "height", None)
-        if caps.max_width and width and width > caps.max_width:
-            raise UnsupportedRequestError(
-                f"{provider}:{model} makes at most {caps.max_width} px wide; width is {width}",
-                feature="width",
-            )
-        if caps.max_height and height and height > caps.max_height:
-            raise UnsupportedRequestError(
-                f"{provider}:{model} makes at most {caps.max_height} px high; height is {height}",
-                feature="height",
-            )
-        frames = getattr(request, "frames", None)
-        if caps.max_frames and frames and frames > caps.max_frames:
-            raise UnsupportedRequestError(
-                f"{provider}:{model} makes at most {caps.max_frames} frames; frames is {frames}",
-                feature="frames",
-            )
-        duration = getattr(request, "duration_s", None)
-        if caps.max_duration_s and duration and duration > caps.max_duration_s:
-            raise UnsupportedRequestError(
-                f"{provider}:{model} makes at most {caps.max_duration_s:g} s; duration_s is {duration:g}",
-                feature="duration_s",
-            )
-
-
-def _note(feature: str, provider: str, message: str) -> GenerationWarning:
-    # Why a model did not serve the request: the result carries it, so nobody has to read logs.
-    return GenerationWarning(type="other", feature=feature, message=message, provider=provider)
-
-
-def _provider_claims(name: str, task: str) -> bool:
-    try:
-        cls = get_backend_class(name)
-    except Exception:  # a provider that cannot load here is no suggestion; its error must not mask this one
-        return False
-    return task in cls.tasks and name != "test"
-
-
-def _merge(results: list[Result], provider: str, model: str) -> Result:
-    if len(results) == 1:
-        result = results[0]
-        # The provider it was routed to, as with merged results (a backend instance may serve another name).
-        result.provider = provider
-        result.model = result.model or model
-        return result
-    timings = Timings()
-    usage = Usage()
-    warnings: list[GenerationWarning] = []
-    for r in results:
-        timings = timings.merge(r.timings)
-        usage = usage + r.usage
-        warnings += [w for w in r.warnings if w not in warnings]
-    return Result(
-        artifacts=[a for r in results for a in r.artifacts],
-        provider=provider,
-        model=model,
-        seeds=[s for r in results for s in r.seeds],
-        timings=timings,
-        usage=usage,
-        warnings=warnings,
-        raw=[r.raw for r in results],
-    )
-
-
-def _fill_usage(result: Result) -> None:
-    # Backends report what they know; counts anyone can see are filled in here.
-    usage = result.usage
-    if not usage.images:
-        usage.images = len(result.images)
-    if not usage.meshes:
-        usage.meshes = len(result.meshes)
-    # Only what is already decoded is measured: decoding a video just to count pixels would cost more
-    # than the number is worth.
-    if not usage.megapixels:
-        usage.megapixels = sum(img.width * img.height / 1e6 for img in result.images if img._has_decoded()) + sum(
-            v.frames.shape[0] * v.frames.shape[1] * v.frames.shape[2] / 1e6 for v in result.videos if v._has_decoded()
-        )
-    if not usage.video_s:
-        usage.video_s = sum(v.duration_s for v in result.videos if v._has_decoded())
-    if not usage.audio_s:
-        usage.audio_s = sum(a.duration_s for a in result.audios if a._has_decoded())

@@ -8,6 +8,7 @@ Every error a user should handle is a `MediagenError`::
     ├── AuthenticationError        missing or rejected credentials
     ├── RateLimitedError           the provider asked us to slow down (retry_after)
     ├── ProviderError              the provider answered with an error (status, detail)
+    │   └── EndpointUnreachableError   no connection at all (refused, unknown host)
     ├── GenerationFailedError      the model ran and failed (or refused)
     ├── DeadlineExceededError      the job's deadline passed (also a TimeoutError)
     ├── ModelNotFoundError         unknown provider, model or version
@@ -34,6 +35,7 @@ __all__ = [
     "AuthenticationError",
     "RateLimitedError",
     "ProviderError",
+    "EndpointUnreachableError",
     "GenerationFailedError",
     "DeadlineExceededError",
     "ModelNotFoundError",
@@ -187,6 +189,15 @@ class ProviderError(MediagenError):
             # Server-side trouble may pass; a 4xx will not change by sending it again.
             kw["retryable"] = status is None or status >= 500 or status in (408, 409)
         super().__init__(message, **kw)
+
+
+class EndpointUnreachableError(ProviderError):
+    """The provider's endpoint could not be reached at all: connection refused, unknown host.
+
+    Nothing was sent, so trying again is safe; but an endpoint that is down usually stays down for
+    a while, so inside a fallback chain the member gives way after one quick retry (see
+    `mediagen.policies.fast_failover`) instead of riding out its whole retry budget.
+    """
 
 
 class GenerationFailedError(MediagenError):

@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any
 from .events import TERMINAL_EVENTS, Cancelled, Completed, Event, Failed, Progress, Queued, Started
 
 if TYPE_CHECKING:
-    from .backend import RunContext
     from .requests import Request
     from .results import Result
 
@@ -55,12 +54,12 @@ class Job:
         *,
         request: Request,
         model: str | Sequence[str] | None,
-        ctx: RunContext | None = None,
+        cancelled: threading.Event | None = None,
     ) -> None:
         self.id = uuid.uuid4().hex[:16]
         self.request = request
         self.model = model
-        self._ctx = ctx
+        self._cancelled = cancelled
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
         self._events: list[Event] = []
@@ -170,6 +169,10 @@ class Job:
         assert self._result is not None
         return self._result
 
+    def add_done_callback(self, callback: Callable[[Job], object]) -> None:
+        """Call `callback(job)` once the job has ended, however it ended (at once if it has)."""
+        self._task.add_done_callback(lambda _: callback(self))
+
     def __await__(self) -> Generator[Any, None, Result]:
         return self.result().__await__()
 
@@ -180,14 +183,17 @@ class Job:
         """
         if self._task.done():
             return
-        self._request_cancel(reason)
+        self.request_cancel(reason)
         await asyncio.wait([self._task])
 
-    def _request_cancel(self, reason: str) -> None:
-        """Ask the job to stop without waiting (the client uses it when closing)."""
+    def request_cancel(self, reason: str = "cancelled") -> None:
+        """Ask the job to stop without waiting for it (`cancel` waits); does nothing once it has ended.
+
+        Worker threads are told at once (the cancel flag), coroutines at their next step.
+        """
         if self._task.done():
             return
-        if self._ctx is not None:
-            self._ctx.cancelled.set()
+        if self._cancelled is not None:
+            self._cancelled.set()
         self._cancel_reason = reason
         self._task.cancel(reason)

@@ -43,20 +43,25 @@ prediction creates, a `ConcurrencyLimiter` for predictions in flight) and its re
 from __future__ import annotations
 
 import collections
+import contextlib
+import contextvars
 import math
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .errors import DeadlineExceededError, InvalidRequestError, MediagenError
+from .errors import DeadlineExceededError, EndpointUnreachableError, InvalidRequestError, MediagenError
 
 if TYPE_CHECKING:
     import asyncio
 
 __all__ = [
+    "FAST_FAILOVER_TRIES",
+    "FAST_FAILOVER_WAIT_S",
+    "fast_failover",
     "RetryPolicy",
     "RateLimiter",
     "ConcurrencyLimiter",
@@ -65,6 +70,34 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+
+FAST_FAILOVER_TRIES = 2
+"""Tries in all (the first included) of an unreachable endpoint while a fallback waits behind it."""
+FAST_FAILOVER_WAIT_S = 0.25
+"""The longest wait before that one quick retry."""
+
+_fast_failover: contextvars.ContextVar[bool] = contextvars.ContextVar("mediagen_fast_failover", default=False)
+
+
+@contextlib.contextmanager
+def fast_failover(enabled: bool = True) -> Iterator[None]:
+    """Inside this block, an unreachable endpoint gives way fast: one quick retry, then its error.
+
+    A fallback chain enters it around every member but the last: when a provider's endpoint refuses
+    connections or its host name does not resolve, the next member is the better bet, and the
+    provider's full retry budget (tens of seconds of backoff) would only hold the job up. Every
+    retry loop that decides through `RetryPolicy.next_delay` (the client's and a hosted backend's
+    own, capability look-ups included) follows it, in this task and in tasks started from it.
+    Outside the block, unreachable endpoints get the policy's full budget.
+
+    Args:
+        enabled: False leaves the rules as they are (so callers need no branch).
+    """
+    token = _fast_failover.set(enabled)
+    try:
+        yield
+    finally:
+        _fast_failover.reset(token)
 
 
 def is_retryable_error(error: BaseException) -> bool:
@@ -145,6 +178,11 @@ class RetryPolicy(BaseModel):
         if failures >= self.attempts:
             return None
         wait = self.delay(failures, error)
+        if isinstance(error, EndpointUnreachableError) and _fast_failover.get():
+            # A fallback waits behind this call: one quick retry (a blip), then give way.
+            if failures >= FAST_FAILOVER_TRIES:
+                return None
+            wait = None if wait is None else min(wait, FAST_FAILOVER_WAIT_S)
         if wait is None or (time_left is not None and wait >= time_left):
             return None
         return wait

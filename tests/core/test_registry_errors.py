@@ -183,6 +183,7 @@ def _instances() -> list[tuple[mg.MediagenError, dict[str, Any]]]:
         (mg.AuthenticationError("no token", **COMMON), {}),
         (mg.RateLimitedError("slow down", **COMMON), {}),
         (mg.ProviderError("bad gateway", **COMMON), {}),
+        (mg.EndpointUnreachableError("connection refused", **COMMON), {}),
         (mg.GenerationFailedError("refused", refused=True, **COMMON), {"refused": True}),
         (mg.DeadlineExceededError("too slow", **COMMON), {}),
         (mg.ModelNotFoundError("no such model", **COMMON), {}),
