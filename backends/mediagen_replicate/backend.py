@@ -1,8 +1,8 @@
 """The Replicate backend: mediagen requests, run on Replicate's hosted models.
 
 `ReplicateBackend.run` reads top to bottom: check the request against the model, map it onto the
-model's inputs and validate them, send input media, run the predictions, and turn their outputs into
-artifacts. The parts live next door: `client.py` (token and endpoint), `mapping.py` (requests into
+model's inputs and validate them, send input media, run the prediction, and turn its outputs into
+artifacts. One run is one prediction: the client splits `n` by the model's capabilities. The parts live next door: `client.py` (token and endpoint), `mapping.py` (requests into
 inputs), `transport.py` (predictions over HTTP), `outputs.py` (media in and out), `options.py` and
 `webhooks.py`. Retries and limits are mediagen's shared ones (`mediagen.policies`), set up here from
 the backend's settings.
@@ -10,11 +10,10 @@ the backend's settings.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from mediagen._config import DEFAULT_MAX_DOWNLOAD_BYTES
@@ -149,7 +148,10 @@ class ReplicateBackend(Backend):
         return (await self._catalog.resolve(model)).version
 
     async def run(self, request: Request, model: str, ctx: RunContext) -> Result:
-        """Run `request` on `model` as one or more Replicate predictions.
+        """Run `request` on `model` as one Replicate prediction.
+
+        The client has already split `n` by `capabilities(model)` (`mediagen.runners.split`): a
+        request for more outputs than one prediction makes is refused here, never split again.
 
         Args:
             request: The request.
@@ -158,10 +160,14 @@ class ReplicateBackend(Backend):
 
         Returns:
             The result; artifacts are lazy URLs unless `options={"download": True}`.
+
+        Raises:
+            UnsupportedRequestError: The model cannot do the task, or `n` is more than one
+                prediction makes (run it through `mediagen.Client`, which splits `n`).
         """
         started = time.monotonic()
 
-        # 1. Check the request: its options, the model, and whether the model does this task.
+        # 1. Check the request: its options, the model, the task, and n against one prediction.
         options = ReplicateOptions.parse(request.options, model=model)
         info = await self._catalog.resolve(model)
         capabilities = info.capabilities()
@@ -172,38 +178,41 @@ class ReplicateBackend(Backend):
                 provider=PROVIDER,
                 model=model,
             )
+        per_call = _outputs_per_call(request, capabilities)
+        if request.n > per_call:
+            raise UnsupportedRequestError(
+                f"{PROVIDER}:{model} makes at most {per_call} output(s) per prediction"
+                f"{' with a seed' if request.seed is not None else ''}, n is {request.n}; "
+                "run it through mediagen.Client, which splits n into several predictions",
+                feature="n",
+                provider=PROVIDER,
+                model=model,
+            )
 
-        # 2. Map the request onto the model's inputs; validate every call's inputs before sending any.
+        # 2. Map the request onto the model's inputs; validate them before sending anything.
         mapped = build_inputs(request, info, ctx, raw=options.model_inputs)
-        calls = _plan_calls(request, mapped, capabilities)
-        inputs_per_call(info, mapped, calls)
+        seed = request.seed if mapped.seed_inputs else None
+        [inputs] = inputs_per_call(info, mapped, [(seed, request.n)])
 
         # 3. Send input media by reference where it already is a URL, inline when small, else uploaded.
         transport = self._connect()
-        mapped.inputs = await media_to_inputs(
-            mapped.inputs, upload=transport.upload, inline_max_bytes=self._data_url_max_bytes
-        )
+        inputs = await media_to_inputs(inputs, upload=transport.upload, inline_max_bytes=self._data_url_max_bytes)
 
-        # 4. Run the predictions together (rate-limited, sync wait first, cancelled with the job).
+        # 4. Run the prediction (rate-limited, sync wait first, cancelled with the job).
         target = Target(info.ref.owner, info.ref.name, info.version)
-        progress = _ProgressMux(ctx, len(calls))
         wait_s = None if options.wait is None or options.wait is True else int(options.wait)
-        extra = webhook_fields(options.webhook, options.webhook_events_filter)
-        predictions = await _all_or_none(
-            transport.run(
-                target,
-                mapped.for_call(seed=seed, outputs=outputs),
-                ctx=ctx,
-                model=model,
-                reporter=progress.reporter(i),
-                wait_s=wait_s,
-                extra=extra,
-            )
-            for i, (seed, outputs) in enumerate(calls)
+        prediction = await transport.run(
+            target,
+            inputs,
+            ctx=ctx,
+            model=model,
+            reporter=LogReporter(ctx.progress, ctx.log),
+            wait_s=wait_s,
+            extra=webhook_fields(options.webhook, options.webhook_events_filter),
         )
 
         # 5. Turn outputs into artifacts (lazy URLs, or downloaded now when asked).
-        artifacts, seeds = self._artifacts(request, info, predictions, calls)
+        artifacts, seeds = self._artifacts(request, info, prediction, seed)
         download_s = None
         if options.download:
             fetching = time.monotonic()
@@ -224,10 +233,10 @@ class ReplicateBackend(Backend):
             provider=PROVIDER,
             model=model,
             seeds=seeds,
-            timings=_timings(predictions, download_s, time.monotonic() - started),
-            usage=_usage(request, predictions, mapped),
+            timings=_timings(prediction, download_s, time.monotonic() - started),
+            usage=_usage(request, prediction, mapped),
             warnings=list(ctx.warnings),
-            raw=predictions[0] if len(predictions) == 1 else predictions,
+            raw=prediction,
         )
 
     async def aclose(self) -> None:
@@ -283,81 +292,36 @@ class ReplicateBackend(Backend):
         return self._transport
 
     def _artifacts(
-        self,
-        request: Request,
-        info: ModelInfo,
-        predictions: Sequence[Prediction],
-        calls: Sequence[tuple[int | None, int]],
+        self, request: Request, info: ModelInfo, prediction: Prediction, seed: int | None
     ) -> tuple[list[Artifact], list[int | None]]:
-        artifacts: list[Artifact] = []
-        seeds: list[int | None] = []
-        order = info.curated.outputs if info.curated else ()
-        for prediction, (seed, outputs) in zip(predictions, calls, strict=True):
-            if seed is None and outputs == 1:
-                seed = _logged_seed(prediction)  # Cog models print the seed they drew
-            found = artifacts_from_output(
-                prediction.get("output"),
-                kind=request.modality,
-                order=order,
-                max_bytes=self._max_download_bytes,
-                metadata={"provider": PROVIDER, "prediction": prediction.get("id"), "seed": seed},
+        if seed is None and request.n == 1:
+            seed = _logged_seed(prediction)  # Cog models print the seed they drew
+        found = artifacts_from_output(
+            prediction.get("output"),
+            kind=request.modality,
+            order=info.curated.outputs if info.curated else (),
+            max_bytes=self._max_download_bytes,
+            metadata={"provider": PROVIDER, "prediction": prediction.get("id"), "seed": seed},
+        )
+        if not found:
+            raise GenerationFailedError(
+                f"prediction {prediction.get('id')} succeeded but its output holds no media URL: "
+                f"{str(prediction.get('output'))[:200]}",
+                provider=PROVIDER,
+                model=str(info.ref),
+                retryable=False,
             )
-            if not found:
-                raise GenerationFailedError(
-                    f"prediction {prediction.get('id')} succeeded but its output holds no media URL: "
-                    f"{str(prediction.get('output'))[:200]}",
-                    provider=PROVIDER,
-                    model=str(info.ref),
-                    retryable=False,
-                )
-            artifacts += found
-            seeds += [seed if outputs == 1 or seed is None else seed + i for i in range(len(found))]
-        return artifacts, seeds
+        # A seeded request comes one output per prediction (see `_outputs_per_call`): output i has seed + i.
+        seeds = [seed if seed is None or request.n == 1 else seed + i for i in range(len(found))]
+        return found, seeds
 
 
-def _plan_calls(request: Request, mapped: MappedInputs, capabilities: Capabilities) -> list[tuple[int | None, int]]:
-    """`(seed, outputs)` of each prediction: one per seed when seeded, else as few as the model allows."""
-    if request.seed is not None and mapped.seed_inputs:
-        # Output i must come from seed + i, which a batch of num_outputs cannot promise.
-        return [(seed, 1) for seed in request.seeds()]
-    per_call = (capabilities.max_outputs_per_call or 1) if mapped.outputs_input else 1
-    calls: list[tuple[int | None, int]] = []
-    left = request.n
-    while left > 0:
-        calls.append((None, min(per_call, left)))
-        left -= calls[-1][1]
-    return calls
-
-
-async def _all_or_none(calls: Any) -> list[Prediction]:
-    """Await the calls together; when one fails, cancel the others (each cancels its prediction)."""
-    tasks: list[asyncio.Future[Prediction]] = [asyncio.ensure_future(c) for c in calls]
-    if len(tasks) == 1:
-        return [await tasks[0]]
-    try:
-        return list(await asyncio.gather(*tasks))
-    except BaseException:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise
-
-
-class _ProgressMux:
-    """One progress bar for several predictions of one request: the sum of their steps."""
-
-    def __init__(self, ctx: RunContext, parts: int) -> None:
-        self._ctx = ctx
-        self._parts: list[tuple[int, int]] = [(0, 0)] * parts
-
-    def reporter(self, index: int) -> LogReporter:
-        def progress(step: int, total: int) -> None:
-            self._parts[index] = (step, total)
-            widest = max(t for _, t in self._parts)
-            # A part that has not reported yet is counted as long as the longest one seen.
-            self._ctx.progress(sum(s for s, _ in self._parts), sum(t or widest for _, t in self._parts))
-
-        return LogReporter(progress, self._ctx.log)
+def _outputs_per_call(request: Request, capabilities: Capabilities) -> int:
+    """Most outputs one prediction makes for this request (what the client split `n` by)."""
+    limit = capabilities.max_outputs_per_call or 1
+    if request.seed is not None and capabilities.max_seeded_outputs_per_call is not None:
+        limit = min(limit, capabilities.max_seeded_outputs_per_call)
+    return limit
 
 
 def _logged_seed(prediction: Mapping[str, Any]) -> int | None:
@@ -366,33 +330,21 @@ def _logged_seed(prediction: Mapping[str, Any]) -> int | None:
     return int(match[1]) if match else None
 
 
-def _timings(predictions: Sequence[Prediction], download_s: float | None, total_s: float) -> Timings:
-    queue: list[float] = []
-    run: list[float] = []
-    for prediction in predictions:
-        created = parse_time(prediction.get("created_at"))
-        began = parse_time(prediction.get("started_at"))
-        if created is not None and began is not None:
-            queue.append(max(0.0, (began - created).total_seconds()))
-        predict = (prediction.get("metrics") or {}).get("predict_time")
-        if isinstance(predict, (int, float)):
-            run.append(float(predict))
-    # The predictions ran side by side: the slowest one is what the caller waited for.
+def _timings(prediction: Prediction, download_s: float | None, total_s: float) -> Timings:
+    created = parse_time(prediction.get("created_at"))
+    began = parse_time(prediction.get("started_at"))
+    predict = (prediction.get("metrics") or {}).get("predict_time")
     return Timings(
-        queue_s=max(queue) if queue else None,
-        run_s=max(run) if run else None,
+        queue_s=max(0.0, (began - created).total_seconds()) if created is not None and began is not None else None,
+        run_s=float(predict) if isinstance(predict, (int, float)) else None,
         download_s=download_s,
         total_s=total_s,
     )
 
 
-def _usage(request: Request, predictions: Sequence[Prediction], mapped: MappedInputs) -> Usage:
-    predict = [
-        float(p["metrics"]["predict_time"])
-        for p in predictions
-        if isinstance((p.get("metrics") or {}).get("predict_time"), (int, float))
-    ]
-    usage = Usage(predict_s=sum(predict) if predict else None)
+def _usage(request: Request, prediction: Prediction, mapped: MappedInputs) -> Usage:
+    predict = (prediction.get("metrics") or {}).get("predict_time")
+    usage = Usage(predict_s=float(predict) if isinstance(predict, (int, float)) else None)
     duration = getattr(request, "duration_s", None)
     if duration is not None and "duration_s" in mapped.sources.values():
         if request.modality == "audio":

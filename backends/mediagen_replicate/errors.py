@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 from mediagen.errors import (
     AuthenticationError,
     DeadlineExceededError,
+    EndpointUnreachableError,
     GenerationFailedError,
     InvalidRequestError,
     MediagenError,
@@ -222,9 +223,19 @@ def transport_error(
         secrets: Values to hide should they appear in the exception's text.
 
     Returns:
-        A retryable `ProviderError`.
+        A retryable `ProviderError`; an `EndpointUnreachableError` when no connection could be made
+        at all (refused, unknown host, no answer to connect), so a fallback chain can move on fast.
     """
+    import httpx
+
     text = redact(str(exc), *secrets) or "no details"
+    if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)):
+        return EndpointUnreachableError(
+            f"could not connect to Replicate ({type(exc).__name__}: {text}); nothing was sent",
+            provider=PROVIDER,
+            model=model,
+            retryable=True,
+        )
     return ProviderError(
         f"could not talk to Replicate ({type(exc).__name__}: {text})",
         provider=PROVIDER,

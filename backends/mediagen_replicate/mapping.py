@@ -495,6 +495,13 @@ class ModelInfo:
     curated: Curated | None = None
     """The curated entry, for well-known models."""
 
+    @property
+    def takes_seed(self) -> bool:
+        """Whether the model has a seed input (an unknown schema is assumed to)."""
+        if self.curated is not None and "seed" in self.curated.inputs:
+            return self.curated.inputs["seed"] is not None
+        return self.schema.first(_NAMES["seed"]) is not None
+
     def capabilities(self) -> Capabilities:
         """What the model can do: tasks from the table or the schema, limits from the schema."""
         schema = self.schema
@@ -508,6 +515,8 @@ class ModelInfo:
         return Capabilities(
             tasks=self.curated.tasks if self.curated else _infer_tasks(schema),
             max_outputs_per_call=max(1, per_call),
+            # One seed input for a whole batch cannot make output i with seed + i: one call per output.
+            max_seeded_outputs_per_call=1 if self.takes_seed else None,
             max_width=_int_or_none(schema.spec("width").get("maximum")) if schema.known else None,
             max_height=_int_or_none(schema.spec("height").get("maximum")) if schema.known else None,
             max_frames=_int_or_none(schema.spec(frames).get("maximum")) if frames else None,

@@ -43,9 +43,12 @@ async def run(backend: ReplicateBackend, request: mg.Request, model: str) -> mg.
 
 
 async def test_image_flux_schnell_aspect_ratio_and_seeds(backend: ReplicateBackend, server: ReplicateServer) -> None:
-    res = await run(
-        backend, mg.ImageRequest(prompt="a fox", aspect_ratio="16:9", seed=5, n=2), "black-forest-labs/flux-schnell"
-    )
+    # Through the client: it alone splits n (one prediction per seed for a model with one seed input).
+    async with mg.Client(backends={"replicate": backend}) as client:
+        res = await client.generate(
+            mg.ImageRequest(prompt="a fox", aspect_ratio="16:9", seed=5, n=2),
+            model="replicate:black-forest-labs/flux-schnell",
+        )
 
     assert [type(a) for a in res.artifacts] == [mg.Image, mg.Image]
     assert res.seeds == [5, 6]
@@ -59,6 +62,13 @@ async def test_image_flux_schnell_aspect_ratio_and_seeds(backend: ReplicateBacke
     assert server.stats.predictions_created == 2
     assert res.provider == "replicate" and res.model == "black-forest-labs/flux-schnell"
     assert res.usage.predict_s is not None and res.timings.total_s is not None
+
+
+async def test_a_backend_run_never_splits_n(backend: ReplicateBackend, server: ReplicateServer) -> None:
+    """n is split in one place (the client): a seeded n=2 run straight on the backend is refused, unsent."""
+    with pytest.raises(mg.UnsupportedRequestError, match="splits n"):
+        await run(backend, mg.ImageRequest(prompt="a fox", seed=5, n=2), "black-forest-labs/flux-schnell")
+    assert server.stats.predictions_created == 0
 
 
 async def test_image_output_format_png(backend: ReplicateBackend) -> None:

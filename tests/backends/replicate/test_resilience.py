@@ -106,8 +106,7 @@ async def test_job_retry_policy_from_the_shared_layer_is_used(
     from mediagen.policies import Policy, RetryPolicy
 
     server.faults = FaultPlan(create_429_every=1, retry_after="0")
-    ctx = RunContext()
-    ctx.policy = Policy(retry=RetryPolicy(attempts=2, backoff_base_s=0.01))
+    ctx = RunContext(policy=Policy(retry=RetryPolicy(attempts=2, backoff_base_s=0.01)))
     with pytest.raises(mg.RateLimitedError):
         await backend.run(mg.ImageRequest(prompt="x"), FLUX, ctx)
     assert server.stats.count("POST", "/v1/models/{owner}/{name}/predictions") == 2
@@ -153,9 +152,9 @@ async def test_unreachable_endpoint_is_a_retryable_provider_error() -> None:
         api_token="r8_" + "t" * 20, base_url="http://127.0.0.1:9", max_retries=2, retry_base_delay=0.01
     )
     try:
-        with pytest.raises(mg.ProviderError, match="could not talk to Replicate") as info:
+        with pytest.raises(mg.EndpointUnreachableError, match="could not connect to Replicate") as info:
             await backend.run(mg.ImageRequest(prompt="x"), FLUX, RunContext())
     finally:
         await backend.aclose()
-    assert info.value.retryable
+    assert info.value.retryable and isinstance(info.value, mg.ProviderError)
     assert not any(type(e).__module__.startswith(("httpx", "replicate")) for e in [info.value])
