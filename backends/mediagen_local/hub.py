@@ -30,10 +30,19 @@ def resolve_reference(ref: str, *, what: str) -> tuple[str, Path | None]:
         and None otherwise.
 
     Raises:
-        ModelNotFoundError: `ref` looks like a path (absolute, `./`, `~`) but nothing is there.
+        ModelNotFoundError: `ref` looks like a path (absolute, `./`, `~`) but nothing is there, or
+            it cannot be a path here (an unknown `~user`, a name too long for the file system).
     """
-    path = Path(ref).expanduser()
-    if path.exists():
+    try:
+        path = Path(ref).expanduser()
+        exists = path.exists()
+    except (OSError, RuntimeError, ValueError) as exc:
+        # expanduser raises RuntimeError for an unknown `~user`; stat raises OSError for a name too
+        # long and ValueError for a NUL byte.
+        raise ModelNotFoundError(
+            f"no {what} at {ref[:120]!r}: not a usable path ({type(exc).__name__}: {exc})"
+        ) from exc
+    if exists:
         return str(path.absolute()), path.absolute()
     looks_like_path = (
         os.path.isabs(ref)
@@ -54,6 +63,10 @@ def hub_errors(ref: str, what: str, library: str = "diffusers") -> Iterator[None
 
     try:
         yield
+    except hub.HFValidationError as exc:
+        raise ModelNotFoundError(
+            f"{ref[:120]!r} is neither a local path nor a valid Hugging Face Hub id (like 'owner/name'): {exc}"
+        ) from exc
     except hub.RepositoryNotFoundError as exc:
         raise ModelNotFoundError(
             f"no {what} {ref!r} on the Hugging Face Hub (or it is gated or private: set HF_TOKEN)"

@@ -33,6 +33,9 @@ __all__ = [
 
 ENTRY_POINT_GROUP = "mediagen.backends"
 
+MAX_MODEL_STRING = 4096
+"""Longest model string accepted (a local path may be up to PATH_MAX long, 4096 on Linux)."""
+
 # Built-ins are also declared as entry points; this table keeps them working from a source tree
 # that was never installed (no entry-point metadata).
 _BUILTIN: dict[str, str] = {
@@ -150,8 +153,17 @@ def parse_model(model: str) -> tuple[str, str]:
         ('replicate', 'owner/name:1234abcd')
 
     Raises:
-        ModelNotFoundError: The string has no provider part.
+        ModelNotFoundError: The string has no provider part, is longer than `MAX_MODEL_STRING`
+            characters, or holds control characters.
     """
+    if not isinstance(model, str):
+        raise ModelNotFoundError(f"a model string must be a str, got {type(model).__name__}")
+    if len(model) > MAX_MODEL_STRING:
+        raise ModelNotFoundError(
+            f"model string of {len(model)} characters is too long (at most {MAX_MODEL_STRING}): {model[:60]!r}..."
+        )
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in model):
+        raise ModelNotFoundError(f"model string {model[:80]!r} holds control characters")
     provider, sep, rest = model.partition(":")
     if not sep or not provider or not rest:
         raise ModelNotFoundError(

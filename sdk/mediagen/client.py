@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import math
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -95,7 +96,9 @@ class _BaseClient:
         providers: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> None:
         self.config = config if isinstance(config, Config) else load_config(config)
-        self.timeout: float | None = self.config.timeout if isinstance(timeout, _UseClientDefault) else timeout
+        self.timeout: float | None = _check_timeout(
+            self.config.timeout if isinstance(timeout, _UseClientDefault) else timeout
+        )
         self.strict = self.config.strict if strict is None else strict
         self._provider_settings: dict[str, dict[str, Any]] = {
             name: dict(values) for name, values in self.config.providers.items()
@@ -119,6 +122,7 @@ class _BaseClient:
         """Turn a model argument into the chain of `(provider, model)` to try, in order.
 
         Raises:
+            InvalidRequestError: `model` is neither a string nor a list of strings.
             ModelNotFoundError: No model was given and none is configured, or a string is malformed.
         """
         if model is None:
@@ -130,7 +134,7 @@ class _BaseClient:
                     f"[defaults] {modality} = '...' in mediagen.toml"
                 )
             model = default
-        specs = [model] if isinstance(model, str) else list(model)
+        specs = _model_specs(model)
         if not specs:
             raise ModelNotFoundError("an empty list of models was given; name at least one")
         chain: list[tuple[str, str]] = []
@@ -165,7 +169,42 @@ class _BaseClient:
             raise _invalid(exc, cls.__name__) from exc
 
     def _timeout(self, timeout: Timeout) -> float | None:
-        return self.timeout if isinstance(timeout, _UseClientDefault) else timeout
+        return self.timeout if isinstance(timeout, _UseClientDefault) else _check_timeout(timeout)
+
+
+def _check_timeout(timeout: object) -> float | None:
+    """A timeout in seconds: None (no deadline), or a finite number above zero.
+
+    Raises:
+        InvalidRequestError: Anything else (`nan`, `inf`, zero, negative, not a number).
+    """
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise InvalidRequestError(f"timeout must be seconds (a number) or None, got {type(timeout).__name__}")
+    if not math.isfinite(timeout) or timeout <= 0:
+        raise InvalidRequestError(f"timeout must be finite seconds above zero, or None for no deadline; got {timeout}")
+    return float(timeout)
+
+
+def _model_specs(model: object) -> list[str]:
+    """The model strings of a model argument: one string, or a list or tuple of them.
+
+    Raises:
+        InvalidRequestError: Anything else, or an item that is not a string.
+    """
+    if isinstance(model, str):
+        return [model]
+    if isinstance(model, (bytes, bytearray)):
+        raise InvalidRequestError("model must be a str, not bytes; decode it first (e.g. model='test:fake')")
+    if not isinstance(model, (list, tuple)):
+        raise InvalidRequestError(
+            f"model must be a model string ('provider:model'), an alias, or a list of them; got {type(model).__name__}"
+        )
+    for index, item in enumerate(model):
+        if not isinstance(item, str):
+            raise InvalidRequestError(f"model list item {index} must be a model string, got {type(item).__name__}")
+    return list(model)
 
 
 def _invalid(exc: ValidationError, what: str) -> InvalidRequestError:
@@ -367,8 +406,6 @@ class Client(_BaseClient):
             )
         chain = self.resolve_models(model, request.modality)
         seconds = self._timeout(timeout)
-        if seconds is not None and seconds <= 0:
-            raise InvalidRequestError(f"timeout must be positive seconds or None, got {seconds}")
         call = self._call_options(chain, cache, provenance, policy)
         deadline = None if seconds is None else time.monotonic() + seconds
         strictness = self.strict if strict is None else strict
