@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from ._config import DEFAULT_MAX_CONCURRENT_CALLS, Config, load_config
+from ._fields import AudioFields, ImageFields, MeshFields, Unpack, VideoFields
 from ._registry import get_backend_class, parse_model
 from .backend import Backend, Cancellation, RunContext
 from .cache import CacheSettings, ResultCache, cache_key
@@ -66,8 +67,6 @@ Timeout = float | None | _UseClientDefault
 CacheArg = bool | Literal["refresh"] | _UseClientDefault
 """Per call: True uses the result cache (even without a seed), False bypasses it, "refresh"
 recomputes and replaces the entry; USE_CLIENT_DEFAULT caches seeded requests when the client has a cache."""
-
-_CALL_OPTIONS = ("cache", "provenance", "policy")
 
 
 @dataclass(frozen=True)
@@ -489,18 +488,29 @@ class Client(_BaseClient):
         timeout: Timeout = USE_CLIENT_DEFAULT,
         strict: bool | None = None,
         on_event: Callable[[Event], Any] | None = None,
-        **fields: Any,
+        cache: CacheArg = USE_CLIENT_DEFAULT,
+        provenance: bool | None = None,
+        policy: Policy | Mapping[str, Any] | None = None,
+        **fields: Unpack[ImageFields],
     ) -> Result:
-        """Generate images. `fields` are `ImageRequest` fields (`n`, `seed`, `width`, `image` ...).
+        """Generate images; `fields` are the other `ImageRequest` fields, each typed (`n`, `seed`, `width` ...).
 
-        `cache`, `provenance` and `policy` among them go to `generate` (they are per-call settings).
+        The other arguments are `generate`'s.
 
         Examples:
             >>> res = await client.image("a red fox", model="test:fake", width=64, height=64)  # doctest: +SKIP
         """
-        call = {name: fields.pop(name) for name in _CALL_OPTIONS if name in fields}
         request = self.build_request("image", prompt=prompt, **fields)
-        return await self.generate(request, model=model, timeout=timeout, strict=strict, on_event=on_event, **call)
+        return await self.generate(
+            request,
+            model=model,
+            timeout=timeout,
+            strict=strict,
+            on_event=on_event,
+            cache=cache,
+            provenance=provenance,
+            policy=policy,
+        )
 
     async def video(
         self,
@@ -510,12 +520,23 @@ class Client(_BaseClient):
         timeout: Timeout = USE_CLIENT_DEFAULT,
         strict: bool | None = None,
         on_event: Callable[[Event], Any] | None = None,
-        **fields: Any,
+        cache: CacheArg = USE_CLIENT_DEFAULT,
+        provenance: bool | None = None,
+        policy: Policy | Mapping[str, Any] | None = None,
+        **fields: Unpack[VideoFields],
     ) -> Result:
-        """Generate a video. `fields` are `VideoRequest` fields (`image`, `frames`, `fps` ...) or `cache`, `provenance`, `policy`."""
-        call = {name: fields.pop(name) for name in _CALL_OPTIONS if name in fields}
+        """Generate a video; `fields` are the other `VideoRequest` fields (`image`, `frames`, `fps` ...)."""
         request = self.build_request("video", prompt=prompt, **fields)
-        return await self.generate(request, model=model, timeout=timeout, strict=strict, on_event=on_event, **call)
+        return await self.generate(
+            request,
+            model=model,
+            timeout=timeout,
+            strict=strict,
+            on_event=on_event,
+            cache=cache,
+            provenance=provenance,
+            policy=policy,
+        )
 
     async def audio(
         self,
@@ -525,12 +546,23 @@ class Client(_BaseClient):
         timeout: Timeout = USE_CLIENT_DEFAULT,
         strict: bool | None = None,
         on_event: Callable[[Event], Any] | None = None,
-        **fields: Any,
+        cache: CacheArg = USE_CLIENT_DEFAULT,
+        provenance: bool | None = None,
+        policy: Policy | Mapping[str, Any] | None = None,
+        **fields: Unpack[AudioFields],
     ) -> Result:
-        """Generate sound. `fields` are `AudioRequest` fields (`kind`, `duration_s`, `voice` ...) or `cache`, `provenance`, `policy`."""
-        call = {name: fields.pop(name) for name in _CALL_OPTIONS if name in fields}
+        """Generate sound; `fields` are the other `AudioRequest` fields (`kind`, `duration_s`, `voice` ...)."""
         request = self.build_request("audio", prompt=prompt, **fields)
-        return await self.generate(request, model=model, timeout=timeout, strict=strict, on_event=on_event, **call)
+        return await self.generate(
+            request,
+            model=model,
+            timeout=timeout,
+            strict=strict,
+            on_event=on_event,
+            cache=cache,
+            provenance=provenance,
+            policy=policy,
+        )
 
     async def mesh(
         self,
@@ -540,12 +572,23 @@ class Client(_BaseClient):
         timeout: Timeout = USE_CLIENT_DEFAULT,
         strict: bool | None = None,
         on_event: Callable[[Event], Any] | None = None,
-        **fields: Any,
+        cache: CacheArg = USE_CLIENT_DEFAULT,
+        provenance: bool | None = None,
+        policy: Policy | Mapping[str, Any] | None = None,
+        **fields: Unpack[MeshFields],
     ) -> Result:
-        """Generate a 3D mesh. `fields` are `MeshRequest` fields (`image`, `format` ...) or `cache`, `provenance`, `policy`."""
-        call = {name: fields.pop(name) for name in _CALL_OPTIONS if name in fields}
+        """Generate a 3D mesh; `fields` are the other `MeshRequest` fields (`image`, `format` ...)."""
         request = self.build_request("mesh", prompt=prompt, **fields)
-        return await self.generate(request, model=model, timeout=timeout, strict=strict, on_event=on_event, **call)
+        return await self.generate(
+            request,
+            model=model,
+            timeout=timeout,
+            strict=strict,
+            on_event=on_event,
+            cache=cache,
+            provenance=provenance,
+            policy=policy,
+        )
 
     # -- running a job --------------------------------------------------------------------------
 

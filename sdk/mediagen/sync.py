@@ -12,12 +12,14 @@ import asyncio
 import concurrent.futures
 import os
 import threading
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator, Mapping
 from typing import Any, TypeVar
 
-from .client import USE_CLIENT_DEFAULT, Client, ModelArg, Timeout
+from ._fields import AudioFields, ImageFields, MeshFields, Unpack, VideoFields
+from .client import USE_CLIENT_DEFAULT, CacheArg, Client, ModelArg, Timeout
 from .events import Event
 from .jobs import Job, JobStatus
+from .policies import Policy
 from .requests import Request
 from .results import Result
 
@@ -166,15 +168,22 @@ class SyncClient:
         model: ModelArg = None,
         timeout: Timeout = USE_CLIENT_DEFAULT,
         strict: bool | None = None,
-        **options: Any,
+        cache: CacheArg = USE_CLIENT_DEFAULT,
+        provenance: bool | None = None,
+        policy: Policy | Mapping[str, Any] | None = None,
     ) -> SyncJob:
-        """Start a generation and return its job at once (see `Client.submit`).
-
-        `options` are `Client.submit`'s `cache`, `provenance` and `policy`.
-        """
+        """Start a generation and return its job at once (see `Client.submit`)."""
 
         async def submit() -> Job:
-            return self._client.submit(request, model=model, timeout=timeout, strict=strict, **options)
+            return self._client.submit(
+                request,
+                model=model,
+                timeout=timeout,
+                strict=strict,
+                cache=cache,
+                provenance=provenance,
+                policy=policy,
+            )
 
         return SyncJob(_run(submit()))
 
@@ -186,28 +195,132 @@ class SyncClient:
         timeout: Timeout = USE_CLIENT_DEFAULT,
         strict: bool | None = None,
         on_event: Callable[[Event], Any] | None = None,
-        **options: Any,
+        cache: CacheArg = USE_CLIENT_DEFAULT,
+        provenance: bool | None = None,
+        policy: Policy | Mapping[str, Any] | None = None,
     ) -> Result:
-        """Generate and wait (see `Client.generate`); `on_event` runs on the client's loop thread.
-
-        `options` are `Client.generate`'s `cache`, `provenance` and `policy`.
-        """
+        """Generate and wait (see `Client.generate`); `on_event` runs on the client's loop thread."""
         return _run(
-            self._client.generate(request, model=model, timeout=timeout, strict=strict, on_event=on_event, **options)
+            self._client.generate(
+                request,
+                model=model,
+                timeout=timeout,
+                strict=strict,
+                on_event=on_event,
+                cache=cache,
+                provenance=provenance,
+                policy=policy,
+            )
         )
 
-    def image(self, prompt: str, **kwargs: Any) -> Result:
+    def image(
+        self,
+        prompt: str,
+        *,
+        model: ModelArg = None,
+        timeout: Timeout = USE_CLIENT_DEFAULT,
+        strict: bool | None = None,
+        on_event: Callable[[Event], Any] | None = None,
+        cache: CacheArg = USE_CLIENT_DEFAULT,
+        provenance: bool | None = None,
+        policy: Policy | Mapping[str, Any] | None = None,
+        **fields: Unpack[ImageFields],
+    ) -> Result:
         """Generate images (see `Client.image`)."""
-        return _run(self._client.image(prompt, **kwargs))
+        return _run(
+            self._client.image(
+                prompt,
+                model=model,
+                timeout=timeout,
+                strict=strict,
+                on_event=on_event,
+                cache=cache,
+                provenance=provenance,
+                policy=policy,
+                **fields,
+            )
+        )
 
-    def video(self, prompt: str | None = None, **kwargs: Any) -> Result:
+    def video(
+        self,
+        prompt: str | None = None,
+        *,
+        model: ModelArg = None,
+        timeout: Timeout = USE_CLIENT_DEFAULT,
+        strict: bool | None = None,
+        on_event: Callable[[Event], Any] | None = None,
+        cache: CacheArg = USE_CLIENT_DEFAULT,
+        provenance: bool | None = None,
+        policy: Policy | Mapping[str, Any] | None = None,
+        **fields: Unpack[VideoFields],
+    ) -> Result:
         """Generate a video (see `Client.video`)."""
-        return _run(self._client.video(prompt, **kwargs))
+        return _run(
+            self._client.video(
+                prompt,
+                model=model,
+                timeout=timeout,
+                strict=strict,
+                on_event=on_event,
+                cache=cache,
+                provenance=provenance,
+                policy=policy,
+                **fields,
+            )
+        )
 
-    def audio(self, prompt: str, **kwargs: Any) -> Result:
+    def audio(
+        self,
+        prompt: str,
+        *,
+        model: ModelArg = None,
+        timeout: Timeout = USE_CLIENT_DEFAULT,
+        strict: bool | None = None,
+        on_event: Callable[[Event], Any] | None = None,
+        cache: CacheArg = USE_CLIENT_DEFAULT,
+        provenance: bool | None = None,
+        policy: Policy | Mapping[str, Any] | None = None,
+        **fields: Unpack[AudioFields],
+    ) -> Result:
         """Generate sound (see `Client.audio`)."""
-        return _run(self._client.audio(prompt, **kwargs))
+        return _run(
+            self._client.audio(
+                prompt,
+                model=model,
+                timeout=timeout,
+                strict=strict,
+                on_event=on_event,
+                cache=cache,
+                provenance=provenance,
+                policy=policy,
+                **fields,
+            )
+        )
 
-    def mesh(self, prompt: str | None = None, **kwargs: Any) -> Result:
+    def mesh(
+        self,
+        prompt: str | None = None,
+        *,
+        model: ModelArg = None,
+        timeout: Timeout = USE_CLIENT_DEFAULT,
+        strict: bool | None = None,
+        on_event: Callable[[Event], Any] | None = None,
+        cache: CacheArg = USE_CLIENT_DEFAULT,
+        provenance: bool | None = None,
+        policy: Policy | Mapping[str, Any] | None = None,
+        **fields: Unpack[MeshFields],
+    ) -> Result:
         """Generate a 3D mesh (see `Client.mesh`)."""
-        return _run(self._client.mesh(prompt, **kwargs))
+        return _run(
+            self._client.mesh(
+                prompt,
+                model=model,
+                timeout=timeout,
+                strict=strict,
+                on_event=on_event,
+                cache=cache,
+                provenance=provenance,
+                policy=policy,
+                **fields,
+            )
+        )

@@ -564,7 +564,7 @@ async def test_one_backend_failing_to_close_does_not_keep_others_open(caplog: py
 async def test_per_call_timeout_must_be_positive() -> None:
     async with mg.Client() as client:
         for bad in (0, -1):
-            with pytest.raises(mg.InvalidRequestError, match="timeout must be positive"):
+            with pytest.raises(mg.InvalidRequestError, match="timeout must be finite seconds above zero"):
                 await client.image("x", model="test:fake", timeout=bad)
 
 
