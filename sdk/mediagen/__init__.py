@@ -25,7 +25,9 @@ from .errors import (
     GenerationFailedError,
     InvalidRequestError,
     MediagenError,
+    MediaTooLargeError,
     ModelNotFoundError,
+    OutputExistsError,
     ProviderError,
     RateLimitedError,
     UnsupportedRequestError,
@@ -113,6 +115,8 @@ __all__ = [
     "DownloadError",
     "BudgetExceededError",
     "AllBackendsFailedError",
+    "MediaTooLargeError",
+    "OutputExistsError",
     # reliability: policies, cache, ledger, provenance, safety
     "Policy",
     "RetryPolicy",

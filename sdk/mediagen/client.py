@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from ._config import DEFAULT_MAX_CONCURRENT_CALLS, Config, load_config
 from ._registry import available_providers, get_backend_class, parse_model
+from .artifacts import name_outputs
 from .backend import Backend, Capabilities, RunContext
 from .cache import CacheSettings, ResultCache, cache_key
 from .errors import (
@@ -612,6 +613,8 @@ class Client(_BaseClient):
         else:
             self._ledger.price(result.provider, result.model, result.usage)
             self._ledger.record(result.provider, result.model, result.usage)
+        # Each output gets a file name of its own, so `save(directory)` keeps every one.
+        name_outputs(result.artifacts)
         if call.provenance:
             stamp_provenance(result, request)
         cache = self._cache_for(call.cache, request)
