@@ -17,6 +17,7 @@ import base64
 import hashlib
 import html
 import io
+import math
 import os
 import re
 import wave
@@ -560,8 +561,12 @@ def _decode_video(data: bytes, media_type: str, max_bytes: int) -> tuple[np.ndar
         meta = iio.immeta(data, extension=ext, plugin=plugin)
         fps = meta.get("fps")
         size = meta.get("size")
-        if isinstance(size, (tuple, list)) and len(size) == 2 and int(size[0]) * int(size[1]) * 3 > max_bytes:
-            raise _too_large("one frame of this video", int(size[0]) * int(size[1]) * 3, max_bytes)
+        if isinstance(size, (tuple, list)) and len(size) == 2:
+            per_frame = int(size[0]) * int(size[1]) * 3
+            declared = meta.get("nframes")
+            count = int(declared) if isinstance(declared, (int, float)) and math.isfinite(declared) else 1
+            if per_frame * max(1, count) > max_bytes:
+                raise _too_large(f"this video ({count} frames of {size[0]}x{size[1]})", per_frame * count, max_bytes)
         frames = []
         total = 0
         for frame in iio.imiter(data, extension=ext, plugin=plugin):
@@ -584,8 +589,11 @@ def _decode_animation(data: bytes, max_bytes: int) -> tuple[list[np.ndarray[Any,
         with PIL.Image.open(io.BytesIO(data)) as im:
             width, height = im.size
             per_frame = width * height * 3
-            if per_frame > max_bytes:
-                raise _too_large("one frame of this animation", per_frame, max_bytes)
+            declared = int(getattr(im, "n_frames", 1))  # read from the frame headers, nothing decoded
+            if per_frame * declared > max_bytes:
+                raise _too_large(
+                    f"this animation ({declared} frames of {width}x{height})", per_frame * declared, max_bytes
+                )
             duration_ms = im.info.get("duration") or 125
             index = 0
             while True:
