@@ -102,3 +102,13 @@ async def test_seeded_n_outputs_are_not_all_named_out_0(server: ReplicateServer,
     saved = [await artifact.asave(tmp_path) for artifact in res.artifacts]
     assert [p.name for p in saved] == ["out-0.webp", "out-1.webp", "out-2.webp"]
     assert len({p.read_bytes() for p in saved}) == 3  # three different images, all kept
+
+
+async def test_api_body_respects_byte_cap(backend: ReplicateBackend) -> None:
+    # The inline model's prediction JSON carries a 300 KB data: URL; an API answer past the cap is refused.
+    backend._connect().max_body_bytes = 100_000
+    with pytest.raises(mg.MediaTooLargeError, match="the API answered with"):
+        await backend.run(mg.ImageRequest(prompt="x", seed=1), "acme/inline", RunContext())
+    backend._connect().max_body_bytes = 10_000_000
+    res = await backend.run(mg.ImageRequest(prompt="x", seed=1), "acme/inline", RunContext())
+    assert len(await res.artifacts[0].aread()) > 300_000
