@@ -27,8 +27,8 @@ async def main() -> None:
             client.audio("Hello from mediagen.", kind="speech", model=args.speech or tiny("vits", "transformers")),
         )
         track = music.artifacts[0]
-        print(track, f"{track.loudness_dbfs():.1f} dBFS", track.save(args.output / "piano.wav"))
-        print(speech.artifacts[0], speech.artifacts[0].normalize().save(args.output / "hello.flac"))
+        print(track, f"{track.loudness_dbfs():.1f} dBFS", track.save(args.output / "piano.wav", overwrite=True))
+        print(speech.artifacts[0], speech.artifacts[0].normalize().save(args.output / "hello.flac", overwrite=True))
 
 
 if __name__ == "__main__":

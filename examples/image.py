@@ -32,12 +32,12 @@ async def main() -> None:
             negative_prompt="blurry",
         )
         for i, image in enumerate(res.artifacts):
-            print(image.save(args.output / f"fox-{i}.png"))
+            print(image.save(args.output / f"fox-{i}.png", overwrite=True))
         # The artifact goes straight back in: image-to-image, no file in between.
         edit = await client.image(
             "a red fox in snow, oil painting", image=res.artifacts[0], strength=0.6, model=model, seed=8, steps=2
         )
-        print(edit.artifacts[0].save(args.output / "fox-painted.png"))
+        print(edit.artifacts[0].save(args.output / "fox-painted.png", overwrite=True))
         for warning in res.warnings + edit.warnings:
             print("warning:", warning)
 

@@ -47,7 +47,7 @@ async def main() -> None:
         async with mg.Client(providers=providers) as client:
             res = await draw(client, model)
         for i, image in enumerate(res.artifacts):
-            print(res.model_string, image.save(args.output / f"lighthouse-{args.where}-{i}.png"))
+            print(res.model_string, image.save(args.output / f"lighthouse-{args.where}-{i}.png", overwrite=True))
         for warning in res.warnings:
             print("warning:", warning)
 

@@ -77,7 +77,7 @@ async def main() -> None:
         final = mg.mux(film, music.artifacts[0])
         print(
             f"{len(SCENES)} scenes, {film.num_frames} frames, {film.duration_s:.1f} s:",
-            final.save(args.output / "storyboard.mp4"),
+            final.save(args.output / "storyboard.mp4", overwrite=True),
         )
 
 

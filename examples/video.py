@@ -29,13 +29,13 @@ async def main() -> None:
             if isinstance(event, mg.Progress):
                 print(f"text-to-video {event.fraction:.0%}")
         clip = (await job.result()).artifacts[0]
-        print(clip, clip.save(args.output / "waves.mp4"))
+        print(clip, clip.save(args.output / "waves.mp4", overwrite=True))
 
         # Image-to-video from a frame of the first clip.
         res = await client.video(
             image=clip.to_pil(0), frames=4, fps=8, width=32, height=32, steps=2, seed=2, model=args.i2v or tiny("svd")
         )
-        print(res.artifacts[0], res.artifacts[0].save(args.output / "waves-i2v.gif"))
+        print(res.artifacts[0], res.artifacts[0].save(args.output / "waves-i2v.gif", overwrite=True))
 
 
 if __name__ == "__main__":

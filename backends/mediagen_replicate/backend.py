@@ -16,8 +16,9 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from mediagen._config import DEFAULT_MAX_DOWNLOAD_BYTES
-from mediagen.artifacts import Artifact
+from mediagen._config import DEFAULT_MAX_DOWNLOAD_BYTES, DEFAULT_MAX_OUTPUTS_PER_N, DEFAULT_MAX_RESULT_BYTES
+from mediagen._media import ByteBudget
+from mediagen.artifacts import Artifact, name_outputs
 from mediagen.backend import Backend, Capabilities, RunContext
 from mediagen.errors import GenerationFailedError, UnsupportedRequestError
 from mediagen.policies import ConcurrencyLimiter, RateLimiter, RetryPolicy
@@ -28,7 +29,14 @@ from .client import ENV_TOKEN, ReplicateConnection
 from .errors import PROVIDER
 from .mapping import MappedInputs, ModelCatalog, ModelInfo, build_inputs, inputs_per_call
 from .options import ReplicateOptions
-from .outputs import DEFAULT_INLINE_MAX_BYTES, artifacts_from_output, download_all, media_to_inputs
+from .outputs import (
+    DEFAULT_INLINE_MAX_BYTES,
+    artifacts_from_output,
+    check_output_count,
+    download_all,
+    media_to_inputs,
+    output_urls,
+)
 from .transport import LogReporter, PollPacer, Prediction, ReplicateTransport, Target, parse_time
 from .webhooks import webhook_fields
 
@@ -61,7 +69,10 @@ class ReplicateBackend(Backend):
         poll_interval: Shortest wait between polls of a running prediction, in seconds.
         max_poll_interval: Longest wait between polls, in seconds.
         sync_wait_s: Seconds a create waits for the result before polling (sync mode, 0-60).
-        max_download_bytes: Size cap of each output download.
+        max_download_bytes: Size cap of each output download (a `data:` URL's too).
+        max_result_bytes: Size cap of all of one result's output downloads together.
+        max_outputs_per_n: Outputs accepted per output asked for (`n`), previews included; a
+            prediction that returns more fails with `MediaTooLargeError` before anything is fetched.
         data_url_max_bytes: Largest input file sent inline; larger ones are uploaded.
         max_retries: Tries of each call, the first included (creates only while provably not made),
             1 to 100; a job's `policy.retry` (mediagen's policy layer) replaces this and `retry_base_delay`.
@@ -94,6 +105,8 @@ class ReplicateBackend(Backend):
         max_poll_interval: float = 10.0,
         sync_wait_s: int = 60,
         max_download_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES,
+        max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES,
+        max_outputs_per_n: int = DEFAULT_MAX_OUTPUTS_PER_N,
         data_url_max_bytes: int = DEFAULT_INLINE_MAX_BYTES,
         max_retries: int = 10,
         retry_base_delay: float = 0.2,
@@ -108,6 +121,8 @@ class ReplicateBackend(Backend):
             max_poll_interval=max_poll_interval,
             sync_wait_s=sync_wait_s,
             max_download_bytes=max_download_bytes,
+            max_result_bytes=max_result_bytes,
+            max_outputs_per_n=max_outputs_per_n,
             data_url_max_bytes=data_url_max_bytes,
             max_retries=max_retries,
             retry_base_delay=retry_base_delay,
@@ -118,6 +133,8 @@ class ReplicateBackend(Backend):
         self._client = client
         self._max_concurrency = max_concurrency
         self._max_download_bytes = max_download_bytes
+        self._max_result_bytes = max_result_bytes
+        self._max_outputs_per_n = max_outputs_per_n
         self._data_url_max_bytes = data_url_max_bytes
         # The backend's own default; the policy layer's backoff cap, jitter and Retry-After cap apply.
         self._retry = RetryPolicy(attempts=max_retries, backoff_base_s=retry_base_delay)
@@ -296,12 +313,16 @@ class ReplicateBackend(Backend):
     ) -> tuple[list[Artifact], list[int | None]]:
         if seed is None and request.n == 1:
             seed = _logged_seed(prediction)  # Cog models print the seed they drew
+        # Bounded before any artifact is made: so many outputs, so many bytes in all.
+        count = sum(1 for _ in output_urls(prediction.get("output")))
+        check_output_count(count, request.n, per_n=self._max_outputs_per_n, model=f"{PROVIDER}:{info.ref}")
         found = artifacts_from_output(
             prediction.get("output"),
             kind=request.modality,
             order=info.curated.outputs if info.curated else (),
             max_bytes=self._max_download_bytes,
             metadata={"provider": PROVIDER, "prediction": prediction.get("id"), "seed": seed},
+            budget=ByteBudget(self._max_result_bytes, what=f"the outputs of {PROVIDER}:{info.ref}"),
         )
         if not found:
             raise GenerationFailedError(
@@ -313,6 +334,8 @@ class ReplicateBackend(Backend):
             )
         # A seeded request comes one output per prediction (see `_outputs_per_call`): output i has seed + i.
         seeds = [seed if seed is None or request.n == 1 else seed + i for i in range(len(found))]
+        # Every prediction names its file `out-0.<ext>`: numbered per result (the client numbers merged ones).
+        name_outputs(found)
         return found, seeds
 
 

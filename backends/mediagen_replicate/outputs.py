@@ -19,7 +19,9 @@ import asyncio
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from mediagen._config import DEFAULT_MAX_OUTPUTS_PER_N
 from mediagen._media import (
+    ByteBudget,
     Kind,
     adownload,
     decode_data_url,
@@ -31,7 +33,7 @@ from mediagen._media import (
 )
 from mediagen.artifacts import Artifact, artifact_for_url, artifact_from_bytes
 from mediagen.backend import check_remote_allowed
-from mediagen.errors import DownloadError
+from mediagen.errors import DownloadError, GenerationFailedError, MediaTooLargeError
 from mediagen.policies import RetryPolicy
 
 from .errors import RETRYABLE_STATUSES
@@ -43,6 +45,7 @@ __all__ = [
     "DEFAULT_INLINE_MAX_BYTES",
     "Upload",
     "artifacts_from_output",
+    "check_output_count",
     "download_all",
     "media_to_inputs",
     "output_urls",
@@ -86,6 +89,24 @@ def _walk(value: Any, where: str, order: Sequence[str]) -> Iterator[tuple[str, s
             yield from _walk(value[key], f"{where}.{key}" if where else str(key), order)
 
 
+def check_output_count(count: int, n: int, *, per_n: int = DEFAULT_MAX_OUTPUTS_PER_N, model: str = "") -> None:
+    """Refuse a result that holds more outputs than `per_n` for each output asked for.
+
+    A model answers `n=1` with one file and perhaps a few previews; a thousand URLs is a broken or
+    hostile server, and fetching them would cost time, disk and money.
+
+    Raises:
+        MediaTooLargeError: `count` passes `n * per_n`.
+    """
+    limit = max(1, n) * per_n
+    if count > limit:
+        raise MediaTooLargeError(
+            f"{model or 'the model'} returned {count} outputs for n={n}; at most {limit} are accepted "
+            f"({per_n} per output asked for: the max_outputs_per_n setting)",
+            limit=limit,
+        )
+
+
 def artifacts_from_output(
     output: Any,
     *,
@@ -93,6 +114,7 @@ def artifacts_from_output(
     order: Sequence[str] = (),
     max_bytes: int,
     metadata: Mapping[str, Any] | None = None,
+    budget: ByteBudget | None = None,
 ) -> list[Artifact]:
     """Lazy artifacts for the media URLs in an output, those of `kind` first.
 
@@ -100,26 +122,48 @@ def artifacts_from_output(
         output: The prediction's `output`.
         kind: What the request asked for; used when a URL's name tells nothing.
         order: Keys of an object output, the main one first.
-        max_bytes: Size cap of each artifact's download.
+        max_bytes: Size cap of each artifact's download (a `data:` URL's too).
         metadata: Put on every artifact (the output's location is added as `output`).
+        budget: The result's total download budget, shared by its artifacts.
 
     Returns:
         The artifacts; empty when the output holds no media URL.
+
+    Raises:
+        MediaTooLargeError: A `data:` URL passes `max_bytes`, or the data URLs the budget.
+        GenerationFailedError: A `data:` URL is malformed or holds no media.
     """
     found: list[Artifact] = []
     for where, url in output_urls(output, order):
         info = {**(metadata or {}), "output": where}
         if url.startswith("data:"):
-            data, declared = decode_data_url(url)
-            media_type = declared or sniff_media_type(data)
+            try:
+                data, declared = decode_data_url(url, max_bytes=max_bytes)
+            except ValueError as exc:
+                raise GenerationFailedError(f"output {where or '0'} is a malformed data: URL: {exc}") from exc
+            sniffed = sniff_media_type(data)
+            if sniffed is None:
+                raise GenerationFailedError(f"output {where or '0'} is a data: URL that holds no media ({declared})")
+            media_type = declared if kind_of_media_type(declared) == kind_of_media_type(sniffed) else sniffed
             found.append(
                 artifact_for_url(
-                    url, kind=_kind_of(media_type, kind), media_type=media_type, metadata=info, max_bytes=max_bytes
+                    url,
+                    kind=_kind_of(media_type, kind),
+                    media_type=media_type,
+                    metadata=info,
+                    max_bytes=max_bytes,
+                    budget=budget,
                 )
             )
         else:
             found.append(
-                artifact_for_url(url, kind=_kind_of(media_type_for_name(url), kind), metadata=info, max_bytes=max_bytes)
+                artifact_for_url(
+                    url,
+                    kind=_kind_of(media_type_for_name(url), kind),
+                    metadata=info,
+                    max_bytes=max_bytes,
+                    budget=budget,
+                )
             )
     # The artifacts asked for lead; previews (a mesh's turntable video) follow, in output order.
     return sorted(found, key=lambda a: a.kind != kind)
@@ -163,29 +207,48 @@ async def download_all(
         if artifact.is_loaded or artifact.url is None:
             return artifact
         async with gate:
-            data = await _download(artifact.url, client=client, max_bytes=max_bytes, retry=retry)
+            data = await _download(
+                artifact.url, client=client, max_bytes=max_bytes, retry=retry, budget=artifact._budget
+            )
         sniffed = sniff_media_type(data)
         kind = kind_of_media_type(sniffed)
         if kind is not None and kind != artifact.kind and not (artifact.kind == "video" and sniffed == "image/gif"):
             # The name said one kind, the bytes say another: the bytes win.
             return artifact_from_bytes(
-                data, media_type=sniffed, url=artifact.url, metadata=artifact.metadata, max_bytes=max_bytes
+                data,
+                media_type=sniffed,
+                url=artifact.url,
+                metadata=artifact.metadata,
+                max_bytes=max_bytes,
+                budget=artifact._budget,
             )
         return type(artifact)(
-            data, media_type=sniffed, url=artifact.url, metadata=artifact.metadata, max_bytes=max_bytes
+            data,
+            media_type=sniffed,
+            url=artifact.url,
+            metadata=artifact.metadata,
+            max_bytes=max_bytes,
+            budget=artifact._budget,
         )
 
     return list(await asyncio.gather(*(fetch(a) for a in artifacts)))
 
 
-async def _download(url: str, *, client: httpx.AsyncClient | None, max_bytes: int, retry: RetryPolicy | None) -> bytes:
+async def _download(
+    url: str,
+    *,
+    client: httpx.AsyncClient | None,
+    max_bytes: int,
+    retry: RetryPolicy | None,
+    budget: ByteBudget | None = None,
+) -> bytes:
     if not url.startswith("data:"):
         check_remote_allowed(url)
 
     async def fetch() -> bytes:
         # With a retry policy, one try each: the policy (below) decides about trying again.
         tries = {"attempts": 1} if retry is not None else {}
-        data: bytes = await adownload(url, max_bytes=max_bytes, client=client, **tries)
+        data: bytes = await adownload(url, max_bytes=max_bytes, client=client, budget=budget, **tries)
         return data
 
     if retry is None:

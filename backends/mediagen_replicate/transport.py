@@ -82,6 +82,8 @@ _MAX_SCAN_PAGES = 10
 _CLOCK_SKEW = timedelta(minutes=10)
 # Bounds on the clean-up done after a cancellation, so a cancelled job never hangs on it.
 _CLEANUP_TIMEOUT_S = 15.0
+MAX_API_BODY_BYTES = 256 * 1024 * 1024
+"""Largest API answer read (a prediction whose outputs are inline `data:` URLs can be large, not this large)."""
 
 
 @dataclass(frozen=True)
@@ -282,6 +284,7 @@ class ReplicateTransport:
         self.pacer = pacer
         self.sync_wait_s = max(0, min(60, int(sync_wait_s)))
         self.reconcile_delay_s = reconcile_delay_s
+        self.max_body_bytes = MAX_API_BODY_BYTES
         self.stats: collections.Counter[str] = collections.Counter()
         """Requests sent by kind, retries, recovered creates ..."""
         # Ids of predictions some call of ours already holds (bounded; oldest forgotten first).
@@ -757,7 +760,9 @@ class ReplicateTransport:
         extra: dict[str, Any] = {}
         if timeout is not None:
             extra["timeout"] = timeout
-        response = await http.request(method, url, json=json, headers=dict(headers or {}), **extra)
+        request = http.build_request(method, url, json=json, headers=dict(headers or {}), **extra)
+        response = await http.send(request, stream=True)
+        await _read_capped(response, self.max_body_bytes)
         logger.debug(
             "%s %s -> %d in %.3f s", method, url.split("?", 1)[0], response.status_code, time.monotonic() - sent
         )
@@ -826,3 +831,27 @@ def parse_time(value: Any) -> datetime | None:
     except ValueError:
         return None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+async def _read_capped(response: httpx.Response, max_bytes: int) -> None:
+    """Read a streamed answer into `response` (so `.json()` works), refusing one past `max_bytes`."""
+    from mediagen.errors import MediaTooLargeError
+
+    try:
+        declared = response.headers.get("content-length")
+        if declared is not None and declared.strip().isdigit() and int(declared) > max_bytes:
+            raise MediaTooLargeError(
+                f"the API answered with {declared} bytes, past the cap of {max_bytes}",
+                provider=PROVIDER,
+                limit=max_bytes,
+            )
+        body = bytearray()
+        async for chunk in response.aiter_bytes():
+            body += chunk
+            if len(body) > max_bytes:
+                raise MediaTooLargeError(
+                    f"the API answered with more than {max_bytes} bytes", provider=PROVIDER, limit=max_bytes
+                )
+        response._content = bytes(body)  # what `Response.read()` sets; `.json()` and `.text` read it
+    finally:
+        await response.aclose()

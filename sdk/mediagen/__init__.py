@@ -26,7 +26,9 @@ from .errors import (
     GenerationFailedError,
     InvalidRequestError,
     MediagenError,
+    MediaTooLargeError,
     ModelNotFoundError,
+    OutputExistsError,
     ProviderError,
     RateLimitedError,
     UnsupportedRequestError,
@@ -115,6 +117,8 @@ __all__ = [
     "DownloadError",
     "BudgetExceededError",
     "AllBackendsFailedError",
+    "MediaTooLargeError",
+    "OutputExistsError",
     # reliability: policies, cache, ledger, provenance, safety
     "Policy",
     "RetryPolicy",

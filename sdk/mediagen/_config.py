@@ -13,6 +13,11 @@ __all__ = [
     "DEFAULT_TIMEOUT",
     "DEFAULT_MAX_DOWNLOAD_BYTES",
     "DEFAULT_DOWNLOAD_ATTEMPTS",
+    "DEFAULT_DOWNLOAD_TIMEOUT_S",
+    "DEFAULT_MAX_RESULT_BYTES",
+    "DEFAULT_MAX_OUTPUTS_PER_N",
+    "DEFAULT_MAX_DECODED_BYTES",
+    "DEFAULT_FFMPEG_TIMEOUT_S",
     "DEFAULT_MAX_CONCURRENT_CALLS",
     "DEFAULT_IMAGE_SIZE",
     "Config",
@@ -29,6 +34,22 @@ DEFAULT_MAX_DOWNLOAD_BYTES = 1 << 30
 
 DEFAULT_DOWNLOAD_ATTEMPTS = 3
 """Tries in all for an artifact download that failed in a way that may pass (dropped connection, 5xx)."""
+
+DEFAULT_DOWNLOAD_TIMEOUT_S = 600.0
+"""Seconds one artifact download may take in all (every redirect and retry included), however the
+server paces its bytes; each network step also gives up after at most 60 s."""
+
+DEFAULT_MAX_RESULT_BYTES = 4 << 30
+"""Largest total a hosted result's outputs may download together (4 GiB)."""
+
+DEFAULT_MAX_OUTPUTS_PER_N = 8
+"""A hosted result may hold at most this many outputs per output asked for (`n`), previews included."""
+
+DEFAULT_MAX_DECODED_BYTES = 2 << 30
+"""Largest decoded form (video frames, audio samples) an artifact builds from its bytes (2 GiB)."""
+
+DEFAULT_FFMPEG_TIMEOUT_S = 600.0
+"""Seconds one ffmpeg run (mux, concat, video encoding, provenance remux) may take before it is killed."""
 
 DEFAULT_MAX_CONCURRENT_CALLS = 4
 """How many backend calls one request split by `n` may run at once."""

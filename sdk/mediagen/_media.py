@@ -1,20 +1,24 @@
-"""Media types: sniffing bytes, guessing from names, fetching URLs with a size cap."""
+"""Media types: sniffing bytes, parsing declared types strictly, guessing from names; `data:` URLs.
+
+Fetching URLs lives in `mediagen._download` (`download`, `adownload` are re-exported here).
+"""
 
 from __future__ import annotations
 
 import base64
 import binascii
 import mimetypes
-import time
+import re
 import urllib.parse
 from typing import Literal
 
-from ._config import DEFAULT_DOWNLOAD_ATTEMPTS, DEFAULT_MAX_DOWNLOAD_BYTES
-from .errors import DownloadError
+from ._config import DEFAULT_MAX_DOWNLOAD_BYTES
+from .errors import InvalidRequestError, MediaTooLargeError
 
 __all__ = [
     "Kind",
     "sniff_media_type",
+    "parse_media_type",
     "media_type_for_name",
     "kind_of_media_type",
     "suffix_for_media_type",
@@ -22,6 +26,7 @@ __all__ = [
     "to_data_url",
     "download",
     "adownload",
+    "ByteBudget",
 ]
 
 Kind = Literal["image", "video", "audio", "mesh"]
@@ -137,170 +142,80 @@ def kind_of_media_type(media_type: str | None) -> Kind | None:
     return None
 
 
-def decode_data_url(url: str) -> tuple[bytes, str | None]:
-    """Decode a `data:` URL.
+# RFC 6838 restricted names: a letter or digit, then at most 126 of these; nothing else survives.
+_TOKEN = r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}"
+_MEDIA_TYPE = re.compile(rf"({_TOKEN})/({_TOKEN})")
+
+
+def parse_media_type(value: str | None) -> str | None:
+    """A declared media type, checked against a strict grammar and reduced to `type/subtype`.
+
+    Parameters (`; charset=...`) are dropped and case folded; anything that is not a well-formed
+    `type/subtype` (quotes, spaces, angle brackets, a missing slash) gives None, so a declared type
+    can never carry markup or other text into a filename, a header or HTML.
+
+    Examples:
+        >>> parse_media_type("Image/PNG; charset=binary")
+        'image/png'
+        >>> parse_media_type('image/png"><script>') is None
+        True
+    """
+    if not value:
+        return None
+    essence = value.split(";", 1)[0].strip()
+    matched = _MEDIA_TYPE.fullmatch(essence)
+    return essence.lower() if matched else None
+
+
+def decode_data_url(url: str, *, max_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES) -> tuple[bytes, str | None]:
+    """Decode a `data:` URL, held to the same size cap as a download.
 
     Args:
         url: `data:[<media type>][;base64],<data>`.
+        max_bytes: Largest decoded size accepted; checked on the encoded length before decoding.
 
     Returns:
-        The bytes and the declared media type (None when absent).
+        The bytes and the declared media type (None when absent; a declared type that breaks the
+        grammar of `parse_media_type` is refused).
 
     Raises:
-        ValueError: The URL is not a well-formed data URL.
+        InvalidRequestError: The URL is not a well-formed data URL (also a ValueError).
+        MediaTooLargeError: The decoded bytes would pass `max_bytes`.
     """
     if not url.startswith("data:") or "," not in url:
-        raise ValueError("not a data: URL (expected 'data:<type>;base64,<data>')")
+        raise InvalidRequestError("not a data: URL (expected 'data:<type>;base64,<data>')")
     header, payload = url[5:].split(",", 1)
-    parts = header.split(";")
-    media_type = parts[0] or None
-    if "base64" in parts[1:]:
+    parts = [p.strip() for p in header.split(";")]
+    is_base64 = any(p.lower() == "base64" for p in parts[1:])
+    # The decoded size is known from the encoded length, so a huge URL is refused before decoding.
+    estimate = (len(payload) * 3) // 4 if is_base64 else len(payload) - 2 * payload.count("%")
+    if estimate > max_bytes:
+        raise MediaTooLargeError(
+            f"a data: URL of about {estimate} bytes passes the size cap of {max_bytes} bytes", limit=max_bytes
+        )
+    media_type = None
+    if parts[0]:
+        media_type = parse_media_type(parts[0])
+        if media_type is None:
+            raise InvalidRequestError(f"the data: URL declares a malformed media type {parts[0][:40]!r}")
+    if is_base64:
         try:
-            return base64.b64decode(payload, validate=False), media_type
+            data = base64.b64decode(payload, validate=False)
         except binascii.Error as exc:
-            raise ValueError(f"the data: URL holds invalid base64 ({exc})") from exc
-    return urllib.parse.unquote_to_bytes(payload), media_type
+            raise InvalidRequestError(f"the data: URL holds invalid base64 ({exc})") from exc
+    else:
+        data = urllib.parse.unquote_to_bytes(payload)
+    if len(data) > max_bytes:
+        raise MediaTooLargeError(
+            f"a data: URL of {len(data)} bytes passes the size cap of {max_bytes} bytes", limit=max_bytes
+        )
+    return data, media_type
 
 
 def to_data_url(data: bytes, media_type: str | None) -> str:
-    """Encode bytes as a base64 `data:` URL."""
-    return f"data:{media_type or 'application/octet-stream'};base64,{base64.b64encode(data).decode()}"
+    """Encode bytes as a base64 `data:` URL (a malformed media type becomes `application/octet-stream`)."""
+    return f"data:{parse_media_type(media_type) or 'application/octet-stream'};base64,{base64.b64encode(data).decode()}"
 
 
-def _check_scheme(url: str) -> None:
-    scheme = urllib.parse.urlsplit(url).scheme
-    if scheme not in ("http", "https"):
-        raise DownloadError(f"cannot download {url[:80]!r}: only http(s) and data: URLs are fetched", retryable=False)
-
-
-def _check_declared_size(declared: str | None, max_bytes: int, url: str) -> None:
-    # Refuse before reading a byte when the server says the body is too big (the count while
-    # streaming still catches a server that says nothing, or lies).
-    if declared is not None and declared.strip().isdigit() and int(declared) > max_bytes:
-        raise DownloadError(
-            f"download of {declared} bytes passes the size cap of {max_bytes} bytes: {url[:120]}", retryable=False
-        )
-
-
-def _backoff_s(failures: int) -> float:
-    # Short: a download is retried because a connection dropped or a CDN hiccuped, not to wait out
-    # an outage (fallback chains handle those).
-    return float(min(2.0, 0.25 * 2 ** (failures - 1)))
-
-
-def download(
-    url: str,
-    *,
-    max_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES,
-    timeout: float = 60.0,
-    attempts: int = DEFAULT_DOWNLOAD_ATTEMPTS,
-) -> bytes:
-    """Fetch a URL (blocking), refusing bodies larger than `max_bytes`.
-
-    A dropped connection, a 5xx, 408 or 429 is tried again (up to `attempts` tries in all); a 4xx
-    or a body over the cap is not.
-
-    Raises:
-        DownloadError: The fetch failed, or the body passed the size cap.
-    """
-    if url.startswith("data:"):
-        return decode_data_url(url)[0]
-    _check_scheme(url)
-    for failures in range(1, attempts + 1):
-        try:
-            return _download_once(url, max_bytes=max_bytes, timeout=timeout)
-        except DownloadError as exc:
-            if not exc.retryable or failures >= attempts:
-                raise
-            time.sleep(_backoff_s(failures))
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
-def _download_once(url: str, *, max_bytes: int, timeout: float) -> bytes:
-    import httpx
-
-    chunks: list[bytes] = []
-    size = 0
-    try:
-        with httpx.stream("GET", url, timeout=timeout, follow_redirects=True) as response:
-            if response.status_code >= 400:
-                raise DownloadError(
-                    f"download failed with HTTP {response.status_code}: {url[:120]}",
-                    status=response.status_code,
-                )
-            _check_declared_size(response.headers.get("content-length"), max_bytes, url)
-            for chunk in response.iter_bytes():
-                size += len(chunk)
-                if size > max_bytes:
-                    raise DownloadError(
-                        f"download passed the size cap of {max_bytes} bytes: {url[:120]}", retryable=False
-                    )
-                chunks.append(chunk)
-    except httpx.HTTPError as exc:
-        raise DownloadError(f"download failed ({type(exc).__name__}: {exc}): {url[:120]}") from exc
-    return b"".join(chunks)
-
-
-async def adownload(
-    url: str,
-    *,
-    max_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES,
-    timeout: float = 60.0,
-    client: object | None = None,
-    attempts: int = DEFAULT_DOWNLOAD_ATTEMPTS,
-) -> bytes:
-    """Fetch a URL without blocking the event loop; the async twin of `download`.
-
-    Args:
-        url: An http(s) or data: URL.
-        max_bytes: The size cap.
-        timeout: Seconds for each network step.
-        client: An `httpx.AsyncClient` to reuse (its connection pool); one is made otherwise.
-        attempts: Tries in all for a dropped connection, a 5xx, 408 or 429 (see `download`).
-
-    Raises:
-        DownloadError: The fetch failed, or the body passed the size cap.
-    """
-    if url.startswith("data:"):
-        return decode_data_url(url)[0]
-    _check_scheme(url)
-    for failures in range(1, attempts + 1):
-        try:
-            return await _adownload_once(url, max_bytes=max_bytes, timeout=timeout, client=client)
-        except DownloadError as exc:
-            if not exc.retryable or failures >= attempts:
-                raise
-            import asyncio
-
-            await asyncio.sleep(_backoff_s(failures))
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
-async def _adownload_once(url: str, *, max_bytes: int, timeout: float, client: object | None) -> bytes:
-    import httpx
-
-    own = client is None
-    http = client if isinstance(client, httpx.AsyncClient) else httpx.AsyncClient(follow_redirects=True)
-    chunks: list[bytes] = []
-    size = 0
-    try:
-        async with http.stream("GET", url, timeout=timeout) as response:
-            if response.status_code >= 400:
-                raise DownloadError(
-                    f"download failed with HTTP {response.status_code}: {url[:120]}",
-                    status=response.status_code,
-                )
-            _check_declared_size(response.headers.get("content-length"), max_bytes, url)
-            async for chunk in response.aiter_bytes():
-                size += len(chunk)
-                if size > max_bytes:
-                    raise DownloadError(
-                        f"download passed the size cap of {max_bytes} bytes: {url[:120]}", retryable=False
-                    )
-                chunks.append(chunk)
-    except httpx.HTTPError as exc:
-        raise DownloadError(f"download failed ({type(exc).__name__}: {exc}): {url[:120]}") from exc
-    finally:
-        if own:
-            await http.aclose()
-    return b"".join(chunks)
+# Imported at the end of the module: `_download` reads this module's helpers at call time.
+from ._download import ByteBudget, adownload, download  # noqa: E402

@@ -3,6 +3,8 @@
 `mux(video, audio)` returns an MP4 whose audio lasts exactly as long as its picture: a longer
 soundtrack is cut, a shorter one is padded with silence. The work is done by the ffmpeg binary that
 `imageio-ffmpeg` ships (no system ffmpeg needed), in a temporary directory that is removed after.
+Every ffmpeg run has a timeout (`timeout_s`, 600 s by default): past it ffmpeg is killed and
+`DeadlineExceededError` is raised.
 
 Examples:
     >>> import mediagen as mg
@@ -12,32 +14,26 @@ Examples:
 
 from __future__ import annotations
 
-import subprocess
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+from ._config import DEFAULT_FFMPEG_TIMEOUT_S
+from ._ffmpeg import check_timeout, ffmpeg_exe, run_ffmpeg
 from .artifacts import Audio, Video
 
-__all__ = ["mux", "concat"]
+if TYPE_CHECKING:
+    import numpy as np
+
+__all__ = ["mux", "concat", "ffmpeg_exe"]
 
 # Rates the AAC encoder accepts; anything else (tiny test models make 4 kHz) is resampled to 48 kHz.
 _AAC_RATES = frozenset({8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000, 64000, 88200, 96000})
 
 
-def ffmpeg_exe() -> str:
-    """The path of the ffmpeg binary bundled with `imageio-ffmpeg`.
-
-    Raises:
-        ImportError: `imageio-ffmpeg` is not installed (the message names the extra).
-    """
-    try:
-        import imageio_ffmpeg
-    except ImportError as exc:  # pragma: no cover - depends on extras
-        raise ImportError("muxing needs the bundled ffmpeg: pip install 'mediagen[video]'") from exc
-    return str(imageio_ffmpeg.get_ffmpeg_exe())
-
-
-def mux(video: Video, audio: Audio, *, audio_bitrate: str = "192k") -> Video:
+def mux(
+    video: Video, audio: Audio, *, audio_bitrate: str = "192k", timeout_s: float = DEFAULT_FFMPEG_TIMEOUT_S
+) -> Video:
     """Return `video` with `audio` as its soundtrack, trimmed or padded to the video's length.
 
     The picture is copied as is when `video` is already an MP4 (any soundtrack it had is replaced);
@@ -48,13 +44,15 @@ def mux(video: Video, audio: Audio, *, audio_bitrate: str = "192k") -> Video:
         video: The picture.
         audio: The soundtrack, any length.
         audio_bitrate: AAC bitrate, as ffmpeg spells it (`"128k"`, `"192k"` ...).
+        timeout_s: Seconds each ffmpeg run may take before it is killed.
 
     Returns:
         An MP4 `Video` with one video and one audio stream; `frames` and `fps` still decode.
 
     Raises:
         ValueError: The video has no frames or the audio no samples.
-        RuntimeError: ffmpeg failed (its last lines of output are in the message).
+        GenerationFailedError: ffmpeg failed (its last lines of output are in the message).
+        DeadlineExceededError: ffmpeg ran past `timeout_s` and was stopped.
 
     Examples:
         >>> frames = np.zeros((16, 32, 32, 3), dtype="uint8")  # doctest: +SKIP
@@ -63,6 +61,7 @@ def mux(video: Video, audio: Audio, *, audio_bitrate: str = "192k") -> Video:
         >>> clip.save("tone.mp4")  # doctest: +SKIP
     """
     # 1. Measure the picture: its length decides the soundtrack's.
+    seconds = check_timeout(timeout_s)
     if video.num_frames == 0:
         raise ValueError("the video has no frames to put a soundtrack under")
     if audio.samples.size == 0:
@@ -77,16 +76,13 @@ def mux(video: Video, audio: Audio, *, audio_bitrate: str = "192k") -> Video:
         if video.media_type == "video/mp4":
             picture.write_bytes(video.read())
         else:
-            Video.from_frames(video.frames, fps=video.fps).save(picture)
-        sound = audio.save(work / "sound.wav")
+            picture.write_bytes(_encode(video.frames, video.fps, seconds))
+        sound = work / "sound.wav"
+        sound.write_bytes(audio._encode_as("audio/wav"))
         out = work / "muxed.mp4"
 
         # 3. Mux: `apad` makes the sound endless and `-t` cuts both streams at the picture's end.
         command = [
-            ffmpeg_exe(),
-            "-hide_banner",
-            "-nostdin",
-            "-y",
             "-i",
             str(picture),
             "-i",
@@ -111,10 +107,7 @@ def mux(video: Video, audio: Audio, *, audio_bitrate: str = "192k") -> Video:
             "+faststart",
             str(out),
         ]
-        done = subprocess.run(command, capture_output=True, check=False)
-        if done.returncode != 0 or not out.is_file():
-            tail = "\n".join(done.stderr.decode(errors="replace").strip().splitlines()[-8:])
-            raise RuntimeError(f"ffmpeg could not mux the soundtrack (exit {done.returncode}):\n{tail}")
+        run_ffmpeg(command, what="mux the soundtrack", timeout_s=seconds)
         data = out.read_bytes()
 
     # 4. Wrap the bytes; `frames` decodes them again (the picture stream, the sound ignored).
@@ -122,7 +115,7 @@ def mux(video: Video, audio: Audio, *, audio_bitrate: str = "192k") -> Video:
     return Video(data, media_type="video/mp4", fps=video.fps, metadata=metadata)
 
 
-def concat(videos: list[Video], *, fps: float | None = None) -> Video:
+def concat(videos: list[Video], *, fps: float | None = None, timeout_s: float = DEFAULT_FFMPEG_TIMEOUT_S) -> Video:
     """Join clips end to end into one video (silent; `mux` a soundtrack afterwards).
 
     Clips keep every frame; the result plays at `fps`, else at the first clip's rate. Clips of
@@ -131,12 +124,14 @@ def concat(videos: list[Video], *, fps: float | None = None) -> Video:
     Args:
         videos: The clips, in order.
         fps: Frames per second of the result.
+        timeout_s: Seconds the ffmpeg run that encodes the result may take before it is killed.
 
     Returns:
-        A `Video` holding all frames.
+        A `Video` holding all frames, encoded as an MP4.
 
     Raises:
         ValueError: No clips, or clips of different sizes.
+        DeadlineExceededError: ffmpeg ran past `timeout_s` and was stopped.
     """
     import numpy as np
 
@@ -150,4 +145,15 @@ def concat(videos: list[Video], *, fps: float | None = None) -> Video:
                 f"clip {index} is {clip.shape[2]}x{clip.shape[1]} but clip 0 is {size[1]}x{size[0]}; "
                 "generate every scene at one size"
             )
-    return Video.from_frames(np.concatenate(frames), fps=fps or videos[0].fps)
+    seconds = check_timeout(timeout_s)
+    joined = Video.from_frames(np.concatenate(frames), fps=fps or videos[0].fps)
+    # Encoded here, under the timeout, rather than later on save; the exact frames stay in memory.
+    encoded = Video(_encode(joined.frames, joined.fps, seconds), media_type="video/mp4", fps=joined.fps)
+    encoded._frames = joined.frames
+    return encoded
+
+
+def _encode(frames: np.ndarray[Any, Any], fps: float, timeout_s: float) -> bytes:
+    from .artifacts import _encode_video
+
+    return _encode_video(frames, fps, "video/mp4", timeout_s=timeout_s)

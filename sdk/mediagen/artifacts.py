@@ -17,31 +17,41 @@ import base64
 import hashlib
 import html
 import io
+import math
 import os
+import re
 import wave
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from ._config import DEFAULT_MAX_DOWNLOAD_BYTES
+from ._config import (
+    DEFAULT_DOWNLOAD_TIMEOUT_S,
+    DEFAULT_FFMPEG_TIMEOUT_S,
+    DEFAULT_MAX_DECODED_BYTES,
+    DEFAULT_MAX_DOWNLOAD_BYTES,
+)
 from ._media import (
+    ByteBudget,
     Kind,
     adownload,
     decode_data_url,
     download,
     kind_of_media_type,
     media_type_for_name,
+    parse_media_type,
     sniff_media_type,
     suffix_for_media_type,
     to_data_url,
 )
+from .errors import InvalidRequestError, MediaTooLargeError, OutputExistsError
 
 if TYPE_CHECKING:
     import numpy as np
     import PIL.Image
     import trimesh
 
-__all__ = ["Artifact", "Image", "Video", "Audio", "Mesh", "artifact_from_bytes"]
+__all__ = ["Artifact", "Image", "Video", "Audio", "Mesh", "artifact_from_bytes", "name_outputs"]
 
 # Inline display embeds bytes into the notebook; past this size it shows a link instead.
 _INLINE_LIMIT = 20 * 1024 * 1024
@@ -56,11 +66,22 @@ class Artifact:
         path: A file on disk holding the bytes; read on first use.
         media_type: The media type when known; otherwise sniffed from the bytes.
         metadata: Free-form facts about the artifact (seed, provenance, provider fields).
-        max_bytes: Largest body accepted when fetching `url`.
+        max_bytes: Largest body accepted when fetching `url` (a `data:` URL included).
+        download_timeout: Seconds the fetch of `url` may take in all (a wall-clock deadline).
+        budget: A byte total shared with the other artifacts of one result (see `ByteBudget`).
+
+    Attributes:
+        max_decoded_bytes: Largest decoded form (video frames, audio samples) built from the bytes;
+            set it on an instance or on the class to allow more.
+
+    Raises:
+        InvalidRequestError: `media_type` or a `data:` URL is malformed.
+        MediaTooLargeError: A `data:` URL passes `max_bytes`.
     """
 
     kind: ClassVar[Kind]
     default_media_type: ClassVar[str]
+    max_decoded_bytes: int = DEFAULT_MAX_DECODED_BYTES
 
     def __init__(
         self,
@@ -71,10 +92,20 @@ class Artifact:
         media_type: str | None = None,
         metadata: Mapping[str, Any] | None = None,
         max_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES,
+        download_timeout: float = DEFAULT_DOWNLOAD_TIMEOUT_S,
+        budget: ByteBudget | None = None,
     ) -> None:
+        if media_type is not None:
+            given = media_type
+            media_type = parse_media_type(given)
+            if media_type is None:
+                raise InvalidRequestError(f"not a media type: {given[:60]!r} (expected e.g. 'image/png')")
         if url is not None and url.startswith("data:"):
-            # A data URL is already the bytes; keep the URL too so it can be passed on as is.
-            data, declared = decode_data_url(url)
+            # A data URL is already the bytes (held to the same cap as a download); keep the URL
+            # too so it can be passed on as is.
+            data, declared = decode_data_url(url, max_bytes=max_bytes)
+            if budget is not None:
+                budget.take(len(data), "a data: URL")
             media_type = media_type or declared
         self._data = data
         self.url = url
@@ -82,6 +113,8 @@ class Artifact:
         self._media_type = media_type
         self.metadata: dict[str, Any] = dict(metadata or {})
         self.max_bytes = max_bytes
+        self.download_timeout = download_timeout
+        self._budget = budget
 
     # -- bytes --------------------------------------------------------------------------------
 
@@ -111,7 +144,9 @@ class Artifact:
             if self.path is not None:
                 self._data = self.path.read_bytes()
             elif self.url is not None:
-                self._data = download(self.url, max_bytes=self.max_bytes)
+                self._data = download(
+                    self.url, max_bytes=self.max_bytes, timeout=self.download_timeout, budget=self._budget
+                )
             else:
                 self._data, self._media_type = self._encode()
         return self._data
@@ -123,7 +158,9 @@ class Artifact:
             client: An `httpx.AsyncClient` whose connection pool the download may use.
         """
         if self._data is None and self.path is None and self.url is not None:
-            self._data = await adownload(self.url, max_bytes=self.max_bytes, client=client)
+            self._data = await adownload(
+                self.url, max_bytes=self.max_bytes, timeout=self.download_timeout, client=client, budget=self._budget
+            )
         return self.read()
 
     @property
@@ -151,28 +188,47 @@ class Artifact:
 
     # -- saving -------------------------------------------------------------------------------
 
-    def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the artifact to `path`, in the format its suffix names.
+    def save(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+        """Write the artifact to `path`, in the format its suffix names; never over a file unless asked.
 
         `path` may be a directory (an existing one, or a name ending in `/`): the file then takes
-        the artifact's own name (`metadata["filename"]`, else the last part of its URL, as the
-        provider chose it), passed through `mediagen.safety.safe_filename`, so a provider's name
-        never puts the file outside that directory.
+        the artifact's own name (`metadata["filename"]`, which the client makes unique within a
+        result, else the last part of its URL), passed through `mediagen.safety.safe_filename`, so
+        a provider's name never puts the file outside that directory.
+
+        A name you give is never replaced: when a file is already there, `save` raises
+        `OutputExistsError` unless `overwrite=True`. A name derived for you (saving into a
+        directory) moves to the next free one instead (`out-0.png`, `out-0-1.png` ...), unless
+        `overwrite=True`. The file is written atomically (see `mediagen._files`): readers never
+        see half of it, and a failed write leaves nothing behind.
 
         When `metadata["provenance"]` is set (the client sets it on results), it is written into
         the file without re-encoding, or into a `<file>.mediagen.json` sidecar where the format
         has no place for it (see `mediagen.provenance`; read it back with `mg.read_provenance`).
+        The sidecar belongs to its file and follows it (replaced when the file is written).
+
+        Args:
+            path: A file, or a directory to save into.
+            overwrite: Replace a file already there.
 
         Returns:
             The path written.
 
         Raises:
+            OutputExistsError: `path` names an existing file and `overwrite` is False.
             ValueError: The suffix names a format this kind of artifact cannot be saved as.
         """
-        target = self._save_target(path)
+        from ._files import write_atomic, write_new
+
+        target, derived = self._save_target(path)
         wanted = media_type_for_name(target.name)
         if wanted is None:
             raise ValueError(f"cannot tell a format from {target.name!r}: add a suffix such as {self._suffixes()}")
+        if not overwrite and not derived and os.path.lexists(target):
+            # Refuse before encoding (cheap); the write itself refuses again, atomically.
+            raise OutputExistsError(
+                f"{target} already exists; pass overwrite=True (--overwrite) to replace it", path=str(target)
+            )
         target.parent.mkdir(parents=True, exist_ok=True)
         if self.is_loaded and self._data is None:
             payload = self._encode_as(wanted)
@@ -189,18 +245,26 @@ class Artifact:
                 sidecar = sidecar_json(provenance)
             else:
                 payload = stamped
-        _write_atomic(target, payload)
+        if derived and not overwrite:
+            target = write_new(target.parent, target.name, payload)
+        else:
+            write_atomic(target, payload, overwrite=overwrite)
         if sidecar is not None:
             from .provenance import sidecar_path
 
-            _write_atomic(sidecar_path(target), sidecar)
+            write_atomic(sidecar_path(target), sidecar, overwrite=True)
         return target
 
-    def _save_target(self, path: str | os.PathLike[str]) -> Path:
+    def _save_target(self, path: str | os.PathLike[str]) -> tuple[Path, bool]:
+        """Where `save(path)` writes, and whether the name was derived (saving into a directory)."""
         given = os.fspath(path)
         target = Path(given)
         if not (given.endswith(("/", os.sep)) or target.is_dir()):
-            return target
+            return target, False
+        return target / self._own_name(), True
+
+    def _own_name(self) -> str:
+        """The artifact's own file name: its `filename`, its URL's or path's last part, else its kind."""
         from .safety import safe_filename
 
         suffix = suffix_for_media_type(self.media_type) or ""
@@ -210,15 +274,15 @@ class Artifact:
         name = safe_filename(str(source) if source else None, default=f"{self.kind}{suffix}")
         if kind_of_media_type(media_type_for_name(name)) != self.kind:
             name += suffix  # a provider's name with a foreign suffix must not pick the format
-        return target / name
+        return name
 
-    async def asave(self, path: str | os.PathLike[str]) -> Path:
+    async def asave(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
         """Async twin of `save`: neither the download nor the encoding blocks the event loop."""
         import asyncio
 
         await self.aread()
         # Encoding, and the ffmpeg remux that writes provenance into an MP4, take real time.
-        return await asyncio.to_thread(self.save, path)
+        return await asyncio.to_thread(self.save, path, overwrite=overwrite)
 
     def _suffixes(self) -> str:
         return ", ".join(self._formats)
@@ -240,13 +304,19 @@ class Artifact:
         return ""
 
     def _inline_src(self) -> str:
-        """A `src=` for HTML: the URL when it is remote or the bytes are large, else a data URL."""
+        """A `src=` for HTML: the URL when it is remote or the bytes are large, else a data URL.
+
+        Everything is escaped for an HTML attribute, the media type is re-checked against the
+        strict grammar, and a URL that is not http(s) is never shown (no `javascript:` source).
+        """
+        remote = self.url if self.url and self.url.startswith(("https://", "http://")) else None
         if self.url and not self.url.startswith("data:") and not self.is_loaded:
-            return html.escape(self.url)
+            return html.escape(remote or "", quote=True)
         data = self.read()
-        if len(data) > _INLINE_LIMIT and self.url:
-            return html.escape(self.url)
-        return f"data:{self.media_type};base64,{base64.b64encode(data).decode()}"
+        if len(data) > _INLINE_LIMIT and remote:
+            return html.escape(remote, quote=True)
+        media_type = parse_media_type(self.media_type) or "application/octet-stream"
+        return html.escape(f"data:{media_type};base64,{base64.b64encode(data).decode()}", quote=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -290,8 +360,14 @@ class Image(Artifact):
         if self._pil is None:
             import PIL.Image
 
-            pil = PIL.Image.open(io.BytesIO(self.read()))
-            pil.load()
+            try:
+                pil = PIL.Image.open(io.BytesIO(self.read()))
+                # Checked from the header, before a pixel is decoded (4 bytes a pixel at most).
+                if pil.width * pil.height * 4 > self.max_decoded_bytes:
+                    raise _too_large("this image", pil.width * pil.height * 4, self.max_decoded_bytes)
+                pil.load()
+            except PIL.Image.DecompressionBombError as exc:
+                raise MediaTooLargeError(f"the image is a decompression bomb: {exc}") from exc
             self._pil = pil
         return self._pil
 
@@ -349,13 +425,6 @@ class Image(Artifact):
         return self._encode_as("image/png")
 
 
-def _write_atomic(target: Path, payload: bytes) -> None:
-    # Readers never see a half-written file: write beside it, then rename over it.
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(payload)
-    os.replace(tmp, target)
-
-
 def _to_uint8(array: Any) -> np.ndarray[Any, Any]:
     import numpy as np
 
@@ -406,7 +475,7 @@ class Video(Artifact):
     def frames(self) -> np.ndarray[Any, Any]:
         """All frames as a `T x H x W x 3` uint8 array (decoded on first use)."""
         if self._frames is None:
-            self._frames, fps = _decode_video(self.read(), self.media_type)
+            self._frames, fps = _decode_video(self.read(), self.media_type, self.max_decoded_bytes)
             self._fps = self._fps or fps
         return self._frames
 
@@ -467,27 +536,82 @@ def _frame_array(frame: Any) -> Any:
     return np.asarray(frame)
 
 
-def _decode_video(data: bytes, media_type: str) -> tuple[np.ndarray[Any, Any], float | None]:
+def _too_large(what: str, size: int, limit: int) -> MediaTooLargeError:
+    return MediaTooLargeError(
+        f"{what} would decode to {size} bytes, past the cap of {limit} bytes "
+        "(raise the artifact's max_decoded_bytes to allow it)",
+        limit=limit,
+    )
+
+
+def _decode_video(data: bytes, media_type: str, max_bytes: int) -> tuple[np.ndarray[Any, Any], float | None]:
+    """Decode every frame, counting frames x height x width x 3 against `max_bytes` as it goes.
+
+    A frame's size is checked before the first one is decoded, and the running total before each
+    next one, so a tiny file that claims thousands of huge frames fails at the cap, not at the
+    machine's memory.
+    """
     import numpy as np
 
-    try:
-        import imageio.v3 as iio
-    except ImportError as exc:  # pragma: no cover - depends on extras
-        raise ImportError("decoding video needs: pip install 'mediagen[video]'") from exc
-    if media_type == "image/gif":
-        frames = iio.imread(data, extension=".gif", index=None)
-        meta = iio.immeta(data, extension=".gif")
-        duration_ms = meta.get("duration") or 125
-        fps: float | None = 1000.0 / float(duration_ms)
+    if media_type in ("image/gif", "image/webp", "image/png", "image/apng"):
+        frames, fps = _decode_animation(data, max_bytes)
     else:
+        try:
+            import imageio.v3 as iio
+        except ImportError as exc:  # pragma: no cover - depends on extras
+            raise ImportError("decoding video needs: pip install 'mediagen[video]'") from exc
         ext = suffix_for_media_type(media_type) or ".mp4"
-        frames = iio.imread(data, extension=ext, plugin="pyav" if _has_pyav() else "FFMPEG", index=None)
-        meta = iio.immeta(data, extension=ext, plugin="pyav" if _has_pyav() else "FFMPEG")
+        plugin = "pyav" if _has_pyav() else "FFMPEG"
+        meta = iio.immeta(data, extension=ext, plugin=plugin)
         fps = meta.get("fps")
-    frames = np.asarray(frames)
-    if frames.ndim == 3:  # a single frame
-        frames = frames[None]
-    return frames[..., :3].astype(np.uint8), float(fps) if fps else None
+        size = meta.get("size")
+        if isinstance(size, (tuple, list)) and len(size) == 2:
+            per_frame = int(size[0]) * int(size[1]) * 3
+            declared = meta.get("nframes")
+            count = int(declared) if isinstance(declared, (int, float)) and math.isfinite(declared) else 1
+            if per_frame * max(1, count) > max_bytes:
+                raise _too_large(f"this video ({count} frames of {size[0]}x{size[1]})", per_frame * count, max_bytes)
+        frames = []
+        total = 0
+        for frame in iio.imiter(data, extension=ext, plugin=plugin):
+            total += int(np.asarray(frame).shape[0]) * int(np.asarray(frame).shape[1]) * 3
+            if total > max_bytes:
+                raise _too_large("this video", total, max_bytes)
+            frames.append(np.asarray(frame)[..., :3].astype(np.uint8))
+    if not frames:
+        raise ValueError("the video holds no frames")
+    return np.stack(frames), float(fps) if fps else None
+
+
+def _decode_animation(data: bytes, max_bytes: int) -> tuple[list[np.ndarray[Any, Any]], float | None]:
+    """GIF, animated WebP and APNG frames through Pillow, one at a time, under the cap."""
+    import numpy as np
+    import PIL.Image
+
+    frames: list[np.ndarray[Any, Any]] = []
+    try:
+        with PIL.Image.open(io.BytesIO(data)) as im:
+            width, height = im.size
+            per_frame = width * height * 3
+            declared = int(getattr(im, "n_frames", 1))  # read from the frame headers, nothing decoded
+            if per_frame * declared > max_bytes:
+                raise _too_large(
+                    f"this animation ({declared} frames of {width}x{height})", per_frame * declared, max_bytes
+                )
+            duration_ms = im.info.get("duration") or 125
+            index = 0
+            while True:
+                if per_frame * (index + 1) > max_bytes:
+                    raise _too_large(f"this animation ({index + 1} frames so far)", per_frame * (index + 1), max_bytes)
+                frames.append(np.asarray(im.convert("RGB"), dtype=np.uint8))
+                index += 1
+                try:
+                    im.seek(index)
+                except EOFError:
+                    break
+    except PIL.Image.DecompressionBombError as exc:
+        raise MediaTooLargeError(f"the animation is a decompression bomb: {exc}", limit=max_bytes) from exc
+    return frames, 1000.0 / float(duration_ms)
 
 
 def _has_pyav() -> bool:
@@ -496,28 +620,59 @@ def _has_pyav() -> bool:
     return importlib.util.find_spec("av") is not None
 
 
-def _encode_video(frames: np.ndarray[Any, Any], fps: float, media_type: str) -> bytes:
-    try:
-        import imageio.v3 as iio
-    except ImportError as exc:  # pragma: no cover - depends on extras
-        raise ImportError("encoding video needs: pip install 'mediagen[video]'") from exc
+def _encode_video(
+    frames: np.ndarray[Any, Any], fps: float, media_type: str, *, timeout_s: float = DEFAULT_FFMPEG_TIMEOUT_S
+) -> bytes:
+    """Encode frames: GIF through Pillow; MP4 (H.264) and WebM (VP9) through ffmpeg, under `timeout_s`."""
     if media_type == "image/gif":
+        try:
+            import imageio.v3 as iio
+        except ImportError as exc:  # pragma: no cover - depends on extras
+            raise ImportError("encoding video needs: pip install 'mediagen[video]'") from exc
         return bytes(iio.imwrite("<bytes>", frames, extension=".gif", duration=1000.0 / fps, loop=0))
+    import tempfile
+    from fractions import Fraction
+
+    import numpy as np
+
+    from ._ffmpeg import run_ffmpeg
+
     ext = suffix_for_media_type(media_type) or ".mp4"
-    codec = "libvpx-vp9" if ext == ".webm" else "libx264"
     # yuv420p needs even sizes; pad (never resize) so pixels keep their positions.
-    frames = _pad_even(frames[..., :3])
-    return bytes(
-        iio.imwrite(
-            "<bytes>",
-            frames,
-            extension=ext,
-            plugin="FFMPEG",
-            fps=fps,
-            codec=codec,
-            macro_block_size=1,
+    frames = np.ascontiguousarray(_pad_even(frames[..., :3]).astype(np.uint8))
+    count, height, width = frames.shape[:3]
+    # The same settings imageio's writer used (quality 5 is CRF 25 for H.264), fed raw frames on stdin.
+    codec = ["-vcodec", "libvpx-vp9", "-qscale:v", "16"] if ext == ".webm" else ["-vcodec", "libx264", "-crf", "25"]
+    with tempfile.TemporaryDirectory(prefix="mediagen-encode-") as scratch:
+        out = f"{scratch}/video{ext}"
+        run_ffmpeg(
+            [
+                "-f",
+                "rawvideo",
+                "-vcodec",
+                "rawvideo",
+                "-s",
+                f"{width}x{height}",
+                "-pix_fmt",
+                "rgb24",
+                "-r",
+                str(Fraction(fps).limit_denominator()),
+                "-i",
+                "-",
+                "-an",
+                *codec,
+                "-pix_fmt",
+                "yuv420p",
+                "-v",
+                "warning",
+                out,
+            ],
+            what=f"encode {count} frames as {ext[1:].upper()}",
+            timeout_s=timeout_s,
+            stdin=frames.tobytes(),
         )
-    )
+        with open(out, "rb") as fh:
+            return fh.read()
 
 
 def _pad_even(frames: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
@@ -574,7 +729,7 @@ class Audio(Artifact):
     def samples(self) -> np.ndarray[Any, Any]:
         """`channels x n` float32 samples in [-1, 1] (decoded on first use)."""
         if self._samples is None:
-            self._samples, rate = _decode_audio(self.read(), self.media_type)
+            self._samples, rate = _decode_audio(self.read(), self.media_type, self.max_decoded_bytes)
             self._sample_rate = rate
         return self._samples
 
@@ -670,7 +825,8 @@ def _wav_bytes(samples: np.ndarray[Any, Any], sample_rate: int) -> bytes:
     return buf.getvalue()
 
 
-def _decode_audio(data: bytes, media_type: str) -> tuple[np.ndarray[Any, Any], int]:
+def _decode_audio(data: bytes, media_type: str, max_bytes: int) -> tuple[np.ndarray[Any, Any], int]:
+    """Decode to float32 samples; the sample count (from the header) is checked against `max_bytes` first."""
     import numpy as np
 
     if media_type == "audio/wav":
@@ -679,7 +835,11 @@ def _decode_audio(data: bytes, media_type: str) -> tuple[np.ndarray[Any, Any], i
                 width = w.getsampwidth()
                 channels = w.getnchannels()
                 rate = w.getframerate()
-                raw = w.readframes(w.getnframes())
+                # A header may claim more frames than the bytes hold; the bytes bound what is read.
+                count = min(w.getnframes(), len(data) // max(1, width * channels))
+                if count * channels * 4 > max_bytes:
+                    raise _too_large("this sound", count * channels * 4, max_bytes)
+                raw = w.readframes(count)
             if width in (1, 2, 4):
                 dtype: Any = {1: np.uint8, 2: np.dtype("<i2"), 4: np.dtype("<i4")}[width]
                 arr = np.frombuffer(raw, dtype=dtype).astype(np.float32)
@@ -692,6 +852,9 @@ def _decode_audio(data: bytes, media_type: str) -> tuple[np.ndarray[Any, Any], i
         import soundfile as sf
     except ImportError as exc:  # pragma: no cover - depends on extras
         raise ImportError(f"decoding {media_type} needs: pip install 'mediagen[audio]'") from exc
+    info = sf.info(io.BytesIO(data))
+    if int(info.frames) * int(info.channels) * 4 > max_bytes:
+        raise _too_large("this sound", int(info.frames) * int(info.channels) * 4, max_bytes)
     arr, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
     return np.ascontiguousarray(arr.T), int(rate)
 
@@ -822,7 +985,7 @@ def artifact_from_bytes(data: bytes, *, media_type: str | None = None, **kw: Any
     Raises:
         ValueError: The bytes are of no media type mediagen knows.
     """
-    media_type = media_type or sniff_media_type(data)
+    media_type = parse_media_type(media_type) or sniff_media_type(data)
     kind = kind_of_media_type(media_type)
     if kind is None:
         raise ValueError(f"cannot tell what kind of media these {len(data)} bytes are ({media_type})")
@@ -833,3 +996,40 @@ def artifact_for_url(url: str, *, kind: Kind | None = None, **kw: Any) -> Artifa
     """A lazy artifact for a URL; its class comes from `kind`, else from the URL's suffix."""
     guessed = kind or kind_of_media_type(media_type_for_name(url)) or "image"
     return _KINDS[guessed](url=url, **kw)
+
+
+_NUMBERED = re.compile(r"^(.*?)(?:-\d+)?$")
+
+
+def name_outputs(artifacts: Sequence[Artifact]) -> None:
+    """Give each artifact of one result a file name no other artifact of it has.
+
+    `save(directory)` writes an artifact under its own name (`metadata["filename"]`, else its
+    URL's last part, else its kind). Outputs often share one (every Replicate prediction names its
+    file `out-0.webp`; a local backend's images are all `image.png`), and a result saved into one
+    directory would then keep one file. Names already unique are kept; each group that clashes is
+    numbered by position in the group (`out-0.webp`, `out-1.webp`; `image-0.png`, `image-1.png`),
+    any trailing `-<number>` of the shared name replaced.
+    """
+    names = [a._own_name() for a in artifacts]
+    counts: dict[str, int] = {}
+    for name in names:
+        counts[name] = counts.get(name, 0) + 1
+    taken = {n for n in names if counts[n] == 1}
+    seen: dict[str, int] = {}
+    for artifact, name in zip(artifacts, names, strict=True):
+        if counts[name] == 1:
+            artifact.metadata["filename"] = name
+            continue
+        stem, dot, suffix = name.rpartition(".")
+        if not dot:
+            stem, suffix = name, ""
+        base = _NUMBERED.sub(r"\1", stem) or stem
+        index = seen.get(name, 0)
+        candidate = f"{base}-{index}{'.' + suffix if suffix else ''}"
+        while candidate in taken:  # a provider that named another output exactly this
+            index += 1
+            candidate = f"{base}-{index}{'.' + suffix if suffix else ''}"
+        seen[name] = index + 1
+        taken.add(candidate)
+        artifact.metadata["filename"] = candidate

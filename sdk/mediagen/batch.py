@@ -196,4 +196,5 @@ async def _save(artifact: Artifact, out: Path, stem: str, index: int, count: int
     await artifact.aread()
     suffix = suffix_for_media_type(artifact.media_type) or _SUFFIX[modality]
     name = f"{stem}{suffix}" if count == 1 else f"{stem}-{index}{suffix}"
-    return artifact.save(out / name)
+    # Never over a file already there (another line's, an earlier run's): that line fails instead.
+    return artifact.save(out / name, overwrite=False)

@@ -15,6 +15,14 @@ On disk, each entry is one directory, `<dir>/<key[:2]>/<key>/`, holding the arti
   truncated) moves it aside and deletes it, and the result is computed again;
 - past `max_bytes`, the least recently used entries are evicted (a hit refreshes an entry).
 
+Trust: the cache trusts whoever can write its directory, and makes sure that is only you. The
+directory and every entry are created private (`0700`, files `0600`); a cache directory you own
+that is open to others is closed (`chmod 0700`) on first use, and one owned by another user is
+not used at all (a warning says so). The checksum in each manifest catches damage, not forgery:
+anyone able to write there could write a consistent entry, which is why nobody else may. A
+manifest's file names are checked (`<index>.<suffix>`, nothing else), so an entry can only ever
+read files inside its own directory, never through a link.
+
 Configure it in `mediagen.toml` (it is off unless enabled):
 
 ```toml
@@ -31,7 +39,9 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
+import stat
 import time
 import uuid
 from collections.abc import Mapping
@@ -59,6 +69,10 @@ _MANIFEST = "manifest.json"
 _TMP = ".tmp"
 _TRASH = ".trash"
 _ROUTING_NOTES = ("fallback", "retry")
+# What `put` names an artifact's file; `_load` reads no other name (no `..`, no `/`, no manifest).
+_FILE_NAME = re.compile(r"[0-9]{1,6}\.[a-z0-9]{1,8}")
+_PRIVATE_DIR = 0o700
+_PRIVATE_FILE = 0o600
 
 
 class CacheSettings(BaseModel):
@@ -164,6 +178,29 @@ class ResultCache:
     def __repr__(self) -> str:
         return f"ResultCache({str(self.directory)!r}, max_bytes={self.max_bytes})"
 
+    def _private_root(self, *, create: bool) -> bool:
+        """Make sure only this user can reach the cache directory; False when it is not ours to trust.
+
+        Created `0700` when missing (and `create`); closed to others when it is ours and open; and
+        refused, with a warning, when another user owns it.
+        """
+        try:
+            if create:
+                self.directory.mkdir(mode=_PRIVATE_DIR, parents=True, exist_ok=True)
+            info = self.directory.stat()
+        except FileNotFoundError:
+            return False
+        if hasattr(os, "getuid") and info.st_uid != os.getuid():
+            logger.warning("the result cache %s belongs to another user; not using it", self.directory)
+            return False
+        if stat.S_IMODE(info.st_mode) & 0o077:
+            try:
+                os.chmod(self.directory, _PRIVATE_DIR)
+            except OSError as exc:
+                logger.warning("cannot make the result cache %s private (%s); not using it", self.directory, exc)
+                return False
+        return True
+
     def _entry(self, key: str) -> Path:
         if len(key) != 64 or any(c not in "0123456789abcdef" for c in key):
             raise ValueError(f"not a cache key: {key!r}")
@@ -179,7 +216,7 @@ class ResultCache:
         """
         entry = self._entry(key)
         manifest_path = entry / _MANIFEST
-        if not entry.exists():
+        if not entry.exists() or not self._private_root(create=False):
             return None
         try:
             result = self._load(entry, key)
@@ -197,14 +234,19 @@ class ResultCache:
         from .artifacts import Audio, Video, artifact_from_bytes
         from .results import GenerationWarning, Result, Timings
 
-        manifest = json.loads((entry / _MANIFEST).read_bytes())
+        if entry.is_symlink() or entry.parent.is_symlink():
+            raise ValueError("the entry is a link")
+        manifest = json.loads(_read_private(entry / _MANIFEST))
         if not isinstance(manifest, dict) or manifest.get("format") != _FORMAT or manifest.get("key") != key:
             raise ValueError("manifest of another format or key")
         if manifest.get("checksum") != _checksum(manifest):
             raise ValueError("manifest checksum mismatch")
         artifacts: list[Artifact] = []
         for item in manifest["artifacts"]:
-            data = (entry / item["file"]).read_bytes()
+            name = item["file"]
+            if not isinstance(name, str) or not _FILE_NAME.fullmatch(name):
+                raise ValueError(f"the manifest names a file outside its entry: {str(name)[:60]!r}")
+            data = _read_private(entry / name)
             if len(data) != item["size"] or hashlib.sha256(data).hexdigest() != item["sha256"]:
                 raise ValueError(f"{item['file']} does not match its recorded size and hash")
             extra: dict[str, Any] = {}
@@ -252,15 +294,18 @@ class ResultCache:
         entry = self._entry(key)
         if entry.exists() and not replace:
             return False
+        if not self._private_root(create=True):
+            return False
         tmp = self.directory / _TMP / f"{key}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
-        tmp.mkdir(parents=True)
+        tmp.parent.mkdir(mode=_PRIVATE_DIR, exist_ok=True)
+        tmp.mkdir(mode=_PRIVATE_DIR)
         try:
             items = []
             for index, artifact in enumerate(result.artifacts):
                 data = artifact.read()
                 media_type = artifact.media_type
                 name = f"{index}{suffix_for_media_type(media_type) or '.bin'}"
-                (tmp / name).write_bytes(data)
+                _write_private(tmp / name, data)
                 item: dict[str, Any] = {
                     "file": name,
                     "media_type": media_type,
@@ -295,8 +340,8 @@ class ResultCache:
             }
             manifest["checksum"] = _checksum(manifest)
             # The manifest goes last: an entry without one is incomplete by construction.
-            (tmp / _MANIFEST).write_text(json.dumps(manifest, sort_keys=True))
-            entry.parent.mkdir(parents=True, exist_ok=True)
+            _write_private(tmp / _MANIFEST, json.dumps(manifest, sort_keys=True).encode())
+            entry.parent.mkdir(mode=_PRIVATE_DIR, exist_ok=True)
             if replace and entry.exists():
                 self._discard(entry)
             try:
@@ -323,7 +368,7 @@ class ResultCache:
         # Rename first, delete after: a concurrent reader sees the entry whole or not at all.
         trash = self.directory / _TRASH / f"{entry.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
         try:
-            trash.parent.mkdir(parents=True, exist_ok=True)
+            trash.parent.mkdir(mode=_PRIVATE_DIR, parents=True, exist_ok=True)
             os.rename(entry, trash)
         except OSError:
             return  # someone else removed or replaced it first
@@ -395,3 +440,23 @@ class ResultCache:
         """Remove every entry."""
         for key, _, _ in self.entries():
             self._discard(self._entry(key))
+
+
+_READ_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+
+
+def _read_private(path: Path) -> bytes:
+    """Read a file of an entry, refusing a symlink in its place (`O_NOFOLLOW`)."""
+    fd = os.open(path, _READ_FLAGS)
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+            raise ValueError(f"{path.name} is not a regular file")
+        return fh.read()
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """Create a new `0600` file in a private temporary entry (never an existing one, never a link)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
+    fd = os.open(path, flags, _PRIVATE_FILE)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)

@@ -6,6 +6,7 @@ Exit codes: 0 success, 2 bad input (an invalid request, an unknown model), 1 any
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, Optional
@@ -50,6 +51,43 @@ def _parse_options(options: list[str] | None) -> dict[str, Any]:
     return out
 
 
+def _names_chosen(output: str | None) -> bool:
+    """Whether `-o` names the file(s) (never replaced without --overwrite) or a directory (names derived)."""
+    return output is not None and not (output.endswith(("/", "\\")) or Path(output).is_dir())
+
+
+def _check_free(output: str | None, count: int, overwrite: bool) -> None:
+    """Before generating (and paying): refuse when the files `-o` names are already there."""
+    from .errors import OutputExistsError
+
+    if overwrite or not _names_chosen(output) or not Path(str(output)).suffix:
+        return  # derived names move to a free one; a name without suffix gets it from the output
+    for path in _outputs(output, "image", count, Path(str(output)).suffix):
+        if os.path.lexists(path):
+            raise OutputExistsError(f"{path} already exists; pass --overwrite to replace it", path=str(path))
+
+
+def _save_all(result: Any, targets: list[Path], *, chosen: bool, overwrite: bool) -> list[Path]:
+    """Save each artifact: a name you chose is never replaced unless --overwrite; a derived one moves to a free name."""
+    from ._files import next_free_names
+    from .errors import OutputExistsError
+
+    paths = []
+    for artifact, target in zip(result.artifacts, targets, strict=True):
+        if chosen or overwrite:
+            paths.append(artifact.save(target, overwrite=overwrite))
+            continue
+        for name in next_free_names(target.name):
+            try:
+                paths.append(artifact.save(target.with_name(name)))
+                break
+            except OutputExistsError:
+                continue
+        else:
+            raise OutputExistsError(f"no free name left for {target.name} in {target.parent}", path=str(target))
+    return paths
+
+
 def _outputs(output: str | None, modality: str, count: int, suffix: str) -> list[Path]:
     """Where each artifact goes: `-o file.png` (numbered when n > 1), `-o dir/`, or the working dir."""
     if output is None:
@@ -71,10 +109,15 @@ def _generate(
     as_json: bool,
     timeout: float | None,
     strict: bool,
+    overwrite: bool = False,
 ) -> None:
     import mediagen as mg
 
     fail = _fail
+    try:
+        _check_free(output, int(fields.get("n") or 1), overwrite)
+    except mg.OutputExistsError as exc:
+        fail(exc, EXIT_BAD_INPUT, as_json)
     try:
         with mg.SyncClient(strict=strict or None) as client:
             request = client.client.build_request(modality, **{k: v for k, v in fields.items() if v is not None})
@@ -90,7 +133,12 @@ def _generate(
         fail(RuntimeError("interrupted"), 130, as_json)
     suffix = _suffix_for(result.artifacts[0], modality, fields) if result.artifacts else _SUFFIX[modality]
     targets = _outputs(output, modality, len(result.artifacts), suffix)
-    paths = [artifact.save(path) for artifact, path in zip(result.artifacts, targets, strict=True)]
+    try:
+        paths = _save_all(result, targets, chosen=_names_chosen(output), overwrite=overwrite)
+    except mg.OutputExistsError as exc:
+        fail(exc, EXIT_BAD_INPUT, as_json)
+    except (mg.MediagenError, OSError, ValueError) as exc:
+        fail(exc, EXIT_FAILED, as_json)
     if as_json:
         out = {
             "provider": result.provider,
@@ -152,6 +200,11 @@ _model_opt = typer.Option(None, "--model", "-m", help="provider:model, an alias,
 _n_opt = typer.Option(1, "-n", help="How many outputs.")
 _seed_opt = typer.Option(None, "--seed", help="Seed of the first output.")
 _out_opt = typer.Option(None, "--output", "-o", help="File (numbered when n > 1) or directory.")
+_overwrite_opt = typer.Option(
+    False,
+    "--overwrite",
+    help="Replace files already there (otherwise a named file is refused, a default name moves on).",
+)
 _json_opt = typer.Option(False, "--json", help="Print one JSON object instead of paths.")
 _opt_opt = typer.Option(None, "--option", help="Provider option key=value (value parsed as JSON when it can be).")
 _timeout_opt = typer.Option(None, "--timeout", help="Deadline in seconds for the whole job.")
@@ -182,6 +235,7 @@ def image(
     guidance: Optional[float] = _guidance_opt,
     option: Optional[list[str]] = _opt_opt,
     output: Optional[str] = _out_opt,
+    overwrite: bool = _overwrite_opt,
     as_json: bool = _json_opt,
     timeout: Optional[float] = _timeout_opt,
     strict: bool = _strict_opt,
@@ -209,7 +263,7 @@ def image(
         "guidance": guidance,
         "options": _parse_options(option) or None,
     }
-    _generate("image", fields, model, output, as_json, timeout, strict)
+    _generate("image", fields, model, output, as_json, timeout, strict, overwrite)
 
 
 def _is_float(text: str) -> bool:
@@ -236,6 +290,7 @@ def video(
     guidance: Optional[float] = _guidance_opt,
     option: Optional[list[str]] = _opt_opt,
     output: Optional[str] = _out_opt,
+    overwrite: bool = _overwrite_opt,
     as_json: bool = _json_opt,
     timeout: Optional[float] = _timeout_opt,
     strict: bool = _strict_opt,
@@ -255,7 +310,7 @@ def video(
         "guidance": guidance,
         "options": _parse_options(option) or None,
     }
-    _generate("video", fields, model, output, as_json, timeout, strict)
+    _generate("video", fields, model, output, as_json, timeout, strict, overwrite)
 
 
 @app.command()
@@ -273,6 +328,7 @@ def audio(
     guidance: Optional[float] = _guidance_opt,
     option: Optional[list[str]] = _opt_opt,
     output: Optional[str] = _out_opt,
+    overwrite: bool = _overwrite_opt,
     as_json: bool = _json_opt,
     timeout: Optional[float] = _timeout_opt,
     strict: bool = _strict_opt,
@@ -291,7 +347,7 @@ def audio(
         "guidance": guidance,
         "options": _parse_options(option) or None,
     }
-    _generate("audio", fields, model, output, as_json, timeout, strict)
+    _generate("audio", fields, model, output, as_json, timeout, strict, overwrite)
 
 
 @app.command()
@@ -306,6 +362,7 @@ def mesh(
     guidance: Optional[float] = _guidance_opt,
     option: Optional[list[str]] = _opt_opt,
     output: Optional[str] = _out_opt,
+    overwrite: bool = _overwrite_opt,
     as_json: bool = _json_opt,
     timeout: Optional[float] = _timeout_opt,
     strict: bool = _strict_opt,
@@ -321,7 +378,7 @@ def mesh(
         "guidance": guidance,
         "options": _parse_options(option) or None,
     }
-    _generate("mesh", fields, model, output, as_json, timeout, strict)
+    _generate("mesh", fields, model, output, as_json, timeout, strict, overwrite)
 
 
 @app.command()

@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from ._config import DEFAULT_MAX_CONCURRENT_CALLS, Config, load_config
 from ._fields import AudioFields, ImageFields, MeshFields, Unpack, VideoFields
 from ._registry import get_backend_class, parse_model
+from .artifacts import name_outputs
 from .backend import Backend, Cancellation, RunContext
 from .cache import CacheSettings, ResultCache, cache_key
 from .errors import InvalidRequestError, ModelNotFoundError
@@ -644,6 +645,8 @@ class Client(_BaseClient):
         else:
             self._ledger.price(result.provider, result.model, result.usage)
             self._ledger.record(result.provider, result.model, result.usage)
+        # Each output gets a file name of its own, so `save(directory)` keeps every one.
+        name_outputs(result.artifacts)
         if call.provenance:
             stamp_provenance(result, request)
         result.timings.total_s = time.monotonic() - started

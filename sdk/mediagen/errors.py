@@ -13,6 +13,8 @@ Every error a user should handle is a `MediagenError`::
     ├── DeadlineExceededError      the job's deadline passed (also a TimeoutError)
     ├── ModelNotFoundError         unknown provider, model or version
     ├── DownloadError              an output could not be fetched
+    │   └── MediaTooLargeError     media past a configured bound (bytes, outputs, decoded size)
+    ├── OutputExistsError          a save would replace a file (also a FileExistsError)
     ├── BudgetExceededError        a configured spending cap would be passed
     └── AllBackendsFailedError     every member of a fallback chain failed (holds each error)
 
@@ -42,6 +44,8 @@ __all__ = [
     "DownloadError",
     "BudgetExceededError",
     "AllBackendsFailedError",
+    "MediaTooLargeError",
+    "OutputExistsError",
     "redact",
 ]
 
@@ -253,3 +257,37 @@ class AllBackendsFailedError(MediagenError):
 
     def _extra(self) -> dict[str, Any]:
         return {"errors": self.errors}
+
+
+class MediaTooLargeError(DownloadError):
+    """Media passed a configured bound (bytes, outputs, decoded size); never retryable.
+
+    The bounds: a body's bytes, a result's outputs or total bytes, the decoded size of an image,
+    a video or a sound. Sending the same request again gives media just as large.
+
+    Attributes:
+        limit: The bound that was passed, in its own unit (bytes or outputs).
+    """
+
+    def __init__(self, message: str, *, limit: int | None = None, **kw: Any) -> None:
+        kw.setdefault("retryable", False)
+        super().__init__(message, **kw)
+        self.limit = limit
+
+    def _extra(self) -> dict[str, Any]:
+        return {"limit": self.limit}
+
+
+class OutputExistsError(MediagenError, FileExistsError):
+    """A save would replace an existing file; pass `overwrite=True` (`--overwrite`) to allow it.
+
+    Attributes:
+        path: The file that is already there.
+    """
+
+    def __init__(self, message: str, *, path: str | None = None, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.path = path
+
+    def _extra(self) -> dict[str, Any]:
+        return {"path": self.path}

@@ -184,4 +184,7 @@ class Result(BaseModel):
                 parts.append(f'<img src="data:image/png;base64,{base64.b64encode(artifact._repr_png_()).decode()}"/>')
             elif hasattr(artifact, "_repr_html_"):
                 parts.append(artifact._repr_html_())
-        return "".join(parts) + f"<br/><code>{self.model_string}</code>"
+        import html
+
+        # The model string came from the caller or a config file: escaped like everything shown.
+        return "".join(parts) + f"<br/><code>{html.escape(self.model_string)}</code>"

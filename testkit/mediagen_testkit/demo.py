@@ -49,7 +49,7 @@ def run_demo(
         except (ImportError, mg.MediagenError) as exc:
             echo(f"{label}: skipped ({type(exc).__name__}: {str(exc).splitlines()[0]})")
             return None
-        path = artifact.save(out / filename)
+        path = artifact.save(out / filename, overwrite=True)  # the demo remakes its own files
         written[label] = path
         echo(f"{label}: {path}")
         return artifact
@@ -90,6 +90,6 @@ def run_demo(
         )
         if video is not None and audio is not None and hasattr(mg, "mux"):
             muxed = mg.mux(video, audio)
-            written["video+audio"] = muxed.save(out / "waves-with-sound.mp4")
+            written["video+audio"] = muxed.save(out / "waves-with-sound.mp4", overwrite=True)
             echo(f"video+audio: {written['video+audio']}")
     return written

@@ -249,12 +249,15 @@ async def test_downloads_refuse_bodies_past_the_size_cap() -> None:
 
     from mediagen._media import adownload
 
+    PNG_HEAD = b"\x89PNG\r\n\x1a\n"  # a body must be media; the cap is what is tested here
+
     def handler(request: httpx.Request) -> httpx.Response:
         if request.url.path == "/declared":
-            return httpx.Response(200, headers={"content-length": "5000"}, content=b"x" * 5000)
+            return httpx.Response(200, headers={"content-length": "5000"}, content=PNG_HEAD + b"x" * 4992)
 
         async def body() -> Any:
-            for _ in range(5):
+            yield PNG_HEAD + b"x" * 992
+            for _ in range(4):
                 yield b"x" * 1000
 
         return httpx.Response(200, content=body())  # no length given: counted while streaming
@@ -262,8 +265,8 @@ async def test_downloads_refuse_bodies_past_the_size_cap() -> None:
     async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
         for path in ("/declared", "/silent"):
             with pytest.raises(mg.DownloadError, match="size cap"):
-                await adownload(f"https://cdn.example{path}", max_bytes=1000, client=http)
-        assert len(await adownload("https://cdn.example/silent", max_bytes=5000, client=http)) == 5000
+                await adownload(f"https://127.0.0.1{path}", max_bytes=1000, client=http)
+        assert len(await adownload("https://127.0.0.1/silent", max_bytes=5000, client=http)) == 5000
 
 
 def test_log_lines_and_tracebacks_are_redacted(caplog: pytest.LogCaptureFixture, monkeypatch: Any) -> None:

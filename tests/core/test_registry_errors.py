@@ -190,6 +190,8 @@ def _instances() -> list[tuple[mg.MediagenError, dict[str, Any]]]:
         (mg.DownloadError("too big", **COMMON), {}),
         (mg.BudgetExceededError("over budget", **COMMON), {}),
         (mg.AllBackendsFailedError("all failed", errors=[("a:m", nested)], **COMMON), {"errors": [("a:m", nested)]}),
+        (mg.MediaTooLargeError("too big", limit=1000, **COMMON), {"limit": 1000}),
+        (mg.OutputExistsError("fox.png exists", path="/tmp/fox.png", **COMMON), {"path": "/tmp/fox.png"}),
     ]
 
 
