@@ -20,6 +20,7 @@ from .errors import (
     AllBackendsFailedError,
     AuthenticationError,
     BudgetExceededError,
+    ConfigError,
     DeadlineExceededError,
     DownloadError,
     GenerationFailedError,
@@ -113,6 +114,7 @@ __all__ = [
     "DownloadError",
     "BudgetExceededError",
     "AllBackendsFailedError",
+    "ConfigError",
     # reliability: policies, cache, ledger, provenance, safety
     "Policy",
     "RetryPolicy",
