@@ -586,8 +586,6 @@ class ReplicateTransport:
         """
         after = "" if since is None else "?created_after=" + since.isoformat().replace("+00:00", "Z")
         url: str | None = "/v1/predictions" + after  # Replicate filters by it; the loopback server ignores it
-        # The window's far end: nothing we sent can have been created after now (allowing for skew).
-        until = datetime.now(timezone.utc) + _CLOCK_SKEW
         matches: list[Prediction] = []
         for _ in range(_MAX_SCAN_PAGES):
             if url is None:
@@ -603,7 +601,6 @@ class ReplicateTransport:
                 if (
                     str(prediction.get("id")) not in self._claimed
                     and target.made(prediction)
-                    and (created is None or created <= until)
                     and input_matches(create.input, prediction.get("input"))
                 ):
                     matches.append(prediction)  # the list is newest first

@@ -80,6 +80,7 @@ async def test_creates_that_ran_twice_two_matching_predictions_adopt_neither(ser
     request = mg.ImageRequest(prompt="twin", seed=5, options={"wait": False})
     try:
         await other.run(request, FLUX, RunContext())
+        await mine.capabilities(FLUX)  # the model is known: the next request of ours is the create
         server.faults = FaultPlan(drop_every=1, drop_after_create=True)  # our create lands, its answer is lost
 
         async def lists_again() -> None:
