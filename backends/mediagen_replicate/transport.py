@@ -45,7 +45,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import io
-import json
 import logging
 import math
 import re
@@ -608,13 +607,13 @@ class ReplicateTransport:
             url = found if isinstance(found, str) and found else None
         return matches[::-1], url is None
 
-    async def _cancel_lost_create(
-        self, target: Target, create: _Create, *, since: datetime | None, model: str
-    ) -> None:
+    async def _cancel_lost_create(self, target: Target, create: _Create, *, since: datetime | None, model: str) -> None:
         """After a cancellation during a create: find the prediction it may have made, and cancel it."""
         if any(create.collides(c) for c in self._in_flight | self._recovering):
             # What we would find may be another create's. Cancel-After still bounds ours.
-            logger.warning("a create for %s was interrupted while a like one was in flight; not cancelling blind", model)
+            logger.warning(
+                "a create for %s was interrupted while a like one was in flight; not cancelling blind", model
+            )
             return
 
         async def find_and_cancel() -> None:
@@ -626,7 +625,9 @@ class ReplicateTransport:
                 await self._json("POST", prediction_path(found[0]["id"], "/cancel"), model=model, kind="cancel")
                 self.stats["cancels"] += 1
             elif found:
-                logger.warning("an interrupted create for %s matches %d predictions; cancelling none", model, len(found))
+                logger.warning(
+                    "an interrupted create for %s matches %d predictions; cancelling none", model, len(found)
+                )
 
         await self._shielded(find_and_cancel(), what=f"cancelling the interrupted create for {model}")
 
@@ -677,9 +678,7 @@ class ReplicateTransport:
             await asyncio.sleep(delay)
             if ctx.time_left() == 0.0:
                 raise self._deadline_error(model, f"prediction {prediction['id']} was still {prediction.get('status')}")
-            prediction = await self._json(
-                "GET", prediction_path(prediction["id"]), model=model, ctx=ctx, kind="get"
-            )
+            prediction = await self._json("GET", prediction_path(prediction["id"]), model=model, ctx=ctx, kind="get")
             polls += 1
             reporter.update(prediction)
         reporter.update(prediction, final=True)

@@ -150,7 +150,10 @@ def parse_lines(path: str | os.PathLike[str], *, model: str | None = None) -> li
         lines.append(line)
         try:
             _parse_line(line, text, model)
-        except Exception as exc:  # one bad line is reported, never the end of the run
+        except (ValueError, TypeError) as exc:  # an invalid request (InvalidRequestError), an unknown type
+            line.error = " ".join(str(exc).split())
+            continue
+        except Exception as exc:  # anything else about one line is reported too, never the end of the run
             line.error = " ".join(f"{type(exc).__name__}: {exc}".split())
             continue
         if line.error is not None:

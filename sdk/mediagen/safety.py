@@ -20,7 +20,6 @@ import logging
 import re
 import unicodedata
 import urllib.parse
-
 from typing import Any
 
 from .errors import ProviderError, redact, register_secret

@@ -10,15 +10,16 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Iterator
 
-import mediagen as mg
 import pytest
+
+import mediagen as mg
 from mediagen.backend import RunContext
 from mediagen_testkit import media_fixtures as media
 from mediagen_testkit.replicate_server import FaultPlan, ReplicateServer, image_model
 
 pytest.importorskip("replicate")
-from mediagen_replicate import ReplicateBackend  # noqa: E402
-from mediagen_replicate.matching import input_matches, inputs_collide, normalise  # noqa: E402
+from mediagen_replicate import ReplicateBackend
+from mediagen_replicate.matching import input_matches, inputs_collide, normalise
 
 FLUX = "black-forest-labs/flux-schnell"
 
@@ -85,7 +86,7 @@ async def test_creates_that_ran_twice_two_matching_predictions_adopt_neither(ser
 
         async def lists_again() -> None:
             # Let the search through: only the create's answer is dropped.
-            while server.stats.predictions_created < 2:
+            while server.stats.predictions_created < 2:  # noqa: ASYNC110 - set by the server's threads
                 await asyncio.sleep(0.005)
             server.faults = FaultPlan()
 
