@@ -47,10 +47,7 @@ __all__ = [
     "BudgetExceededError",
     "AllBackendsFailedError",
     "ConfigError",
-    "SECRET_ENV_VARS",
-    "known_secrets",
     "redact",
-    "register_secret",
 ]
 
 # Tokens look like `r8_...`, `hf_...` or bearer strings; they never belong in a message.

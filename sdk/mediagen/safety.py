@@ -22,13 +22,15 @@ import unicodedata
 import urllib.parse
 from typing import Any
 
-from .errors import ProviderError, redact, register_secret
+from .errors import SECRET_ENV_VARS, ProviderError, known_secrets, redact, register_secret
 
 __all__ = [
     "safe_filename",
     "RedactingFilter",
     "install_log_redaction",
     "register_secret",
+    "known_secrets",
+    "SECRET_ENV_VARS",
     "redact_secrets",
     "origin_of",
     "same_origin",

@@ -188,6 +188,7 @@ def _instances() -> list[tuple[mg.MediagenError, dict[str, Any]]]:
         (mg.ModelNotFoundError("no such model", **COMMON), {}),
         (mg.DownloadError("too big", **COMMON), {}),
         (mg.BudgetExceededError("over budget", **COMMON), {}),
+        (mg.ConfigError("untrusted config", **COMMON), {}),
         (mg.AllBackendsFailedError("all failed", errors=[("a:m", nested)], **COMMON), {"errors": [("a:m", nested)]}),
     ]
 
