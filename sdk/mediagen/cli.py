@@ -327,7 +327,12 @@ def mesh(
 @app.command()
 def backends(as_json: bool = _json_opt) -> None:
     """List providers, whether each is usable here, and why not."""
-    rows = _backend_rows()
+    from .errors import ConfigError
+
+    try:
+        rows = _backend_rows()
+    except (ConfigError, ValueError, OSError) as exc:  # a config file refused or unreadable
+        _fail(exc, EXIT_FAILED, as_json)
     if as_json:
         _echo_json(rows)
         return
