@@ -36,8 +36,8 @@ def normalise(value: Any) -> Any:
     Examples:
         >>> normalise(7) == normalise(7.0) == normalise("7")
         True
-        >>> normalise(True) == normalise(1)
-        False
+        >>> normalise(True), normalise(1)  # compared with their types: True does not match 1
+        (True, 1.0)
     """
     if isinstance(value, bool) or value is None:
         return value
@@ -85,7 +85,7 @@ def input_matches(sent: Mapping[str, Any], echoed: Any) -> bool:
 
     Returns:
         True when every sent key is in the echo with an equal value (see `normalise`); a sent
-        None also matches a key the echo leaves out.
+        None (or empty string, list or object) also matches a key the echo leaves out.
 
     Examples:
         >>> input_matches({"prompt": "fox", "steps": 4}, {"prompt": "fox", "steps": 4.0, "width": 1024})
@@ -97,8 +97,8 @@ def input_matches(sent: Mapping[str, Any], echoed: Any) -> bool:
         return False
     for key, value in sent.items():
         if key not in echoed:
-            if value is None:
-                continue
+            if value is None or (isinstance(value, str | list | dict) and not value):
+                continue  # a store may drop an empty value; it cannot make one up
             return False
         if not _equal(value, echoed[key]):
             return False
