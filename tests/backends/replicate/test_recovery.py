@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 
 import mediagen as mg
 from mediagen.backend import RunContext
 from mediagen_testkit import media_fixtures as media
-from mediagen_testkit.replicate_server import FaultPlan, ReplicateServer, image_model
+from mediagen_testkit.replicate_server import FaultPlan, ReplicateServer, i2v_model, image_model
 
 pytest.importorskip("replicate")
 from mediagen_replicate import ReplicateBackend
@@ -116,6 +117,31 @@ async def test_creates_that_ran_twice_identical_requests_never_share_or_duplicat
     assert len(set(ids)) == len(ids)
     assert all(isinstance(f, mg.ProviderError) and "match" in str(f) for f in failures), failures
     assert server.stats.predictions_created == 12  # never sent twice
+
+
+async def test_creates_that_ran_twice_an_inline_file_echoed_as_a_stored_url_still_matches() -> None:
+    class LosesFirstAnswer(ReplicateServer):
+        lost = 0
+
+        def _create(self, req: Any, route: str, params: Any, drop: bool) -> Any:
+            LosesFirstAnswer.lost += 1
+            return super()._create(req, route, params, drop or LosesFirstAnswer.lost == 1)
+
+    with LosesFirstAnswer(time_scale=0.001, models=[i2v_model()], echo_effective_input=True) as server:
+        backend = ReplicateBackend(api_token=server.token, base_url=server.url, reconcile_delay_s=0)
+        first = media.image_bytes(32, 32, seed=9)
+        try:
+            res = await backend.run(
+                mg.VideoRequest(prompt="it moves", image=first, options={"wait": False}),
+                "wavespeedai/wan-2.1-i2v-480p",
+                RunContext(),
+            )
+            assert backend.describe()["requests"]["creates_recovered"] == 1
+        finally:
+            await backend.aclose()
+        # The server stored the inline image and echoed its own URL; the prediction was still found.
+        assert res.raw["input"]["image"].startswith(server.origin + "/delivery/")
+        assert server.stats.predictions_created == 1
 
 
 def test_creates_that_ran_twice_fingerprint_tolerates_types_and_defaults() -> None:
