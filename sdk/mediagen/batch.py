@@ -292,6 +292,8 @@ async def run_batch(
         for name in files:
             owner[name.casefold()] = key
     reserved: set[str] = set()
+    # A default name never takes a stem some line asked for by name, whichever finishes first.
+    asked = {line.stem.casefold() for line in lines if line.named and line.error is None}
 
     def skippable(line: BatchLine) -> bool:
         files = manifest.files.get(line.key)
@@ -316,6 +318,8 @@ async def run_batch(
         count = len(suffixes)
         for attempt in range(1, 1000):
             stem = line.stem if attempt == 1 else f"{line.stem}_{attempt}"
+            if not line.named and stem.casefold() in asked:
+                continue
             names = [f"{stem}{s}" if count == 1 else f"{stem}-{i}{s}" for i, s in enumerate(suffixes)]
             if len({n.casefold() for n in names}) == count and all(free(n, line.key) for n in names):
                 reserved.update(n.casefold() for n in names)

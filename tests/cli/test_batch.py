@@ -113,14 +113,17 @@ def test_finding_6_batch_bad_lines_each_get_an_outcome_and_the_rest_run(tmp_path
     prompts = tmp_path / "p.jsonl"
     good = json.dumps({"prompt": "ok", "width": 16, "height": 16}).encode()
     prompts.write_bytes(
-        b"\xef\xbb\xbf" + good + b"\n"  # 1: a UTF-8 BOM before the first line
+        b"\xef\xbb\xbf"
+        + good
+        + b"\n"  # 1: a UTF-8 BOM before the first line
         + b'{"prompt": "x", "model": 123}\n'  # 2: model not a string
         + b'{"prompt": "caf\xe9"}\n'  # 3: Latin-1, not UTF-8
         + b'{"prompt": 5}\n'  # 4: prompt not a string
         + b'{"type": ["image"], "prompt": "x"}\n'  # 5: type not a string
         + b'{"name": {"a": 1}, "prompt": "x"}\n'  # 6: name not a string
         + b"[1, 2]\n"  # 7: not an object
-        + good + b"\r\n"  # 8: fine (CRLF)
+        + good
+        + b"\r\n"  # 8: fine (CRLF)
         + b'{"prompt": "x", "model": "diffusers:~nobody/m\\u0000"}\n'  # 9: a model string nothing can run
     )
     proc = batch([str(prompts), "-m", "test:fake", "-o", str(tmp_path / "o"), "--json"])
@@ -231,3 +234,20 @@ async def test_finding_5_batch_an_edited_named_line_replaces_only_its_own_supers
         again = await run_batch(prompts, out, client=client, model="test:x")
     assert report.done == [1] and (out / "cat.png").read_bytes() != old
     assert again.skipped == [1] and again.done == []
+
+
+async def test_finding_5_batch_a_default_name_never_takes_a_name_another_line_asked_for(tmp_path: Path) -> None:
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text(
+        json.dumps({"prompt": "a", "width": 16, "height": 16})
+        + "\n"
+        + json.dumps({"prompt": "b", "name": "00001", "width": 16, "height": 16})
+        + "\n"
+    )
+    async with mg.Client() as client:
+        report = await run_batch(prompts, tmp_path / "o", client=client, model="test:x", concurrency=2)
+    assert report.ok and sorted(p.name for p in report.files) == ["00001.png", "00001_2.png"]
+    manifest = {
+        json.loads(t)["line"]: json.loads(t)["files"] for t in (tmp_path / "o" / MANIFEST).read_text().splitlines()
+    }
+    assert manifest == {1: ["00001_2.png"], 2: ["00001.png"]}
