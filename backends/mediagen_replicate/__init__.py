@@ -19,6 +19,6 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
 
 from .backend import ReplicateBackend
 from .options import ReplicateOptions
-from .webhooks import verify_webhook
+from .webhooks import MemorySeenIds, SQLiteSeenIds, verify_webhook
 
-__all__ = ["ReplicateBackend", "ReplicateOptions", "verify_webhook"]
+__all__ = ["ReplicateBackend", "ReplicateOptions", "verify_webhook", "MemorySeenIds", "SQLiteSeenIds"]

@@ -14,6 +14,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from mediagen.errors import AuthenticationError
+from mediagen.safety import register_secret
 
 from .errors import PROVIDER
 
@@ -74,11 +75,14 @@ class ReplicateConnection:
             self.owned = False
             # Only for redaction: a ready client may carry a token we were never told about.
             self._secret: str | None = getattr(client, "_api_token", None) or os.environ.get(ENV_TOKEN)
+            register_secret(self._secret)
         else:
             token = api_token or os.environ.get(ENV_TOKEN)
             if not token:
                 raise missing_token_error()
             self._secret = token
+            # Known to the core by value: every error text and CLI output hides it, wherever it came from.
+            register_secret(token)
             self.official = Client(
                 api_token=token,
                 base_url=base_url or os.environ.get(ENV_BASE_URL) or DEFAULT_BASE_URL,

@@ -12,9 +12,19 @@ Exactly-once creates
     A create is a billable prediction, so it is retried only when it provably was not created: a
     429, or a connection that failed before the request was sent. When the outcome is unknown (the
     connection dropped after sending, a 5xx, a read timeout) the transport looks for the prediction
-    in `GET /v1/predictions` (matching model, version and input, never one it already holds) and
-    adopts it; only when it is not there is the create sent again. Each create carries one
-    `Idempotency-Key` across its retries, so a server that honours it can deduplicate too.
+    in `GET /v1/predictions` and adopts it; only when it is not there is the create sent again. A
+    listed prediction matches by a fingerprint that survives what the server does to the input
+    (`matching.input_matches`: same model and version, created inside the search window, every
+    sent key echoed with an equal value after type-tolerant normalisation, defaults ignored), and
+    is never one a call of ours already holds. When two predictions match, neither is adopted and
+    the call fails without sending the create again: a clear error beats a double bill. Creates
+    whose inputs could match one prediction (`matching.inputs_collide`) are not sent while one of
+    them is being searched for, and a search waits for such creates in flight to land. Each create
+    carries one `Idempotency-Key` across its retries, so a server that honours it can deduplicate too.
+Credentials stay home
+    Every request goes through the official client's connection (its token); a URL the server
+    hands back (a pagination `next` link) on another origin is refused before it is sent
+    (`mediagen.safety.check_credentialed_url`), and prediction ids are quoted into paths.
 Reads that ride out trouble
     GETs and cancels are retried on 429, 5xx and connection errors with backoff, jitter and
     `Retry-After` (`mediagen.policies.RetryPolicy`), never past the job's deadline.
@@ -35,11 +45,11 @@ from __future__ import annotations
 import asyncio
 import collections
 import io
-import json
 import logging
 import math
 import re
 import time
+import urllib.parse
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -49,8 +59,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from mediagen.backend import RunContext, check_remote_allowed
 from mediagen.errors import DeadlineExceededError, MediagenError, ProviderError
 from mediagen.policies import ConcurrencyLimiter, RateLimiter, RetryPolicy
+from mediagen.safety import check_credentialed_url
 
 from .errors import PROVIDER, error_for_prediction, error_for_response, map_errors, transport_error
+from .matching import input_matches, inputs_collide
 
 if TYPE_CHECKING:
     import httpx
@@ -84,6 +96,24 @@ _CLOCK_SKEW = timedelta(minutes=10)
 _CLEANUP_TIMEOUT_S = 15.0
 MAX_API_BODY_BYTES = 256 * 1024 * 1024
 """Largest API answer read (a prediction whose outputs are inline `data:` URLs can be large, not this large)."""
+
+
+@dataclass(eq=False)
+class _Create:
+    """A create of ours, while it is in flight or being searched for."""
+
+    target: str
+    """`Target.key` of its model."""
+    input: Mapping[str, Any]
+    """Its input as sent."""
+
+    def collides(self, other: _Create) -> bool:
+        return self is not other and self.target == other.target and inputs_collide(self.input, other.input)
+
+
+def prediction_path(prediction_id: Any, action: str = "") -> str:
+    """The API path of a prediction (its id quoted: an id from the server never changes the path)."""
+    return f"/v1/predictions/{urllib.parse.quote(str(prediction_id), safe='')}{action}"
 
 
 @dataclass(frozen=True)
@@ -290,8 +320,10 @@ class ReplicateTransport:
         # Ids of predictions some call of ours already holds (bounded; oldest forgotten first).
         self._claimed: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._claim_lock = asyncio.Lock()
-        # Creates in flight by body: a lost create must not adopt a twin's prediction.
-        self._in_flight: collections.Counter[str] = collections.Counter()
+        # Creates in flight, and creates whose answer was lost being searched for: a lost create must
+        # not adopt the prediction of another create whose input could match the same one.
+        self._in_flight: set[_Create] = set()
+        self._recovering: set[_Create] = set()
         self._landings = asyncio.Condition()
         # The newest `created_at` among our creates: anything we create later is at least as new.
         self._watermark: datetime | None = None
@@ -391,7 +423,7 @@ class ReplicateTransport:
             # Replicate's minimum is 5 s; our own cancel call covers shorter deadlines.
             headers["Cancel-After"] = f"{max(5, math.ceil(left))}s"
         timeout = httpx.Timeout(wait + 15.0 if wait else 30.0, connect=10.0, pool=60.0)
-        fingerprint = target.path + json.dumps(body, sort_keys=True, default=str)
+        mine = _Create(target.key, body["input"])
         retry = self.retry_for(ctx)
         attempt = 0
         while True:
@@ -401,24 +433,27 @@ class ReplicateTransport:
                 await self.creates.acquire(timeout=ctx.time_left())
             except TimeoutError:
                 raise self._deadline_error(model, "waiting for the create rate limit; nothing was sent") from None
-            since = self._watermark or datetime.now(timezone.utc) - _CLOCK_SKEW
-            # 2. Send it, and sort the outcome: created, provably not created, or unknown.
-            self._in_flight[fingerprint] += 1
+            # 2. Never while a create that could be confused with this one is being searched for.
+            async with self._landings:
+                await self._landings.wait_for(lambda: not any(mine.collides(c) for c in self._recovering))
+                since = self._watermark or datetime.now(timezone.utc) - _CLOCK_SKEW
+                self._in_flight.add(mine)
+            # 3. Send it, and sort the outcome: created, provably not created, or unknown.
             try:
                 response = await self._send(
                     "POST", target.path, json=body, headers=headers, timeout=timeout, kind="create"
                 )
             except asyncio.CancelledError:
-                await self._land(fingerprint)
+                await self._land(mine)
                 # The create may have reached Replicate: find what it made and cancel that before letting go.
-                await self._cancel_lost_create(target, body, since=since, fingerprint=fingerprint, model=model)
+                await self._cancel_lost_create(target, mine, since=since, model=model)
                 raise
             except httpx.TransportError as exc:
-                await self._land(fingerprint)
+                await self._land(mine)
                 error: MediagenError = transport_error(exc, model=model, secrets=self.connection.secrets)
                 unknown = not _never_sent(exc)
             else:
-                await self._land(fingerprint)
+                await self._land(mine)
                 if response.status_code < 400:
                     return self._created(response, model), bool(wait)
                 error = error_for_response(response, model=model)
@@ -430,15 +465,13 @@ class ReplicateTransport:
                 unknown = response.status_code >= 500
             if unknown:
                 try:
-                    found = await self._recover(
-                        target, body, since=since, fingerprint=fingerprint, model=model, cause=error
-                    )
+                    found = await self._recover(target, mine, since=since, model=model, cause=error)
                 except asyncio.CancelledError:
-                    await self._cancel_lost_create(target, body, since=since, fingerprint=fingerprint, model=model)
+                    await self._cancel_lost_create(target, mine, since=since, model=model)
                     raise
                 if found is not None:
                     return found, False
-            # 3. Provably not created: try again, if the policy and the deadline allow.
+            # 4. Provably not created: try again, if the policy and the deadline allow.
             delay = retry.next_delay(attempt, error, time_left=ctx.time_left())
             if delay is None:
                 raise error
@@ -478,99 +511,126 @@ class ReplicateTransport:
         if created is not None and (self._watermark is None or created > self._watermark):
             self._watermark = created
 
-    async def _land(self, fingerprint: str) -> None:
+    async def _land(self, create: _Create) -> None:
         """A create's answer (or failure) arrived: it is no longer in flight."""
-        self._in_flight[fingerprint] -= 1
-        if self._in_flight[fingerprint] <= 0:
-            del self._in_flight[fingerprint]
         async with self._landings:
+            self._in_flight.discard(create)
             self._landings.notify_all()
 
     async def _recover(
         self,
         target: Target,
-        body: Mapping[str, Any],
+        create: _Create,
         *,
         since: datetime | None,
-        fingerprint: str,
         model: str,
         cause: MediagenError,
     ) -> Prediction | None:
         """Find the prediction of a create whose answer was lost; None when it was not created.
 
         Raises:
-            ProviderError: The search could not tell (the list was too long to search back far
-                enough); sending the create again could run it twice, so the call fails instead.
+            ProviderError: The search could not tell: two predictions match it (neither is adopted),
+                or the list was too long to search back far enough. Sending the create again could
+                run it twice, so the call fails instead.
         """
         self.stats["creates_recovering"] += 1
-        # A twin create (same body) still in flight may be the owner of what we would find.
         async with self._landings:
-            await self._landings.wait_for(lambda: self._in_flight.get(fingerprint, 0) == 0)
-        for delay in (0.0, self.reconcile_delay_s) if self.reconcile_delay_s > 0 else (0.0,):
-            if delay:
-                await asyncio.sleep(delay)
-            async with self._claim_lock:
-                found, complete = await self._search(target, body, since=since, model=model)
-                if found is not None:
-                    self._claim(found)
-                    self.stats["creates_recovered"] += 1
-                    logger.info("found prediction %s after its create's answer was lost (%s)", found["id"], cause)
-                    return found
-            if not complete:
-                raise ProviderError(
-                    f"a create for {model} lost its answer and the prediction list is too long to tell "
-                    "whether it was made; not sending it again, to avoid running it twice",
-                    provider=PROVIDER,
-                    model=model,
-                    retryable=False,
-                ) from cause
-        return None
+            # A create in flight whose input could match the same prediction may be its owner:
+            # wait for its answer; and hold such creates back until this search is over.
+            await self._landings.wait_for(lambda: not any(create.collides(c) for c in self._in_flight))
+            self._recovering.add(create)
+        try:
+            for delay in (0.0, self.reconcile_delay_s) if self.reconcile_delay_s > 0 else (0.0,):
+                if delay:
+                    await asyncio.sleep(delay)
+                async with self._claim_lock:
+                    found, complete = await self._search(target, create, since=since, model=model)
+                    if len(found) > 1:
+                        self.stats["creates_ambiguous"] += 1
+                        ids = ", ".join(str(p.get("id")) for p in found[:5])
+                        raise ProviderError(
+                            f"a create for {model} lost its answer ({cause.message}) and {len(found)} "
+                            f"predictions match it ({ids}); adopting neither and not sending it again, to "
+                            "avoid running it twice. Look them up on replicate.com; giving identical "
+                            "requests distinct seeds keeps them apart.",
+                            provider=PROVIDER,
+                            model=model,
+                            retryable=False,
+                        ) from cause
+                    if found:
+                        self._claim(found[0])
+                        self.stats["creates_recovered"] += 1
+                        logger.info(
+                            "found prediction %s after its create's answer was lost (%s)", found[0]["id"], cause
+                        )
+                        return found[0]
+                if not complete:
+                    raise ProviderError(
+                        f"a create for {model} lost its answer and the prediction list is too long to tell "
+                        "whether it was made; not sending it again, to avoid running it twice",
+                        provider=PROVIDER,
+                        model=model,
+                        retryable=False,
+                    ) from cause
+            return None
+        finally:
+            async with self._landings:
+                self._recovering.discard(create)
+                self._landings.notify_all()
 
     async def _search(
-        self, target: Target, body: Mapping[str, Any], *, since: datetime | None, model: str
-    ) -> tuple[Prediction | None, bool]:
-        """Look through recent predictions for an unclaimed one made from `body`.
+        self, target: Target, create: _Create, *, since: datetime | None, model: str
+    ) -> tuple[list[Prediction], bool]:
+        """Look through recent predictions for unclaimed ones that `create` could have made.
 
         Returns:
-            The oldest match (or None), and whether the search reached back past `since`.
+            Every match, oldest first, and whether the search reached back past `since`.
         """
         after = "" if since is None else "?created_after=" + since.isoformat().replace("+00:00", "Z")
         url: str | None = "/v1/predictions" + after  # Replicate filters by it; the loopback server ignores it
-        match: Prediction | None = None
+        matches: list[Prediction] = []
         for _ in range(_MAX_SCAN_PAGES):
             if url is None:
-                return match, True
+                return matches[::-1], True
             page = await self._json("GET", url, model=model, kind="list")
-            for prediction in page.get("results") or []:
+            results = page.get("results")
+            for prediction in results if isinstance(results, list) else []:
+                if not isinstance(prediction, dict):
+                    continue
                 created = parse_time(prediction.get("created_at"))
                 if since is not None and created is not None and created < since:
-                    return match, True
+                    return matches[::-1], True
                 if (
                     str(prediction.get("id")) not in self._claimed
                     and target.made(prediction)
-                    and prediction.get("input") == body["input"]
+                    and input_matches(create.input, prediction.get("input"))
                 ):
-                    match = prediction  # the list is newest first: keep going for the oldest
-            url = page.get("next")
-        return match, url is None
+                    matches.append(prediction)  # the list is newest first
+            found = page.get("next")
+            url = found if isinstance(found, str) and found else None
+        return matches[::-1], url is None
 
-    async def _cancel_lost_create(
-        self, target: Target, body: Mapping[str, Any], *, since: datetime | None, fingerprint: str, model: str
-    ) -> None:
+    async def _cancel_lost_create(self, target: Target, create: _Create, *, since: datetime | None, model: str) -> None:
         """After a cancellation during a create: find the prediction it may have made, and cancel it."""
-        if self._in_flight.get(fingerprint, 0) > 0:
-            # A twin is in flight; what we would find may be its own. Cancel-After still bounds ours.
-            logger.warning("a create for %s was interrupted while a twin was in flight; not cancelling blind", model)
+        if any(create.collides(c) for c in self._in_flight | self._recovering):
+            # What we would find may be another create's. Cancel-After still bounds ours.
+            logger.warning(
+                "a create for %s was interrupted while a like one was in flight; not cancelling blind", model
+            )
             return
 
         async def find_and_cancel() -> None:
             async with self._claim_lock:
-                found, _ = await self._search(target, body, since=since, model=model)
-                if found is not None:
-                    self._claim(found)
-            if found is not None:
-                await self._json("POST", f"/v1/predictions/{found['id']}/cancel", model=model, kind="cancel")
+                found, _ = await self._search(target, create, since=since, model=model)
+                if len(found) == 1:
+                    self._claim(found[0])
+            if len(found) == 1:
+                await self._json("POST", prediction_path(found[0]["id"], "/cancel"), model=model, kind="cancel")
                 self.stats["cancels"] += 1
+            elif found:
+                logger.warning(
+                    "an interrupted create for %s matches %d predictions; cancelling none", model, len(found)
+                )
 
         await self._shielded(find_and_cancel(), what=f"cancelling the interrupted create for {model}")
 
@@ -621,9 +681,7 @@ class ReplicateTransport:
             await asyncio.sleep(delay)
             if ctx.time_left() == 0.0:
                 raise self._deadline_error(model, f"prediction {prediction['id']} was still {prediction.get('status')}")
-            prediction = await self._json(
-                "GET", f"/v1/predictions/{prediction['id']}", model=model, ctx=ctx, kind="get"
-            )
+            prediction = await self._json("GET", prediction_path(prediction["id"]), model=model, ctx=ctx, kind="get")
             polls += 1
             reporter.update(prediction)
         reporter.update(prediction, final=True)
@@ -633,12 +691,12 @@ class ReplicateTransport:
 
     async def get(self, prediction_id: str, *, model: str | None = None) -> Prediction:
         """Read a prediction (retried on transient trouble)."""
-        return await self._json("GET", f"/v1/predictions/{prediction_id}", model=model, kind="get")
+        return await self._json("GET", prediction_path(prediction_id), model=model, kind="get")
 
     async def cancel(self, prediction_id: str, *, model: str | None = None) -> Prediction:
         """Cancel a prediction (retried: cancelling twice does no harm)."""
         self.stats["cancels"] += 1
-        return await self._json("POST", f"/v1/predictions/{prediction_id}/cancel", model=model, kind="cancel")
+        return await self._json("POST", prediction_path(prediction_id, "/cancel"), model=model, kind="cancel")
 
     async def cancel_quietly(self, prediction_id: str, *, model: str | None = None) -> None:
         """Cancel a prediction on the way out of a failure: shielded, bounded, never raising."""
@@ -752,6 +810,8 @@ class ReplicateTransport:
     ) -> httpx.Response:
         """One HTTP request through the official client's pool (never logged with its headers)."""
         http = self.connection.http
+        # The token rides on every request of this client: never to an origin the user did not configure.
+        check_credentialed_url(url, self.connection.base_url, provider=PROVIDER)
         full = url if "://" in url else self.connection.base_url + url
         check_remote_allowed(full)
         self.stats["requests"] += 1

@@ -20,6 +20,7 @@ from .errors import (
     AllBackendsFailedError,
     AuthenticationError,
     BudgetExceededError,
+    ConfigError,
     DeadlineExceededError,
     DownloadError,
     EndpointUnreachableError,
@@ -119,6 +120,7 @@ __all__ = [
     "AllBackendsFailedError",
     "MediaTooLargeError",
     "OutputExistsError",
+    "ConfigError",
     # reliability: policies, cache, ledger, provenance, safety
     "Policy",
     "RetryPolicy",

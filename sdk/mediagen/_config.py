@@ -1,4 +1,13 @@
-"""Defaults (`DEFAULT_*`) and the `mediagen.toml` configuration."""
+"""Defaults (`DEFAULT_*`) and the `mediagen.toml` configuration.
+
+Where the file comes from decides what it may change. `$MEDIAGEN_CONFIG`, a path given to the
+client, and the user's own `~/.config/mediagen/mediagen.toml` are the user's choice: trusted. A
+`mediagen.toml` that merely lies in the working directory (a cloned repository, a shared folder)
+is not: it may set models, aliases, timeouts and limits, but a key that changes where credentials
+go or which credentials are sent (`base_url`, any `*_url`/`endpoint`/`host`, `api_token`, `*key`,
+`*secret`, `headers`, `client` ... in `[providers.<name>]`) makes loading fail with a `ConfigError`
+unless the user opts in: `MEDIAGEN_CONFIG=./mediagen.toml` or `MEDIAGEN_TRUST_CWD_CONFIG=1`.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +17,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from .errors import ConfigError
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -24,7 +35,12 @@ __all__ = [
     "load_config",
     "config_path",
     "cache_dir",
+    "TRUST_CWD_CONFIG_ENV",
+    "endpoint_or_credential_keys",
 ]
+
+TRUST_CWD_CONFIG_ENV = "MEDIAGEN_TRUST_CWD_CONFIG"
+"""Set to 1 to let a `mediagen.toml` found in the working directory set endpoints and credentials."""
 
 DEFAULT_TIMEOUT: float | None = None
 """Seconds one job may take end to end; None waits as long as the backend takes."""
@@ -117,22 +133,85 @@ def cache_dir() -> Path:
 
 def config_path() -> Path | None:
     """The configuration file in force: `$MEDIAGEN_CONFIG`, `./mediagen.toml`, the user's; or None."""
+    return _find_config()[0]
+
+
+def _find_config() -> tuple[Path | None, bool]:
+    """The configuration file in force, and whether the user chose it (see the module docstring)."""
     if env := os.environ.get("MEDIAGEN_CONFIG"):
-        return Path(env)
-    for candidate in (Path.cwd() / "mediagen.toml", _user_config_dir() / "mediagen.toml"):
-        if candidate.is_file():
-            return candidate
-    return None
+        return Path(env), True
+    user = _user_config_dir() / "mediagen.toml"
+    here = Path.cwd() / "mediagen.toml"
+    if here.is_file():
+        trusted = os.environ.get(TRUST_CWD_CONFIG_ENV, "").strip().lower() in ("1", "true", "yes")
+        return here, trusted or _same_file(here, user)
+    if user.is_file():
+        return user, True
+    return None, False
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return b.is_file() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+# Settings that decide where a request goes or what credentials it carries.
+_ENDPOINT_NAMES = ("url", "base_url", "endpoint", "host", "api_base", "base", "origin", "proxy", "proxies")
+_ENDPOINT_SUFFIXES = ("_url", "_endpoint", "_host", "_base", "_proxy")
+_CREDENTIAL_NAMES = ("client", "headers", "auth", "key", "cookies", "http_client")
+_CREDENTIAL_PARTS = ("token", "secret", "password", "api_key", "apikey", "credential", "auth")
+
+
+def endpoint_or_credential_keys(providers: Any) -> list[str]:
+    """The `[providers.<name>] key` settings that change an endpoint or credentials.
+
+    Args:
+        providers: The `providers` table of a configuration file.
+
+    Returns:
+        `"<provider>.<key>"` for each such setting, in file order.
+
+    Examples:
+        >>> endpoint_or_credential_keys({"replicate": {"base_url": "https://x", "max_concurrency": 8}})
+        ['replicate.base_url']
+    """
+    found: list[str] = []
+    if not isinstance(providers, dict):
+        return found
+    for provider, settings in providers.items():
+        if not isinstance(settings, dict):
+            continue
+        for key in settings:
+            name = str(key).lower()
+            if (
+                name in _ENDPOINT_NAMES
+                or name in _CREDENTIAL_NAMES
+                or name.endswith(_ENDPOINT_SUFFIXES)
+                or name.endswith("_key")
+                or any(part in name for part in _CREDENTIAL_PARTS)
+            ):
+                found.append(f"{provider}.{key}")
+    return found
 
 
 def load_config(path: str | os.PathLike[str] | None = None) -> Config:
     """Read the configuration from `path`, or from where `config_path()` finds it.
 
+    A file found in the working directory (not named by `path` or `$MEDIAGEN_CONFIG`) may not
+    change endpoints or credentials (see the module docstring).
+
     Raises:
         FileNotFoundError: `path` (or `$MEDIAGEN_CONFIG`) names a missing file.
+        ConfigError: A working-directory file sets an endpoint or credentials without the opt-in.
         ValueError: The file is not valid TOML or holds unknown keys.
     """
-    found = Path(path) if path is not None else config_path()
+    if path is not None:
+        found: Path | None = Path(path)
+        trusted = True  # the caller named it
+    else:
+        found, trusted = _find_config()
     if found is None:
         return Config()
     if sys.version_info >= (3, 11):
@@ -143,6 +222,14 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
         data = tomllib.loads(found.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise ValueError(f"{found} is not valid TOML: {exc}") from exc
+    if not trusted and (keys := endpoint_or_credential_keys(data.get("providers"))):
+        raise ConfigError(
+            f"{found} was found in the working directory and sets {', '.join(keys)}: a config file "
+            "that merely lies where mediagen runs may not change where credentials are sent, or which. "
+            f"If you trust it, name it (MEDIAGEN_CONFIG={found}) or set {TRUST_CWD_CONFIG_ENV}=1; "
+            "otherwise remove those keys (endpoints belong in the environment, e.g. REPLICATE_BASE_URL, "
+            "or in ~/.config/mediagen/mediagen.toml; tokens in the environment)."
+        )
     try:
         return Config.model_validate({**data, "source": str(found)})
     except Exception as exc:

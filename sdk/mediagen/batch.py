@@ -1,4 +1,4 @@
-"""Run a JSONL file of requests: concurrently, resumably, reporting failures by line number.
+"""Run a JSONL file of requests: concurrently, resumably, every line's outcome by line number.
 
 Each line is one JSON object: the request's fields, plus
 
@@ -6,13 +6,28 @@ Each line is one JSON object: the request's fields, plus
 - `"model"`: the model string (else the batch's default);
 - `"name"`: the output file stem (else the line number, `00042`).
 
-Finished lines are recorded in `manifest.jsonl` in the output directory; a re-run skips every line
-whose files are all still there, so an interrupted or partly failed batch only does what is missing.
+A line that cannot run (not UTF-8, not JSON, a field of the wrong type, an invalid request, a name
+another line already took) is reported as failed with its line number; the other lines run. A UTF-8
+byte order mark at the start of the file (or of a line) is ignored.
+
+Finished lines are recorded in `manifest.jsonl` in the output directory, keyed by a fingerprint of
+the request (type, model, name and fields; the n-th identical line gets its own key). A re-run skips
+a line whose fingerprint is recorded and whose files are all still there, so after lines are
+inserted, removed or edited it redoes exactly the lines that changed (and those whose files are
+gone), whatever their line numbers now.
+
+Output names never clash silently: an explicit `name` used by two lines fails the later line; a
+default name (the line number) that is taken gets `_2`, `_3` ... appended; a file this batch did
+not write is never replaced (a file recorded in the manifest for a line that no longer exists is).
+A full disk (or any other failure to write the manifest) stops the run cleanly: lines not started
+are reported as not run, and `BatchReport.stopped` says why.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
+import hashlib
 import json
 import os
 from collections.abc import Callable
@@ -24,13 +39,15 @@ from pydantic import ValidationError
 
 from .artifacts import Artifact
 from .client import Client, _invalid
-from .errors import InvalidRequestError, MediagenError
 from .requests import request_class
 
-__all__ = ["BatchLine", "BatchReport", "run_batch", "MANIFEST"]
+__all__ = ["BatchLine", "BatchReport", "run_batch", "parse_lines", "request_key", "MANIFEST"]
 
 MANIFEST = "manifest.jsonl"
 _SUFFIX = {"image": ".png", "video": ".mp4", "audio": ".wav", "mesh": ".glb"}
+_BOM = "\ufeff"
+# Errors that say the disk (or quota) is full: nothing further can be written, so the run stops.
+_DISK_FULL = {errno.ENOSPC, errno.EDQUOT} if hasattr(errno, "EDQUOT") else {errno.ENOSPC}
 
 
 @dataclass
@@ -45,76 +62,194 @@ class BatchLine:
     model: str | None = None
     fields: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
-    """Why the line cannot run (bad JSON, an invalid request)."""
+    """Why the line cannot run (not UTF-8, bad JSON, a wrong field type, an invalid request, a taken name)."""
+    named: bool = False
+    """Whether `stem` came from the line's own `name` (then it is never changed to avoid a clash)."""
+    key: str = ""
+    """The fingerprint the manifest records it by (see `request_key`); empty when the line cannot run."""
 
 
 @dataclass
 class BatchReport:
-    """What a batch run did."""
+    """What a batch run did, by line number."""
 
     done: list[int] = field(default_factory=list)
     """Lines generated in this run."""
     skipped: list[int] = field(default_factory=list)
-    """Lines finished by an earlier run (their files exist)."""
+    """Lines finished by an earlier run (same request recorded, files still there)."""
     failed: dict[int, str] = field(default_factory=dict)
     """Line number → why it failed."""
+    not_run: list[int] = field(default_factory=list)
+    """Lines never started because the run stopped (see `stopped`)."""
     files: list[Path] = field(default_factory=list)
     """Files written in this run."""
+    stopped: str | None = None
+    """Why the run stopped before every line was tried (a full disk); None when it ran to the end."""
 
     @property
     def ok(self) -> bool:
-        """True when no line failed."""
-        return not self.failed
+        """True when every line is done or skipped."""
+        return not self.failed and not self.not_run and self.stopped is None
+
+    def outcomes(self) -> dict[int, str]:
+        """Line number → `"done"`, `"skipped"`, `"not run"` or `"failed: <why>"`, in line order."""
+        found: dict[int, str] = {n: "done" for n in self.done}
+        found.update({n: "skipped" for n in self.skipped})
+        found.update({n: "not run" for n in self.not_run})
+        found.update({n: f"failed: {why}" for n, why in self.failed.items()})
+        return dict(sorted(found.items()))
 
 
-def parse_lines(path: Path) -> list[BatchLine]:
-    """Read and check every non-empty line; invalid ones carry their error instead of failing the file."""
-    lines = []
-    for number, text in enumerate(path.read_text().splitlines(), start=1):
+def request_key(modality: str, model: str | None, name: str | None, fields: dict[str, Any]) -> str:
+    """The fingerprint of one line's request: what a resumed run compares, not the line number.
+
+    Examples:
+        >>> request_key("image", "test:fake", None, {"prompt": "a", "seed": 1}) == request_key(
+        ...     "image", "test:fake", None, {"seed": 1, "prompt": "a"})
+        True
+    """
+    canonical = json.dumps(
+        {"type": modality, "model": model, "name": name, "fields": fields},
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=True,
+        default=repr,
+    )
+    return hashlib.sha256(canonical.encode("ascii")).hexdigest()[:32]
+
+
+def parse_lines(path: str | os.PathLike[str], *, model: str | None = None) -> list[BatchLine]:
+    """Read and check every non-empty line; a line that cannot run carries its error instead.
+
+    Never raises for the file's content (only when the file cannot be read at all).
+
+    Args:
+        path: The JSONL file.
+        model: The batch's default model (part of each line's key when the line names none).
+
+    Returns:
+        One `BatchLine` per non-blank, non-comment line, in file order.
+    """
+    raw = Path(path).read_bytes()
+    lines: list[BatchLine] = []
+    seen_keys: dict[str, int] = {}
+    named_by: dict[str, int] = {}
+    for number, chunk in enumerate(raw.split(b"\n"), start=1):
+        chunk = chunk.rstrip(b"\r")
+        try:
+            text = chunk.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            line = BatchLine(number=number, stem=f"{number:05d}")
+            line.error = f"not valid UTF-8 (byte 0x{chunk[exc.start]:02x} at column {exc.start + 1})"
+            lines.append(line)
+            continue
+        text = text.removeprefix(_BOM)
         if not text.strip() or text.lstrip().startswith("#"):
             continue
         line = BatchLine(number=number, stem=f"{number:05d}")
-        try:
-            data = json.loads(text)
-            if not isinstance(data, dict):
-                raise ValueError("each line must be a JSON object")
-            line.modality = str(data.pop("type", "image"))
-            line.model = data.pop("model", None)
-            name = data.pop("name", None)
-            if name is not None:
-                line.stem = _safe_stem(str(name))
-            cls = request_class(line.modality)
-            try:
-                cls(**data)  # validate now: a bad line fails before any work
-            except ValidationError as exc:
-                raise _invalid(exc, cls.__name__) from exc
-            line.fields = data
-        except json.JSONDecodeError as exc:
-            line.error = f"not valid JSON ({exc.msg} at column {exc.colno})"
-        except (ValueError, TypeError) as exc:
-            line.error = " ".join(str(exc).split())
         lines.append(line)
+        try:
+            _parse_line(line, text, model)
+        except (ValueError, TypeError) as exc:  # an invalid request (InvalidRequestError), an unknown type
+            line.error = " ".join(str(exc).split())
+            continue
+        except Exception as exc:  # anything else about one line is reported too, never the end of the run
+            line.error = " ".join(f"{type(exc).__name__}: {exc}".split())
+            continue
+        if line.error is not None:
+            continue
+        if line.named:
+            # Two lines asking for one file: the first keeps it; on a case-insensitive disk too.
+            folded = line.stem.casefold()
+            if folded in named_by:
+                line.error = (
+                    f"output name {line.stem!r} is already used by line {named_by[folded]}; give each line its own name"
+                )
+                continue
+            named_by[folded] = number
+        # The n-th identical line gets its own key, so duplicates each run (and resume) on their own.
+        seen_keys[line.key] = seen_keys.get(line.key, 0) + 1
+        line.key = f"{line.key}-{seen_keys[line.key]}"
     return lines
+
+
+def _parse_line(line: BatchLine, text: str, default_model: str | None) -> None:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        line.error = f"not valid JSON ({exc.msg} at column {exc.colno})"
+        return
+    if not isinstance(data, dict):
+        line.error = f"each line must be a JSON object, not {_json_type(data)}"
+        return
+    modality = data.pop("type", "image")
+    model = data.pop("model", None)
+    name = data.pop("name", None)
+    if not isinstance(modality, str):
+        line.error = f'"type" must be a string (image, video, audio or mesh), not {_json_type(modality)}'
+        return
+    if model is not None and not isinstance(model, str):
+        line.error = f'"model" must be a model string like "provider:model", not {_json_type(model)}'
+        return
+    if name is not None and (isinstance(name, bool) or not isinstance(name, str | int)):
+        line.error = f'"name" must be a string, not {_json_type(name)}'
+        return
+    line.modality = modality
+    line.model = model
+    cls = request_class(modality)
+    try:
+        cls(**data)  # validate now: a bad line fails before any work
+    except ValidationError as exc:
+        raise _invalid(exc, cls.__name__) from exc
+    line.fields = data
+    if name is not None:
+        line.stem = _safe_stem(str(name))
+        line.named = True
+    line.key = request_key(modality, model or default_model, None if name is None else str(name), data)
+
+
+def _json_type(value: Any) -> str:
+    names = {bool: "a boolean", int: "a number", float: "a number", str: "a string", list: "an array"}
+    if value is None:
+        return "null"
+    return names.get(type(value), "an object")
 
 
 def _safe_stem(name: str) -> str:
     # A name from the input file must not climb out of the output directory.
     stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in name).strip("._")
-    return stem or "output"
+    return stem[:150] or "output"
 
 
-def _load_manifest(out_dir: Path) -> dict[int, list[str]]:
-    finished: dict[int, list[str]] = {}
-    manifest = out_dir / MANIFEST
-    if not manifest.exists():
-        return finished
-    for text in manifest.read_text().splitlines():
-        try:
-            entry = json.loads(text)
-            finished[int(entry["line"])] = list(entry["files"])
-        except (ValueError, KeyError, TypeError):
-            continue  # a torn last line from an interrupted run: that line simply runs again
-    return finished
+@dataclass
+class _Manifest:
+    """What earlier runs recorded: files by request key."""
+
+    path: Path
+    files: dict[str, list[str]] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, out: Path) -> _Manifest:
+        manifest = cls(out / MANIFEST)
+        if not manifest.path.exists():
+            return manifest
+        for text in manifest.path.read_bytes().decode("utf-8", "replace").splitlines():
+            try:
+                entry = json.loads(text)
+                key, files = entry["key"], entry["files"]
+            except (ValueError, KeyError, TypeError):
+                continue  # a torn last line, or a line-number entry of an older run: that line runs again
+            if isinstance(key, str) and isinstance(files, list) and all(isinstance(f, str) for f in files):
+                # Only plain names inside the output directory count.
+                manifest.files[key] = [f for f in files if f and Path(f).name == f and f not in (".", "..")]
+        return manifest
+
+
+def _append_text(path: Path, text: str) -> None:
+    """Append to a file: the one place the manifest touches the disk (tests inject failures here)."""
+    with path.open("a", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
 
 
 async def run_batch(
@@ -137,64 +272,142 @@ async def run_batch(
         on_line_done: Called with `(line number, error or None)` as each line ends (progress bars).
 
     Returns:
-        What was done, skipped and failed (by line number).
+        Each line's outcome: done, skipped, failed (with why) or not run (the run stopped).
     """
     out = Path(out_dir)
     # Small, local file operations: not worth a thread hop each.
     out.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240
-    lines = parse_lines(Path(path))
-    finished = _load_manifest(out)
+    lines = parse_lines(path, model=model)
+    manifest = _Manifest.load(out)
     report = BatchReport()
     semaphore = asyncio.Semaphore(max(1, concurrency))
     manifest_lock = asyncio.Lock()
+    stop = asyncio.Event()
+
+    # Who owns each existing name: lines of this file (their recorded files), or lines since removed
+    # or edited (stale: their files may be replaced). Names compare case-insensitively.
+    current = {line.key for line in lines if line.error is None}
+    owner: dict[str, str] = {}
+    for key, files in manifest.files.items():
+        for name in files:
+            owner[name.casefold()] = key
+    reserved: set[str] = set()
+    # A default name never takes a stem some line asked for by name, whichever finishes first.
+    asked = {line.stem.casefold() for line in lines if line.named and line.error is None}
+
+    def skippable(line: BatchLine) -> bool:
+        files = manifest.files.get(line.key)
+        return bool(files) and all((out / f).exists() for f in files or ())
+
+    for line in lines:
+        if line.error is None and skippable(line):
+            reserved.update(f.casefold() for f in manifest.files[line.key])
+
+    def free(name: str, key: str) -> bool:
+        folded = name.casefold()
+        if folded in reserved:
+            return False
+        if not (out / name).exists():
+            return True
+        # An existing file may be replaced only when this batch wrote it for this request or for a
+        # line that no longer exists.
+        holder = owner.get(folded)
+        return holder is not None and (holder == key or holder not in current)
+
+    def targets(line: BatchLine, suffixes: list[str]) -> list[Path] | None:
+        count = len(suffixes)
+        for attempt in range(1, 1000):
+            stem = line.stem if attempt == 1 else f"{line.stem}_{attempt}"
+            if not line.named and stem.casefold() in asked:
+                continue
+            names = [f"{stem}{s}" if count == 1 else f"{stem}-{i}{s}" for i, s in enumerate(suffixes)]
+            if len({n.casefold() for n in names}) == count and all(free(n, line.key) for n in names):
+                reserved.update(n.casefold() for n in names)
+                return [out / n for n in names]
+            if line.named:
+                return None  # the user chose this name: never renamed, never overwritten
+        return None
+
+    def disk_full(exc: BaseException, what: str) -> None:
+        if isinstance(exc, OSError) and exc.errno in _DISK_FULL and report.stopped is None:
+            report.stopped = f"{what}: {exc.strerror or exc}; fix it and run the batch again to resume"
+            stop.set()
 
     async def one(line: BatchLine) -> None:
         if line.error is not None:
             report.failed[line.number] = line.error
             return
-        files = finished.get(line.number)
-        if files and all((out / f).exists() for f in files):
+        if skippable(line):
             report.skipped.append(line.number)
             return
         async with semaphore:
+            if stop.is_set():
+                report.not_run.append(line.number)
+                return
+            written: list[Path] = []
             try:
                 request = client.build_request(line.modality, **line.fields)
                 result = await client.generate(request, model=line.model or model)
-                written = [
-                    await _save(artifact, out, line.stem, index, len(result.artifacts), line.modality)
-                    for index, artifact in enumerate(result.artifacts)
-                ]
-            except (MediagenError, InvalidRequestError, ImportError, OSError, ValueError) as exc:
-                report.failed[line.number] = f"{type(exc).__name__}: {exc}".replace("\n", " ")
+                for artifact in result.artifacts:
+                    await artifact.aread()
+                suffixes = [_suffix(a, line.modality) for a in result.artifacts]
+                places = targets(line, suffixes)
+                if places is None:
+                    report.failed[line.number] = (
+                        f"output name {line.stem!r} is taken (by another line, or by a file this batch did "
+                        "not write); give the line another name or move the file"
+                    )
+                    return
+                for artifact, target in zip(result.artifacts, places, strict=True):
+                    # A file already there is ours and superseded (see `free`): replaced atomically.
+                    written.append(artifact.save(target, overwrite=target.exists()))
+            except Exception as exc:  # any failure is this line's; the run goes on
+                for done in written:
+                    done.unlink(missing_ok=True)
+                report.failed[line.number] = " ".join(f"{type(exc).__name__}: {exc}".split())
+                disk_full(exc, f"writing the outputs of line {line.number} failed")
                 return
         async with manifest_lock:
             entry = {
+                "key": line.key,
                 "line": line.number,
                 "files": [p.name for p in written],
                 "model": result.model_string,
                 "seeds": result.seeds,
             }
-            with (out / MANIFEST).open("a") as fh:
-                fh.write(json.dumps(entry) + "\n")
+            try:
+                _append_text(out / MANIFEST, json.dumps(entry) + "\n")
+            except OSError as exc:
+                # Not recorded means not done: remove the files, so a resumed run redoes the line
+                # cleanly (and the space they took is free again).
+                for done in written:
+                    done.unlink(missing_ok=True)
+                why = exc.strerror or str(exc)
+                report.failed[line.number] = f"its outputs could not be recorded in {MANIFEST} ({why}); removed them"
+                disk_full(exc, f"writing {MANIFEST} failed")
+                if report.stopped is None:
+                    report.stopped = f"writing {MANIFEST} failed: {why}"
+                    stop.set()
+                return
+        for done in written:
+            owner[done.name.casefold()] = line.key
         report.done.append(line.number)
         report.files.extend(written)
 
     async def tracked(line: BatchLine) -> None:
         await one(line)
         if on_line_done is not None:
-            on_line_done(line.number, report.failed.get(line.number))
+            error = report.failed.get(line.number)
+            on_line_done(line.number, "not run" if line.number in report.not_run else error)
 
     await asyncio.gather(*(tracked(line) for line in lines))
     report.done.sort()
     report.skipped.sort()
+    report.not_run.sort()
     return report
 
 
-async def _save(artifact: Artifact, out: Path, stem: str, index: int, count: int, modality: str) -> Path:
+def _suffix(artifact: Artifact, modality: str) -> str:
     from ._media import suffix_for_media_type
 
-    await artifact.aread()
-    suffix = suffix_for_media_type(artifact.media_type) or _SUFFIX[modality]
-    name = f"{stem}{suffix}" if count == 1 else f"{stem}-{index}{suffix}"
-    # Never over a file already there (another line's, an earlier run's): that line fails instead.
-    return artifact.save(out / name, overwrite=False)
+    return suffix_for_media_type(artifact.media_type) or _SUFFIX[modality]

@@ -9,7 +9,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, NoReturn, Optional
 
 import typer
 
@@ -149,7 +149,7 @@ def _generate(
             "usage": result.usage.model_dump(),
             "warnings": [w.model_dump() for w in result.warnings],
         }
-        typer.echo(json.dumps(out))
+        _echo_json(out)
     else:
         from rich.console import Console
 
@@ -384,9 +384,14 @@ def mesh(
 @app.command()
 def backends(as_json: bool = _json_opt) -> None:
     """List providers, whether each is usable here, and why not."""
-    rows = _backend_rows()
+    from .errors import ConfigError
+
+    try:
+        rows = _backend_rows()
+    except (ConfigError, ValueError, OSError) as exc:  # a config file refused or unreadable
+        _fail(exc, EXIT_FAILED, as_json)
     if as_json:
-        typer.echo(json.dumps(rows))
+        _echo_json(rows)
         return
     from rich.console import Console
     from rich.table import Table
@@ -438,7 +443,10 @@ def batch(
 
     from .batch import parse_lines, run_batch
 
-    total = len(parse_lines(path))
+    try:
+        total = len(parse_lines(path, model=model))
+    except OSError as exc:
+        _fail(exc, EXIT_FAILED, as_json)
 
     async def main() -> Any:
         async with mg.Client() as client:
@@ -457,34 +465,56 @@ def batch(
                     on_line_done=lambda _n, _err: bar.advance(task),
                 )
 
-    report = asyncio.run(main())
+    try:
+        report = asyncio.run(main())
+    except (mg.MediagenError, ImportError, OSError) as exc:  # the client could not start (a config refused)
+        _fail(exc, EXIT_FAILED, as_json)
     if as_json:
-        typer.echo(
-            json.dumps(
-                {
-                    "done": report.done,
-                    "skipped": report.skipped,
-                    "failed": {str(k): v for k, v in sorted(report.failed.items())},
-                    "files": [str(f) for f in report.files],
-                }
-            )
+        _echo_json(
+            {
+                "done": report.done,
+                "skipped": report.skipped,
+                "failed": {str(k): v for k, v in sorted(report.failed.items())},
+                "not_run": report.not_run,
+                "stopped": report.stopped,
+                "files": [str(f) for f in report.files],
+            }
         )
     else:
-        typer.echo(f"{len(report.done)} done, {len(report.skipped)} already done, {len(report.failed)} failed")
+        summary = f"{len(report.done)} done, {len(report.skipped)} already done, {len(report.failed)} failed"
+        if report.not_run:
+            summary += f", {len(report.not_run)} not run"
+        typer.echo(summary)
         for number, why in sorted(report.failed.items()):
-            typer.echo(f"  line {number}: {why}", err=True)
-    if report.failed:
+            typer.echo(_redacted(f"  line {number}: {why}"), err=True)
+        if report.stopped:
+            typer.echo(_redacted(f"stopped: {report.stopped}"), err=True)
+    if not report.ok:
         raise typer.Exit(EXIT_FAILED)
 
 
-def _fail(exc: BaseException, code: int, as_json: bool) -> None:
+def _redacted(text: str) -> str:
+    from .errors import redact
+
+    return redact(text)
+
+
+def _echo_json(obj: Any) -> None:
+    """Print one JSON object, with every known secret hidden in every string of it."""
+    from .safety import redact_secrets
+
+    typer.echo(json.dumps(redact_secrets(obj)))
+
+
+def _fail(exc: BaseException, code: int, as_json: bool) -> NoReturn:
     if as_json:
-        typer.echo(json.dumps({"error": type(exc).__name__, "message": str(exc)}))
+        _echo_json({"error": type(exc).__name__, "message": str(exc)})
     else:
         from rich.console import Console
         from rich.markup import escape
 
-        Console(stderr=True).print(f"[red]error[/] ({type(exc).__name__}): {escape(str(exc))}", highlight=False)
+        shown = escape(_redacted(str(exc)))
+        Console(stderr=True).print(f"[red]error[/] ({type(exc).__name__}): {shown}", highlight=False)
     raise typer.Exit(code)
 
 

@@ -16,18 +16,24 @@ Every error a user should handle is a `MediagenError`::
     │   └── MediaTooLargeError     media past a configured bound (bytes, outputs, decoded size)
     ├── OutputExistsError          a save would replace a file (also a FileExistsError)
     ├── BudgetExceededError        a configured spending cap would be passed
+    ├── ConfigError                mediagen is set up wrongly: a config file, a setting, a secret
     └── AllBackendsFailedError     every member of a fallback chain failed (holds each error)
 
 Cancellation is asyncio's own `CancelledError`. Programmer mistakes (using a closed client, calling
 the async client without a loop) are plain `RuntimeError`s outside this tree.
 
 Errors carry `provider`, `model`, `status`, `detail`, `retry_after` and `retryable`, and they
-pickle (a job's error may cross a process boundary).
+pickle (a job's error may cross a process boundary). Their `message` and `detail` never hold a
+known secret: `redact` hides the values given to `register_secret` (providers register their
+tokens), those of the usual token variables in the environment (`SECRET_ENV_VARS`), and anything
+shaped like a token, whatever text it came in (a server echoing the token in a 401 body included).
 """
 
 from __future__ import annotations
 
+import os
 import re
+import threading
 from typing import Any
 
 __all__ = [
@@ -46,6 +52,7 @@ __all__ = [
     "AllBackendsFailedError",
     "MediaTooLargeError",
     "OutputExistsError",
+    "ConfigError",
     "redact",
 ]
 
@@ -57,19 +64,65 @@ _SECRET_PATTERNS = [
 ]
 
 
+SECRET_ENV_VARS = (
+    "REPLICATE_API_TOKEN",
+    "OPENAI_API_KEY",
+    "GEMINI_API_KEY",
+    "GOOGLE_API_KEY",
+    "FAL_KEY",
+    "HF_TOKEN",
+    "HUGGING_FACE_HUB_TOKEN",
+)
+"""Environment variables whose values are credentials: hidden from every message, like registered secrets."""
+
+# Secrets known by value (a token passed to a constructor); a set of strings for the process's life.
+_registered: set[str] = set()
+_registered_lock = threading.Lock()
+# A registered or environment value shorter than this is not hidden everywhere: replacing a short,
+# common string ("test") would garble messages and hide nothing worth hiding.
+_MIN_KNOWN_SECRET = 8
+
+
+def register_secret(value: str | None) -> None:
+    """Hide `value` from every later error message, `detail`, log line and CLI JSON output.
+
+    Providers call it with the credentials they are given (a constructor's `api_token`), so that
+    text quoted from the network (a server echoing the token in a 401 body) cannot show it.
+
+    Args:
+        value: The secret; values shorter than 8 characters are ignored (see `redact` to hide
+            those in one text).
+    """
+    if isinstance(value, str) and len(value) >= _MIN_KNOWN_SECRET:
+        with _registered_lock:
+            _registered.add(value)
+
+
+def known_secrets() -> tuple[str, ...]:
+    """The secret values `redact` hides in every text: the registered ones and `SECRET_ENV_VARS`'."""
+    with _registered_lock:
+        found = set(_registered)
+    for name in SECRET_ENV_VARS:
+        value = os.environ.get(name)
+        if value and len(value) >= _MIN_KNOWN_SECRET:
+            found.add(value)
+    # Longest first, so a secret that contains another is hidden whole.
+    return tuple(sorted(found, key=len, reverse=True))
+
+
 def redact(text: str, *secrets: str | None) -> str:
-    """Hide credentials in `text`: the given secrets and anything shaped like a token.
+    """Hide credentials in `text`: the given secrets, the known ones, and anything shaped like a token.
 
     Args:
         text: The message that may contain a secret.
-        *secrets: Known secret values to hide wherever they appear.
+        *secrets: More secret values to hide wherever they appear (4 characters or more).
 
     Returns:
         The message with each secret replaced by `***`.
     """
-    for secret in secrets:
-        if secret and len(secret) >= 4:
-            text = text.replace(secret, "***")
+    given = sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True)
+    for secret in (*given, *known_secrets()):
+        text = text.replace(secret, "***")
     for pattern in _SECRET_PATTERNS:
         text = pattern.sub(lambda m: m.group(0)[:3] + "***", text)
     return text
@@ -291,3 +344,8 @@ class OutputExistsError(MediagenError, FileExistsError):
 
     def _extra(self) -> dict[str, Any]:
         return {"path": self.path}
+class ConfigError(MediagenError, ValueError):
+    """mediagen is set up wrongly: a config file it may not trust, an invalid setting, a bad secret.
+
+    Raised before anything is sent; the message says what to change.
+    """

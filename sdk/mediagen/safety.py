@@ -1,4 +1,4 @@
-"""Safety nets: file names from providers, and secrets kept out of log lines.
+"""Safety nets: file names from providers, secrets kept out of text, credentials kept on their origin.
 
 - `safe_filename(name)` turns a name a provider chose (the last part of an output URL, a file
   name in a response) into one plain file name: no directories, no `..`, no control characters,
@@ -6,19 +6,36 @@
 - `RedactingFilter` hides credentials in every record of the `mediagen` loggers, using
   `mediagen.errors.redact`. The client installs it (`install_log_redaction()`) when it is created
   and when it loads a backend, so loggers that backend modules create are covered too.
+- `register_secret(value)` / `redact_secrets(obj)`: providers register the credentials they hold;
+  every error message, `detail`, log line and the CLI's `--json` output is then cleaned of them,
+  whatever text they arrived in.
+- `same_origin(url, base)` / `check_credentialed_url(url, base)`: a provider sends its token only to
+  the origin the user configured; a URL the server hands back (a pagination `next` link, a
+  `Location`) on another origin is refused before anything is sent.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import re
 import unicodedata
 import urllib.parse
+from typing import Any
 
-from .errors import redact
+from .errors import SECRET_ENV_VARS, ProviderError, known_secrets, redact, register_secret
 
-__all__ = ["safe_filename", "RedactingFilter", "install_log_redaction", "register_secret"]
+__all__ = [
+    "safe_filename",
+    "RedactingFilter",
+    "install_log_redaction",
+    "register_secret",
+    "known_secrets",
+    "SECRET_ENV_VARS",
+    "redact_secrets",
+    "origin_of",
+    "same_origin",
+    "check_credentialed_url",
+]
 
 # Windows refuses these as file names whatever the suffix; a file may travel there.
 _RESERVED = {"CON", "PRN", "AUX", "NUL"} | {f"COM{i}" for i in range(1, 10)} | {f"LPT{i}" for i in range(1, 10)}
@@ -68,15 +85,81 @@ def safe_filename(name: str | None, default: str = "output") -> str:
     return text
 
 
-# Secrets known by value (a token passed to a constructor) are hidden wherever they appear.
-_secrets: set[str] = set()
-_ENV_SECRETS = ("REPLICATE_API_TOKEN", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
+def redact_secrets(value: Any, *secrets: str | None) -> Any:
+    """A copy of `value` (JSON-like: dicts, lists, strings) with every string redacted (`errors.redact`).
+
+    For output built from several sources (the CLI's `--json`): each string is cleaned of the given
+    secrets, the registered ones and the environment's, before it is serialised.
+
+    Examples:
+        >>> redact_secrets({"message": "bad token abcd1234efgh"}, "abcd1234efgh")
+        {'message': 'bad token ***'}
+    """
+    if isinstance(value, str):
+        return redact(value, *secrets)
+    if isinstance(value, dict):
+        return {redact_secrets(k, *secrets): redact_secrets(v, *secrets) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [redact_secrets(item, *secrets) for item in value]
+    return value
 
 
-def register_secret(value: str | None) -> None:
-    """Hide `value` in every later log line (for a token given to a constructor, not the environment)."""
-    if value and len(value) >= 4:
-        _secrets.add(value)
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def origin_of(url: str) -> tuple[str, str, int] | None:
+    """`(scheme, host, port)` of an absolute http(s) URL; None for anything else.
+
+    Examples:
+        >>> origin_of("https://API.replicate.com/v1/predictions")
+        ('https', 'api.replicate.com', 443)
+        >>> origin_of("/v1/predictions") is None
+        True
+    """
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return None
+    scheme = parts.scheme.lower()
+    if scheme not in _DEFAULT_PORTS or not parts.hostname:
+        return None
+    return scheme, parts.hostname.lower().rstrip("."), port or _DEFAULT_PORTS[scheme]
+
+
+def same_origin(url: str, base: str) -> bool:
+    """Whether `url` may carry the credentials configured for `base`.
+
+    A path (`/v1/...`, resolved against `base`) may; an absolute URL only on `base`'s scheme, host
+    and port; anything else (`//host/x`, other schemes, unparsable text) may not.
+    """
+    if url.startswith("/") and not url.startswith("//"):
+        return True
+    found, wanted = origin_of(url), origin_of(base)
+    return found is not None and found == wanted
+
+
+def check_credentialed_url(url: str, base: str, *, provider: str | None = None, model: str | None = None) -> None:
+    """Refuse, before anything is sent, a request with credentials to any origin but `base`'s.
+
+    Args:
+        url: Where the request would go (often a URL the server handed back).
+        base: The endpoint the user configured (environment, constructor or their own config).
+        provider: For the error.
+        model: For the error.
+
+    Raises:
+        ProviderError: `url` is on another origin (not retryable: the same answer will come back).
+    """
+    if not same_origin(url, base):
+        shown = urllib.parse.urlsplit(url)._replace(query="", fragment="").geturl() if "://" in url else url[:80]
+        raise ProviderError(
+            f"the server pointed to {shown!r}, outside the configured endpoint {base!r}; the API token is "
+            "only sent to the endpoint you configured, so this request was not sent",
+            provider=provider,
+            model=model,
+            retryable=False,
+        )
 
 
 class RedactingFilter(logging.Filter):
@@ -87,19 +170,19 @@ class RedactingFilter(logging.Filter):
     """
 
     def filter(self, record: logging.LogRecord) -> bool:  # noqa: D102
-        secrets = [*_secrets, *(os.environ.get(name) for name in _ENV_SECRETS)]
         try:
             message = record.getMessage()
         except Exception:  # a malformed record is logging's problem; leave it to report it
             return True
-        record.msg = redact(message, *secrets)
+        # `redact` hides the registered secrets and the environment's token variables itself.
+        record.msg = redact(message)
         record.args = None
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:
-            record.exc_text = redact(record.exc_text, *secrets)
+            record.exc_text = redact(record.exc_text)
         if record.stack_info:
-            record.stack_info = redact(record.stack_info, *secrets)
+            record.stack_info = redact(record.stack_info)
         return True
 
 

@@ -1502,6 +1502,13 @@ class ReplicateServer:
             it as ``starting`` without output (what the API does, and what the official client relies on
             to decide to poll). False reports its real current state.
         page_size: Predictions per page in ``GET /v1/predictions``.
+        echo_effective_input: Echo each prediction's ``input`` the way a server that stores it may: the
+            model's defaults filled in (and a random seed when none was sent), every number written
+            back as a float (a store that keeps JSON numbers as doubles: ``7`` comes back ``7.0``), and
+            an inline ``data:`` URL replaced by the URL of a copy on this server. The API does not
+            promise that the echo equals the body sent; False echoes it as sent.
+        echo_token_in_errors: Quote the token a rejected request carried in the 401 body (a careless
+            server), to test that clients keep it out of their errors.
 
     Attributes:
         stats: Counters (see :class:`ServerStats`).
@@ -1523,6 +1530,8 @@ class ReplicateServer:
         webhook_secret: str | None = None,
         report_starting_after_wait: bool = True,
         page_size: int = 100,
+        echo_effective_input: bool = False,
+        echo_token_in_errors: bool = False,
     ) -> None:
         if time_scale <= 0:
             raise ValueError("time_scale must be positive")
@@ -1531,6 +1540,8 @@ class ReplicateServer:
         self.host = host
         self.report_starting_after_wait = report_starting_after_wait
         self.page_size = page_size
+        self.echo_effective_input = echo_effective_input
+        self.echo_token_in_errors = echo_token_in_errors
         self.webhook_secret = webhook_secret or "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
         self.stats = ServerStats()
         self.predictions: dict[str, dict[str, Any]] = {}
@@ -1864,6 +1875,8 @@ class ReplicateServer:
             if scheme.lower() in ("bearer", "token") and token.strip() == self.token:
                 return None
             detail = "You did not pass a valid authentication token"
+            if self.echo_token_in_errors:
+                detail += f" (got {token.strip()!r})"
         return _problem(401, {"title": "Unauthenticated", "detail": detail, "status": 401})
 
     def _send(self, handler: _Handler, response: _Response) -> None:
@@ -2087,7 +2100,7 @@ class ReplicateServer:
             "id": pid,
             "model": model.ref,
             "version": "hidden" if by_name else model.version,
-            "input": given,
+            "input": self._echoed_input(given, effective) if self.echo_effective_input else given,
             "logs": "",
             "output": None,
             "data_removed": False,
@@ -2114,6 +2127,29 @@ class ReplicateServer:
         if cancel_after is not None:
             self._later(rec, cancel_after, lambda: self._deadline(rec))
         return rec
+
+    def _echoed_input(self, given: dict[str, Any], effective: dict[str, Any]) -> dict[str, Any]:
+        """The input as a storing server echoes it (see ``echo_effective_input``)."""
+
+        def stored(value: Any) -> Any:
+            if isinstance(value, bool) or value is None:
+                return value
+            if isinstance(value, int | float):
+                return float(value)
+            if isinstance(value, str) and value.startswith("data:") and value in given.values():
+                header, _, payload = value.partition(",")
+                try:
+                    data = base64.b64decode(payload) if header.endswith(";base64") else payload.encode()
+                except ValueError:
+                    return value
+                return self.serve_bytes(data, "input", header[5:].split(";")[0] or None)
+            if isinstance(value, list):
+                return [stored(item) for item in value]
+            if isinstance(value, dict):
+                return {k: stored(v) for k, v in value.items()}
+            return value
+
+        return {key: stored(value) for key, value in effective.items()}
 
     # -- predictions: lifecycle ---------------------------------------------------------------------
 

@@ -189,6 +189,7 @@ def _instances() -> list[tuple[mg.MediagenError, dict[str, Any]]]:
         (mg.ModelNotFoundError("no such model", **COMMON), {}),
         (mg.DownloadError("too big", **COMMON), {}),
         (mg.BudgetExceededError("over budget", **COMMON), {}),
+        (mg.ConfigError("untrusted config", **COMMON), {}),
         (mg.AllBackendsFailedError("all failed", errors=[("a:m", nested)], **COMMON), {"errors": [("a:m", nested)]}),
         (mg.MediaTooLargeError("too big", limit=1000, **COMMON), {"limit": 1000}),
         (mg.OutputExistsError("fox.png exists", path="/tmp/fox.png", **COMMON), {"path": "/tmp/fox.png"}),
