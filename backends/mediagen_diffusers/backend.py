@@ -57,6 +57,7 @@ from mediagen_local import (
     planned_runtime,
     start_runtime,
 )
+from mediagen_local.hints import slow_work_hint
 
 from .loading import (
     ModelInfo,
@@ -215,6 +216,16 @@ class DiffusersBackend(Backend):
         plan = plan_request(
             request, info, opts, ctx, seeds=seeds, default_control_model=self.config.default_control_model
         )
+
+        hint = slow_work_hint(
+            runtime.device,
+            size=plan.size,
+            steps=plan.call.get("num_inference_steps"),
+            frames=plan.call.get("num_frames"),
+            n=plan.n,
+        )
+        if hint:
+            logger.warning("%s:%s: %s", self.provider, model, hint)
 
         # 3. Queue it: compatible requests arriving together share one pipeline call.
         done = await runtime.batcher.submit(
