@@ -1,4 +1,4 @@
-"""The progress display on a terminal: queued → loading <model> → steps with an ETA → saving.
+"""The progress display on a terminal: starting → loading <model> → steps with an ETA → saving.
 
 Imported only when a generation runs on a terminal (it imports rich).
 """
@@ -57,7 +57,7 @@ class Display:
             console=self.console,
             transient=True,
         )
-        self.task = self.bar.add_task("queued", total=None)
+        self.task = self.bar.add_task("starting", total=None)
         self._route = use_console(self.console)
 
     def __enter__(self) -> Display:
@@ -73,7 +73,9 @@ class Display:
 
     def phase(self, description: str, *, total: int | None = None) -> None:
         """Show a new phase (and draw it now: a short phase would otherwise never be seen)."""
-        self.bar.update(self.task, description=description, total=total, completed=0)
+        # A fresh task: rich cannot set a known total back to "unknown", and each phase has its own clock.
+        self.bar.remove_task(self.task)
+        self.task = self.bar.add_task(description, total=total)
         self.bar.refresh()
 
     def follow(self, job: Any) -> Any:
@@ -82,7 +84,9 @@ class Display:
 
         stepping = False
         for event in job.events():
-            if isinstance(event, mg.Started):
+            if isinstance(event, mg.Queued) and event.position is not None:
+                self.phase(f"queued (position {event.position})")
+            elif isinstance(event, mg.Started):
                 self.phase(f"loading {short_model_name(event.model)}")
                 stepping = False
             elif isinstance(event, mg.Progress):
