@@ -57,6 +57,7 @@ from mediagen_local import (
     planned_runtime,
     start_runtime,
 )
+from mediagen_local.hints import slow_work_hint
 
 from .loading import (
     ModelInfo,
@@ -216,6 +217,16 @@ class DiffusersBackend(Backend):
             request, info, opts, ctx, seeds=seeds, default_control_model=self.config.default_control_model
         )
 
+        hint = slow_work_hint(
+            runtime.device,
+            size=plan.size,
+            steps=plan.call.get("num_inference_steps"),
+            frames=plan.call.get("num_frames"),
+            n=plan.n,
+        )
+        if hint:
+            logger.warning("%s:%s: %s", self.provider, model, hint)
+
         # 3. Queue it: compatible requests arriving together share one pipeline call.
         done = await runtime.batcher.submit(
             (model, plan.key()),
@@ -241,7 +252,7 @@ class DiffusersBackend(Backend):
             model=model,
             seeds=list(seeds),
             timings=Timings(queue_s=done.queue_s, load_s=load_s, run_s=run_s),
-            usage=_usage(values, plan, gpu_s=run_s * plan.n / max(1, done.batch_outputs)),
+            usage=_usage(values, plan, device_s=run_s * plan.n / max(1, done.batch_outputs), device=runtime.device),
             warnings=list(ctx.warnings),
             raw={
                 "pipeline": plan.class_name,
@@ -668,15 +679,15 @@ def _seeds(request: Request) -> list[int]:
     return [(base + i) % 2**32 for i in range(request.n)]
 
 
-def _usage(values: list[Any], plan: Plan, *, gpu_s: float) -> Usage:
+def _usage(values: list[Any], plan: Plan, *, device_s: float, device: str) -> Usage:
     kind = plan.output.kind
     if kind == "image":
         pixels = sum(pil.width * pil.height for pil in values)
-        return Usage(images=len(values), megapixels=pixels / 1e6, gpu_s=gpu_s)
+        return Usage(images=len(values), megapixels=pixels / 1e6, device_s=device_s, device=device)
     if kind == "video":
         pixels = sum(frames.shape[0] * frames.shape[1] * frames.shape[2] for frames in values)
         seconds = sum(frames.shape[0] for frames in values) / (plan.output.fps or 8.0)
-        return Usage(megapixels=pixels / 1e6, video_s=seconds, gpu_s=gpu_s)
+        return Usage(megapixels=pixels / 1e6, video_s=seconds, device_s=device_s, device=device)
     if kind == "audio":
-        return Usage(gpu_s=gpu_s)  # the client measures audio_s on the artifacts
-    return Usage(meshes=len(values), gpu_s=gpu_s)
+        return Usage(device_s=device_s, device=device)  # the client measures audio_s on the artifacts
+    return Usage(meshes=len(values), device_s=device_s, device=device)

@@ -20,6 +20,7 @@ from .devices import (
     pick_dtype,
 )
 from .pipeline_cache import CacheEntry, PipelineCache, Placement, module_bytes
+from .quiet import quiet_third_party
 from .startup import LocalRuntime, RuntimeSettings, parse_settings, planned_runtime, start_runtime
 from .worker import DeviceWorker, get_worker, settle_future
 
@@ -51,3 +52,7 @@ __all__ = [
     "settle_future",
     "start_runtime",
 ]
+
+# Every local backend imports this package before it touches diffusers or transformers (reading a
+# model's index already does): the filters of their noise must be in place by then.
+quiet_third_party()

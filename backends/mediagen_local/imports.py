@@ -42,6 +42,9 @@ def quiet_library_progress() -> None:
     """
     import os
 
+    from .quiet import quiet_third_party
+
+    quiet_third_party()
     if os.environ.get("MEDIAGEN_LIBRARY_PROGRESS") == "1":
         return
     import diffusers.utils.logging as diffusers_logging

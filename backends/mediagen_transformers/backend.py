@@ -178,7 +178,7 @@ class TransformersBackend(Backend):
             queue_s += done.queue_s
             run_s = done.run_s
             # The call's time is shared by every output batched into it.
-            gpu_s = run_s * len(seeds) / max(1, done.batch_outputs)
+            device_s = run_s * len(seeds) / max(1, done.batch_outputs)
             raw: dict[str, Any] = {"batch_requests": done.batch_requests, "batch_outputs": done.batch_outputs}
             num_samples: int | None = settings.num_samples
         else:
@@ -187,7 +187,7 @@ class TransformersBackend(Backend):
                 self._speak, runtime, info, prompt, seeds, settings, ctx
             )
             queue_s += time.monotonic() - started - run_s
-            gpu_s = run_s
+            device_s = run_s
             raw = {}
             num_samples = settings.num_samples
         for note in notes:
@@ -211,7 +211,7 @@ class TransformersBackend(Backend):
             model=model,
             seeds=list(seeds),
             timings=Timings(queue_s=max(0.0, queue_s), load_s=load_s, run_s=run_s),
-            usage=Usage(audio_s=sum(a.duration_s for a in artifacts), gpu_s=gpu_s),
+            usage=Usage(audio_s=sum(a.duration_s for a in artifacts), device_s=device_s, device=runtime.device),
             raw={"model_type": info.model_type, "settings": dict(settings.__dict__), **raw},
         )
 

@@ -1,7 +1,7 @@
 """The usage ledger: what each generation consumed, what it cost, and a budget cap.
 
 Every result carries `usage` in units that compare across providers (images, megapixels, seconds
-of video and audio, meshes, local GPU-seconds, the provider's compute seconds). A price table in
+of video and audio, meshes, local device seconds, the provider's compute seconds). A price table in
 `mediagen.toml` turns usage into cost; the most specific entry wins (`provider:model` with the
 version, then without it, then `provider`)::
 
@@ -14,7 +14,7 @@ version, then without it, then `provider`)::
     predict_s = 0.000725                                 # any other Replicate model: per second
 
     [prices.diffusers]
-    gpu_s = 0.0002                                       # what an hour of your GPU costs, per second
+    device_s = 0.0002                                    # what your GPU costs, per second of use
 
 `client.usage` is the client's `Ledger`: totals overall, per provider and per model.
 """
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 __all__ = ["UNITS", "PriceTable", "Ledger", "Reservation"]
 
-UNITS = ("images", "megapixels", "video_s", "audio_s", "meshes", "gpu_s", "predict_s")
+UNITS = ("images", "megapixels", "video_s", "audio_s", "meshes", "device_s", "predict_s")
 """The units a price may be given in: the numeric fields of `Usage`."""
 
 
@@ -90,7 +90,7 @@ class PriceTable:
     def estimate(self, request: Request, provider: str, model: str) -> float:
         """A lower bound of what a request will cost, from what it asks for (0 when unknown).
 
-        Counts images, megapixels, seconds and meshes the request names; GPU and provider seconds
+        Counts images, megapixels, seconds and meshes the request names; device and provider seconds
         are only known afterwards, so they count as 0 here.
         """
         prices = self.lookup(provider, model)

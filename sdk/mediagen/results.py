@@ -98,8 +98,10 @@ class Usage(BaseModel):
     """Seconds of audio produced."""
     meshes: int = 0
     """Meshes produced."""
-    gpu_s: float | None = None
-    """Local device time (seconds of the worker running the model)."""
+    device_s: float | None = None
+    """Local device time: seconds of the worker running the model on `device`."""
+    device: str | None = None
+    """Where `device_s` was spent (`"cpu"`, `"cuda:0"`, `"mps"`; `"mixed"` for a sum over several)."""
     predict_s: float | None = None
     """Provider-reported compute time (Replicate's `metrics.predict_time`)."""
     cost: float | None = None
@@ -115,7 +117,12 @@ class Usage(BaseModel):
             video_s=self.video_s + other.video_s,
             audio_s=self.audio_s + other.audio_s,
             meshes=self.meshes + other.meshes,
-            gpu_s=add(self.gpu_s, other.gpu_s),
+            device_s=add(self.device_s, other.device_s),
+            device=self.device
+            if other.device in (None, self.device)
+            else other.device
+            if self.device is None
+            else "mixed",
             predict_s=add(self.predict_s, other.predict_s),
             cost=add(self.cost, other.cost),
         )
@@ -174,6 +181,29 @@ class Result(BaseModel):
     def model_string(self) -> str:
         """`"provider:model"` of the backend that served it."""
         return f"{self.provider}:{self.model}"
+
+    def __repr__(self) -> str:
+        """Short: who made it, what it made, how long it took (the raw payload stays in `.raw`)."""
+        artifacts = ", ".join(repr(a) for a in self.artifacts[:4])
+        if len(self.artifacts) > 4:
+            artifacts += f", ... ({len(self.artifacts)} in all)"
+        phases = [
+            f"{name} {value:.2f} s"
+            for name, value in (
+                ("total", self.timings.total_s),
+                ("load", self.timings.load_s),
+                ("run", self.timings.run_s),
+            )
+            if value is not None
+        ]
+        extra = ", cached" if self.cached else ""
+        warned = f", {len(self.warnings)} warning(s)" if self.warnings else ""
+        return (
+            f"<mediagen.Result {self.provider}:{self.model} [{artifacts}] {', '.join(phases) or 'untimed'}"
+            f"{warned}{extra}>"
+        )
+
+    __str__ = __repr__
 
     def _repr_html_(self) -> str:
         parts = []

@@ -1349,6 +1349,10 @@ def ensure_tiny_model(name: str, cache_dir: str | os.PathLike[str] | None = None
     Raises:
         KeyError: ``name`` is not a known tiny model.
     """
+    # The builders load the same libraries the backends do: keep the same noise (and progress bars) out.
+    from mediagen_local.imports import quiet_library_progress
+
+    quiet_library_progress()
     root = _versioned_root(cache_dir)
     builders = _builders(root)
     if name not in builders:

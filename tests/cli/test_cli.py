@@ -2,27 +2,42 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
 import sys
 import wave
+from contextlib import redirect_stderr, redirect_stdout
+from dataclasses import dataclass
 from pathlib import Path
 
 import imageio.v3 as iio
 import PIL.Image
 import pytest
 import trimesh
-from typer.testing import CliRunner
 
 import mediagen as mg
-from mediagen.cli import app
-
-runner = CliRunner()
+from mediagen.cli import main
 
 
-def invoke(*args: str) -> object:
-    return runner.invoke(app, list(args), catch_exceptions=False)
+@dataclass
+class Ran:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+
+def invoke(*args: str) -> Ran:
+    """Run the command in this process, as the script would, capturing what it prints."""
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        code = main(list(args))
+    return Ran(code, out.getvalue(), err.getvalue())
 
 
 # -- generating files ------------------------------------------------------------------------------
@@ -66,9 +81,41 @@ def test_directory_with_trailing_slash(tmp_path: Path) -> None:
         assert w.getframerate() == 16_000 and w.getnframes() == 4000
 
 
-def test_suffix_is_added_when_missing(tmp_path: Path) -> None:
-    assert invoke("image", "fox", "-m", "test:fake", "-o", str(tmp_path / "fox")).exit_code == 0
-    assert (tmp_path / "fox.png").is_file()
+def test_output_without_a_suffix_is_a_directory(tmp_path: Path) -> None:
+    result = invoke("image", "fox", "-m", "test:fake", "-o", str(tmp_path / "o1"))
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "o1").is_dir() and (tmp_path / "o1" / "image.png").is_file()
+    assert result.stdout.strip() == str(tmp_path / "o1" / "image.png")
+
+
+def test_paths_are_printed_as_given_not_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert invoke("image", "fox", "-m", "test:fake").stdout.strip() == "image.png"
+    assert invoke("image", "fox", "-m", "test:fake", "-o", "shots/").stdout.strip() == os.path.join(
+        "shots", "image.png"
+    )
+
+
+def test_an_existing_file_is_never_replaced_silently(tmp_path: Path) -> None:
+    out = tmp_path / "fox.png"
+    assert invoke("image", "fox", "-m", "test:fake", "--seed", "1", "-o", str(out)).exit_code == 0
+    first = out.read_bytes()
+    again = invoke("image", "fox", "-m", "test:fake", "--seed", "2", "-o", str(out))
+    assert again.exit_code == 2
+    assert "already exists" in again.stderr and "--overwrite" in again.stderr
+    assert out.read_bytes() == first
+    replaced = invoke("image", "fox", "-m", "test:fake", "--seed", "2", "-o", str(out), "--overwrite")
+    assert replaced.exit_code == 0, replaced.output
+    assert out.read_bytes() != first
+
+
+def test_numbered_outputs_are_checked_too(tmp_path: Path) -> None:
+    (tmp_path / "fox-1.png").write_bytes(b"mine")
+    result = invoke("image", "fox", "-m", "test:fake", "-n", "2", "-o", str(tmp_path / "fox.png"), "--json")
+    assert result.exit_code == 2
+    error = json.loads(result.stdout)
+    assert error["error"] == "OutputExistsError" and "fox-1.png" in error["message"]
+    assert (tmp_path / "fox-1.png").read_bytes() == b"mine" and not (tmp_path / "fox-0.png").exists()
 
 
 def test_default_output_in_the_working_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -136,9 +183,9 @@ def test_warnings_reach_the_user(tmp_path: Path) -> None:
     assert json.loads(result.stdout)["warnings"][0]["feature"] == "options"
 
 
-def test_strict_flag_fails(tmp_path: Path) -> None:
+def test_strict_flag_fails_as_an_unsupported_request(tmp_path: Path) -> None:
     result = invoke("image", "fox", "-m", "test:fake", "--option", "a=1", "--strict", "-o", str(tmp_path / "a.png"))
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # unsupported requests are bad input, like invalid ones
     assert "UnsupportedRequestError" in result.stderr
 
 

@@ -24,7 +24,7 @@ async def test_results_carry_usage_in_normalised_units() -> None:
     assert vid.usage.video_s == pytest.approx(2.0) and vid.usage.megapixels == pytest.approx(16 * 16 * 16 / 1e6)
     assert snd.usage.audio_s == pytest.approx(0.5)
     assert obj.usage.meshes == 1
-    assert img.usage.gpu_s == 0.0  # the fake backend reports its (zero) device time
+    assert img.usage.device_s == 0.0 and img.usage.device == "cpu"  # the fake backend reports its (zero) device time
 
 
 def test_price_lookup_prefers_the_most_specific_entry() -> None:

@@ -136,6 +136,7 @@ def test_mediagen_demo(tmp_path: Path, example_env: dict[str, str]) -> None:
     for label in ("image", "video", "mesh", "audio", "speech", "video+audio"):
         assert f"{label}: " in proc.stdout
     assert "Loading weights" not in proc.stderr  # the libraries' own progress bars are silenced
+    assert "[transformers]" not in proc.stderr and "torchvision" not in proc.stderr  # nor their chatter
     assert Image.open(out / "fox.png").size == (32, 32)
     assert mg.Video(path=out / "waves.mp4").num_frames == 9
     assert len(trimesh.load(out / "chair.glb", force="mesh").faces) > 0

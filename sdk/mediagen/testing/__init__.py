@@ -106,7 +106,7 @@ class FakeBackend(Backend):
             provider=self.provider,
             model=model,
             seeds=list(seeds),
-            usage=Usage(gpu_s=0.0),
+            usage=Usage(device_s=0.0, device="cpu"),
             raw={"fake": True, "steps": self.steps},
         )
 
