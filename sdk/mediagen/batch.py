@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,8 @@ from pydantic import ValidationError
 from .artifacts import Artifact
 from .client import Client, _invalid
 from .errors import InvalidRequestError, MediagenError
-from .requests import request_class
+from .requests import Request, request_class
+from .results import Result
 
 __all__ = ["BatchLine", "BatchReport", "run_batch", "MANIFEST"]
 
@@ -125,6 +126,7 @@ async def run_batch(
     model: str | None = None,
     concurrency: int = 4,
     on_line_done: Callable[[int, str | None], None] | None = None,
+    generate: Callable[[Request, str | None], Awaitable[Result]] | None = None,
 ) -> BatchReport:
     """Generate every line of a JSONL file into `out_dir`.
 
@@ -135,6 +137,8 @@ async def run_batch(
         model: Model for lines that name none (else the configured default).
         concurrency: How many lines run at once.
         on_line_done: Called with `(line number, error or None)` as each line ends (progress bars).
+        generate: Runs one request with a model string (default: `client.generate`). Another
+            engine (Ray) passes its own; parsing, resume, names and the manifest stay here.
 
     Returns:
         What was done, skipped and failed (by line number).
@@ -159,7 +163,10 @@ async def run_batch(
         async with semaphore:
             try:
                 request = client.build_request(line.modality, **line.fields)
-                result = await client.generate(request, model=line.model or model)
+                if generate is None:
+                    result = await client.generate(request, model=line.model or model)
+                else:
+                    result = await generate(request, line.model or model)
                 written = [
                     await _save(artifact, out, line.stem, index, len(result.artifacts), line.modality)
                     for index, artifact in enumerate(result.artifacts)

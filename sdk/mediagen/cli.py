@@ -373,6 +373,13 @@ def batch(
     output: str = typer.Option("batch-out", "--output", "-o", help="Directory for outputs and manifest.jsonl."),
     concurrency: int = typer.Option(4, "--concurrency", "-c", min=1, help="Lines run at once."),
     as_json: bool = _json_opt,
+    engine: str = typer.Option("local", "--engine", help="Where requests run: local (this process) or ray."),
+    workers: int = typer.Option(2, "--workers", min=1, help="Ray workers (each holds one client)."),
+    ray_address: Optional[str] = typer.Option(
+        None, "--ray-address", help="Join this Ray cluster; omitted: start a private local instance."
+    ),
+    cpus_per_worker: float = typer.Option(1.0, "--cpus-per-worker", min=0, help="CPUs reserved per Ray worker."),
+    gpus_per_worker: float = typer.Option(0.0, "--gpus-per-worker", min=0, help="GPUs reserved per Ray worker."),
 ) -> None:
     """Run every line of a JSONL file; a re-run skips finished lines. Exit 1 if any line failed."""
     import asyncio
@@ -382,23 +389,41 @@ def batch(
     from .batch import parse_lines, run_batch
 
     total = len(parse_lines(path))
+    if engine not in ("local", "ray"):
+        typer.echo(f"--engine must be local or ray, not {engine!r}", err=True)
+        raise typer.Exit(EXIT_BAD_INPUT)
+    if engine == "ray":
+        from .ray import RaySettings
+        from .ray.batch import run_batch_on_ray
+
+        try:
+            settings = RaySettings(
+                workers=workers, address=ray_address, cpus_per_worker=cpus_per_worker, gpus_per_worker=gpus_per_worker
+            )
+        except ValueError as exc:
+            typer.echo(str(exc), err=True)
+            raise typer.Exit(EXIT_BAD_INPUT) from None
+
+        async def on_ray(client: Any, **kwargs: Any) -> Any:
+            return await run_batch_on_ray(path, output, client=client, settings=settings, model=model, **kwargs)
+
+        runner = on_ray
+    else:
+
+        async def on_local(client: Any, **kwargs: Any) -> Any:
+            return await run_batch(path, output, client=client, model=model, **kwargs)
+
+        runner = on_local
 
     async def main() -> Any:
         async with mg.Client() as client:
             if as_json or not sys.stderr.isatty():
-                return await run_batch(path, output, client=client, model=model, concurrency=concurrency)
+                return await runner(client, concurrency=concurrency)
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
             with Progress("{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()) as bar:
                 task = bar.add_task(path.name, total=total)
-                return await run_batch(
-                    path,
-                    output,
-                    client=client,
-                    model=model,
-                    concurrency=concurrency,
-                    on_line_done=lambda _n, _err: bar.advance(task),
-                )
+                return await runner(client, concurrency=concurrency, on_line_done=lambda _n, _err: bar.advance(task))
 
     report = asyncio.run(main())
     if as_json:
