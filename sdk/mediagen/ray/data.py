@@ -78,9 +78,7 @@ class Generate:
         return out
 
     async def _all(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        return list(
-            await asyncio.gather(*(self._one(row, f"{self._calls:05d}-{i:04d}") for i, row in enumerate(rows)))
-        )
+        return list(await asyncio.gather(*(self._one(row, f"{self._calls:05d}-{i:04d}") for i, row in enumerate(rows))))
 
     async def _one(self, row: dict[str, Any], default_stem: str) -> dict[str, Any]:
         modality = str(row.get("type") or self.modality)
