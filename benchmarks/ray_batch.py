@@ -31,14 +31,22 @@ def _write_lines(path: Path, count: int, size: int, steps: int) -> None:
     )
 
 
-async def _measure(jsonl: Path, out: Path, model: str, engine: RayEngine | None, concurrency: int) -> float:
-    async with mg.Client() as client:
-        started = time.perf_counter()
-        generate = None if engine is None else (lambda request, m: engine.generate(request, m))
-        report = await run_batch(jsonl, out, client=client, model=model, concurrency=concurrency, generate=generate)
-        took = time.perf_counter() - started
+async def _measure(
+    jsonl: Path, out: Path, model: str, client: mg.Client, engine: RayEngine | None, concurrency: int
+) -> float:
+    started = time.perf_counter()
+    generate = None if engine is None else (lambda request, m: engine.generate(request, m))
+    report = await run_batch(jsonl, out, client=client, model=model, concurrency=concurrency, generate=generate)
+    took = time.perf_counter() - started
     assert report.ok, report.failed
     return len(report.done) / took
+
+
+async def _local(jsonl: Path, root: Path, model: str) -> float:
+    async with mg.Client() as client:
+        # The first pass loads the model, as a warm worker already has; the second is measured.
+        await _measure(jsonl, root / "local-warm", model, client, None, 16)
+        return await _measure(jsonl, root / "local", model, client, None, 16)
 
 
 def main() -> None:
@@ -56,10 +64,8 @@ def main() -> None:
         model = f"diffusers:{ensure_tiny_model('sd', root / 'models')}"
         jsonl = root / "in.jsonl"
         _write_lines(jsonl, args.lines, args.size, args.steps)
-        # Warm the local engine's model load so "local" measures generation, as a warm worker does.
-        asyncio.run(_measure(jsonl, root / "warm", model, None, 16))
         results: dict[str, object] = {"lines": args.lines, "size": args.size, "steps": args.steps}
-        results["local_images_per_s"] = round(asyncio.run(_measure(jsonl, root / "local", model, None, 16)), 2)
+        results["local_images_per_s"] = round(asyncio.run(_local(jsonl, root, model)), 2)
         for workers in args.workers:
             settings = RaySettings(
                 workers=workers, cpus_per_worker=args.cpus_per_worker, gpus_per_worker=args.gpus_per_worker
@@ -67,11 +73,11 @@ def main() -> None:
 
             async def on_ray(settings: RaySettings = settings, workers: int = workers) -> tuple[float, float, float]:
                 started = time.perf_counter()
-                async with RayEngine(settings) as engine:
+                async with RayEngine(settings) as engine, mg.Client() as client:
                     ready = time.perf_counter() - started
                     # First pass loads the model on every worker; the second is the steady state.
-                    await _measure(jsonl, root / f"ray{workers}-warm", model, engine, 16 * workers)
-                    rate = await _measure(jsonl, root / f"ray{workers}", model, engine, 16 * workers)
+                    await _measure(jsonl, root / f"ray{workers}-warm", model, client, engine, 16 * workers)
+                    rate = await _measure(jsonl, root / f"ray{workers}", model, client, engine, 16 * workers)
                 return ready, rate, time.perf_counter() - started
 
             ready, rate, _total = asyncio.run(on_ray())
