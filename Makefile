@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 # On the project's CI machines a CPU wheel of this torch lies on disk; elsewhere set TORCH_SPEC=torch.
 TORCH_SPEC ?= torch==2.13.0
-EXTRAS ?= all,dev,docs
+EXTRAS ?= all,ray,dev,docs
 STAMP := $(VENV)/.installed
 
 .PHONY: install test lint typecheck pytest demo docs docs-serve bench clean

@@ -30,7 +30,7 @@ import errno
 import hashlib
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,7 +39,8 @@ from pydantic import ValidationError
 
 from .artifacts import Artifact
 from .client import Client, _invalid
-from .requests import request_class
+from .requests import Request, request_class
+from .results import Result
 
 __all__ = ["BatchLine", "BatchReport", "run_batch", "parse_lines", "request_key", "MANIFEST"]
 
@@ -260,6 +261,7 @@ async def run_batch(
     model: str | None = None,
     concurrency: int = 4,
     on_line_done: Callable[[int, str | None], None] | None = None,
+    generate: Callable[[Request, str | None], Awaitable[Result]] | None = None,
 ) -> BatchReport:
     """Generate every line of a JSONL file into `out_dir`.
 
@@ -270,6 +272,8 @@ async def run_batch(
         model: Model for lines that name none (else the configured default).
         concurrency: How many lines run at once.
         on_line_done: Called with `(line number, error or None)` as each line ends (progress bars).
+        generate: Runs one request with a model string (default: `client.generate`). Another
+            engine (Ray) passes its own; parsing, resume, names and the manifest stay here.
 
     Returns:
         Each line's outcome: done, skipped, failed (with why) or not run (the run stopped).
@@ -347,7 +351,10 @@ async def run_batch(
             written: list[Path] = []
             try:
                 request = client.build_request(line.modality, **line.fields)
-                result = await client.generate(request, model=line.model or model)
+                if generate is None:
+                    result = await client.generate(request, model=line.model or model)
+                else:
+                    result = await generate(request, line.model or model)
                 for artifact in result.artifacts:
                     await artifact.aread()
                 suffixes = [_suffix(a, line.modality) for a in result.artifacts]

@@ -1,0 +1,56 @@
+"""`mediagen batch --engine ray`: the local batch's bookkeeping, with requests run on Ray workers."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+from ..batch import BatchReport, run_batch
+from ..client import Client
+from ..requests import Request
+from ..results import Result
+from .engine import RayEngine, RaySettings
+
+__all__ = ["run_batch_on_ray"]
+
+
+async def run_batch_on_ray(
+    path: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    *,
+    client: Client,
+    settings: RaySettings,
+    model: str | None = None,
+    concurrency: int = 16,
+    on_line_done: Callable[[int, str | None], None] | None = None,
+) -> BatchReport:
+    """Generate every line of a JSONL file on Ray workers; outputs and manifest as the local batch writes them.
+
+    The driver parses lines, resumes from the manifest, names and writes every file; workers only
+    generate. Model aliases and defaults are resolved here, from the driver's configuration, so a
+    worker started elsewhere runs exactly the model the driver would.
+
+    Args:
+        path: The JSONL file.
+        out_dir: Where outputs and `manifest.jsonl` go.
+        client: The driver's client (configuration, request building); it runs nothing itself.
+        settings: Workers, address and resources.
+        model: Model for lines that name none.
+        concurrency: Lines in flight across all workers.
+        on_line_done: Called as each line ends.
+    """
+    async with RayEngine(settings) as engine:
+
+        async def generate(request: Request, line_model: str | None) -> Result:
+            chain = [f"{provider}:{name}" for provider, name in client.resolve_models(line_model, request.modality)]
+            return await engine.generate(request, chain[0] if len(chain) == 1 else chain)
+
+        return await run_batch(
+            path,
+            out_dir,
+            client=client,
+            model=model,
+            concurrency=concurrency,
+            on_line_done=on_line_done,
+            generate=generate,
+        )

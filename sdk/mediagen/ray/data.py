@@ -1,0 +1,150 @@
+"""`Generate`: mediagen as a Ray Data stage.
+
+```python
+import ray, mediagen.ray
+
+ds = ray.data.from_items([{"prompt": "a red fox", "seed": 1}, {"prompt": "a blue owl", "seed": 2}])
+out = ds.map_batches(
+    mediagen.ray.Generate,
+    fn_constructor_kwargs={"model": "diffusers:/models/sd", "output": "s3://bucket/run-1"},
+    concurrency=2,          # actors, each holding one client (and its loaded model)
+    num_gpus=1,             # per actor
+    batch_size=16,          # rows per call: generated concurrently, micro-batched on the device
+)
+out.show()                  # rows gain "paths", "seeds", "error"
+```
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+from collections.abc import Mapping
+from typing import Any
+
+from .._media import suffix_for_media_type
+from ..client import Client
+from ..errors import MediagenError
+from ..requests import Request, request_class
+
+__all__ = ["Generate"]
+
+_SUFFIX = {"image": ".png", "video": ".mp4", "audio": ".wav", "mesh": ".glb"}
+_CONTROL = ("type", "model", "name")
+
+
+class Generate:
+    """A callable class for `Dataset.map_batches`: each row is a request, each output row says where its files went.
+
+    A row holds request fields (`prompt`, `seed`, `width` ...) and optionally `type` (image, video,
+    audio, mesh), `model` and `name` (the file stem; else the row's `seed` and position). The
+    returned batch keeps the input columns and adds `paths` (files written, as paths or URLs),
+    `seeds` and `error` (None, or why that row failed: one bad row never fails the batch).
+
+    Args:
+        model: Model string (or alias) for rows that name none.
+        output: A directory or an fsspec URL (`s3://...`, `file://...`) the workers can write to;
+            None keeps the encoded bytes in an `outputs` column instead.
+        modality: The request type for rows without `type`.
+        client_kwargs: Passed to the actor's `Client`.
+    """
+
+    def __init__(
+        self,
+        model: str | list[str] | None = None,
+        output: str | None = None,
+        modality: str = "image",
+        client_kwargs: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.model = model
+        self.output = output
+        self.modality = modality
+        self._loop = asyncio.new_event_loop()
+        self._client = Client(**dict(client_kwargs or {}))
+        self._calls = 0
+
+    def __call__(self, batch: Mapping[str, Any]) -> dict[str, list[Any]]:
+        """Generate every row of `batch` (columns of equal length) concurrently."""
+        columns = {k: list(v) for k, v in batch.items()}
+        count = len(next(iter(columns.values()))) if columns else 0
+        rows = [{k: _plain(v[i]) for k, v in columns.items()} for i in range(count)]
+        self._calls += 1
+        # Ray Data may call from a pool thread with no loop of its own: the gather must start inside ours.
+        outcomes = self._loop.run_until_complete(self._all(rows))
+        out: dict[str, list[Any]] = {k: list(v) for k, v in columns.items()}
+        for key in ("paths", "seeds", "error", *(["outputs"] if self.output is None else [])):
+            out[key] = [o[key] for o in outcomes]
+        return out
+
+    async def _all(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return list(await asyncio.gather(*(self._one(row, f"{self._calls:05d}-{i:04d}") for i, row in enumerate(rows))))
+
+    async def _one(self, row: dict[str, Any], default_stem: str) -> dict[str, Any]:
+        modality = str(row.get("type") or self.modality)
+        fields = {k: v for k, v in row.items() if k not in _CONTROL and v is not None}
+        stem = _safe_stem(str(row["name"])) if row.get("name") else default_stem
+        try:
+            request: Request = request_class(modality)(**fields)  # type: ignore[assignment]
+            result = await self._client.generate(request, model=row.get("model") or self.model)
+            blobs = []
+            for index, artifact in enumerate(result.artifacts):
+                data = await artifact.aread()
+                suffix = suffix_for_media_type(artifact.media_type) or _SUFFIX.get(modality, "")
+                name = f"{stem}{suffix}" if len(result.artifacts) == 1 else f"{stem}-{index}{suffix}"
+                blobs.append((name, data))
+        except (MediagenError, ValueError) as exc:
+            return {"paths": [], "seeds": [], "error": f"{type(exc).__name__}: {exc}", "outputs": []}
+        if self.output is None:
+            return {"paths": [], "seeds": result.seeds, "error": None, "outputs": [d for _, d in blobs]}
+        paths = [await asyncio.to_thread(_write, self.output, name, data) for name, data in blobs]
+        return {"paths": paths, "seeds": result.seeds, "error": None, "outputs": []}
+
+    def __del__(self) -> None:
+        try:
+            self._loop.run_until_complete(self._client.aclose())
+            self._loop.close()
+        except Exception:  # interpreter shutdown: nothing left to release
+            pass
+
+
+def _plain(value: Any) -> Any:
+    # Ray hands columns over as numpy arrays: turn scalars back into Python values for pydantic.
+    item = getattr(value, "item", None)
+    if callable(item) and getattr(value, "ndim", None) == 0:
+        return item()
+    if isinstance(value, float) and value != value:  # a missing value in a numeric column
+        return None
+    return value
+
+
+def _safe_stem(name: str) -> str:
+    # A name from the data must not climb out of the output location.
+    stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in name).strip("._")
+    return stem or "output"
+
+
+def _write(output: str, name: str, data: bytes) -> str:
+    """Write one file atomically: a local temp file renamed into place, or one object PUT."""
+    if "://" not in output or output.startswith("file://"):
+        directory = output.removeprefix("file://")
+        os.makedirs(directory, exist_ok=True)
+        target = os.path.join(directory, name)
+        tmp = os.path.join(directory, f".{name}.{secrets.token_hex(8)}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            os.replace(tmp, target)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+        return target
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(output)
+    path = f"{root.rstrip('/')}/{name}"
+    # Object stores make a single PUT visible whole or not at all.
+    fs.pipe_file(path, data)
+    return f"{output.rstrip('/')}/{name}"
