@@ -420,6 +420,37 @@ def batch(
         raise typer.Exit(EXIT_FAILED)
 
 
+@app.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (non-loopback needs a token)."),
+    port: int = typer.Option(8000, "--port", help="Port (0 picks a free one)."),
+    model: Optional[list[str]] = typer.Option(
+        None, "--model", "-m", help="[MODALITY:]OWNER/NAME=MODEL[,FALLBACK...], repeatable; adds to [serve.models]."
+    ),
+    db: Optional[str] = typer.Option(None, "--db", help="SQLite file of predictions (outputs go beside it)."),
+    token_file: Optional[str] = typer.Option(None, "--token-file", help="TOML file of named tokens and their limits."),
+    retention_days: Optional[float] = typer.Option(None, "--retention-days", help="Remove prediction data after this."),
+    log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error."),
+    metrics_public: bool = typer.Option(False, "--metrics-public", help="Serve /metrics without a token."),
+) -> None:
+    """Serve models over Replicate's prediction API and OpenAI's images API (needs mediagen[serve])."""
+    try:
+        from mediagen.serve.command import run_command
+    except ImportError as exc:
+        _fail(exc, EXIT_FAILED, False)
+    code = run_command(
+        host=host,
+        port=port,
+        models=model or [],
+        db=db,
+        token_file=token_file,
+        retention_days=retention_days,
+        log_level=log_level,
+        metrics_public=metrics_public,
+    )
+    raise typer.Exit(code)
+
+
 def _fail(exc: BaseException, code: int, as_json: bool) -> None:
     if as_json:
         typer.echo(json.dumps({"error": type(exc).__name__, "message": str(exc)}))
