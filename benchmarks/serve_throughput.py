@@ -44,6 +44,7 @@ from mediagen.serve import ServedModel, ServeSettings, TokenSpec, create_app
 from mediagen_testkit.tiny import ensure_tiny_model
 
 TOKEN = "benchmark-token-0123456789abcdef"
+_running: set[asyncio.Future[None]] = set()
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -53,8 +54,8 @@ def _percentile(values: list[float], q: float) -> float:
 
 async def _serve(app: Any, sock: socket.socket) -> uvicorn.Server:
     server = uvicorn.Server(uvicorn.Config(app, lifespan="on", access_log=False, log_level="warning"))
-    asyncio.ensure_future(server.serve(sockets=[sock]))
-    while not server.started:
+    _running.add(asyncio.ensure_future(server.serve(sockets=[sock])))
+    while not server.started:  # noqa: ASYNC110 - uvicorn offers a flag, not an event
         await asyncio.sleep(0.01)
     return server
 
@@ -92,8 +93,13 @@ async def main() -> None:
     http = httpx.AsyncClient(timeout=120, limits=httpx.Limits(max_connections=64))
 
     def fields(i: int, round_: int) -> dict[str, Any]:
-        return {"prompt": f"a fox, take {round_}-{i}", "seed": 1000 * round_ + i, "width": args.size,
-                "height": args.size, "steps": args.steps}
+        return {
+            "prompt": f"a fox, take {round_}-{i}",
+            "seed": 1000 * round_ + i,
+            "width": args.size,
+            "height": args.size,
+            "steps": args.steps,
+        }
 
     async def in_process(i: int, round_: int) -> float:
         begun = time.perf_counter()
@@ -147,8 +153,9 @@ async def main() -> None:
     hook_url = f"http://127.0.0.1:{hook_sock.getsockname()[1]}/hook"
     polling_requests = 0
     for i in range(args.requests):
-        created = (await http.post(f"{base}/v1/models/acme/sd/predictions", json={"input": fields(i, 99)},
-                                   headers=headers)).json()
+        created = (
+            await http.post(f"{base}/v1/models/acme/sd/predictions", json={"input": fields(i, 99)}, headers=headers)
+        ).json()
         polling_requests += 1
         while True:
             polling_requests += 1
@@ -160,11 +167,13 @@ async def main() -> None:
         await http.get(got["output"][0])
     webhook_requests = 0
     for i in range(args.requests):
-        created = (await http.post(
-            f"{base}/v1/models/acme/sd/predictions",
-            json={"input": fields(i, 98), "webhook": hook_url, "webhook_events_filter": ["completed"]},
-            headers=headers,
-        )).json()
+        created = (
+            await http.post(
+                f"{base}/v1/models/acme/sd/predictions",
+                json={"input": fields(i, 98), "webhook": hook_url, "webhook_events_filter": ["completed"]},
+                headers=headers,
+            )
+        ).json()
         webhook_requests += 1
         event = done_events.setdefault(created["id"], asyncio.Event())
         await asyncio.wait_for(event.wait(), 120)
@@ -189,7 +198,7 @@ async def main() -> None:
     }
     print(json.dumps(results, indent=2))
     if out := os.environ.get("OUT"):
-        Path(out, "serve_throughput.json").write_text(json.dumps(results, indent=2))
+        Path(out, "serve_throughput.json").write_text(json.dumps(results, indent=2))  # noqa: ASYNC240
 
     await http.aclose()
     hook_server.should_exit = True

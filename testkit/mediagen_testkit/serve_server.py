@@ -11,9 +11,11 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import uvicorn
+
 from mediagen._config import Config
 from mediagen.serve import ServedModel, ServeSettings, create_app
 
@@ -28,16 +30,20 @@ OTHER_TOKEN = "serve-other-token-0123456789abcdef"
 class ServeServer:
     """A `create_app` app on real uvicorn, on a loopback ephemeral port."""
 
-    def __init__(self, settings: ServeSettings, config: Config | None = None) -> None:
+    def __init__(
+        self, settings: ServeSettings, config: Config | None = None, wrap: Callable[[Any], Any] | None = None
+    ) -> None:
         self.settings = settings
         self.app = create_app(settings, config=config or Config())
+        # What uvicorn runs: the app, or the app inside middleware (e.g. `mediagen_testkit.faults`).
+        self.asgi = wrap(self.app) if wrap is not None else self.app
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", 0))
         self.port = sock.getsockname()[1]
         self._sock = sock
         self.server = uvicorn.Server(
-            uvicorn.Config(self.app, lifespan="on", access_log=False, log_level="warning", timeout_graceful_shutdown=5)
+            uvicorn.Config(self.asgi, lifespan="on", access_log=False, log_level="warning", timeout_graceful_shutdown=5)
         )
         self._thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True)
 
@@ -68,4 +74,4 @@ class ServeServer:
 
 def fake_model(name: str, modality: str, **kw: Any) -> ServedModel:
     """A served `test:fake` model."""
-    return ServedModel(owner="acme", name=name, model="test:fake", modality=modality, **kw)  # type: ignore[arg-type]
+    return ServedModel(owner="acme", name=name, model="test:fake", modality=modality, **kw)

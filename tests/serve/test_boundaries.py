@@ -9,9 +9,9 @@ from collections.abc import Callable
 import httpx
 import pytest
 from PIL import Image
-from mediagen_testkit.serve_server import OTHER_TOKEN, TEST_TOKEN, ServeServer, fake_model
 
 from mediagen.serve import BindRefused, ServeSettings, TokenSpec, check_bind, parse_model_spec
+from mediagen_testkit.serve_server import OTHER_TOKEN, TEST_TOKEN, ServeServer, fake_model
 
 
 def _auth(token: str = TEST_TOKEN) -> dict[str, str]:
@@ -94,7 +94,10 @@ def test_size_rate_and_concurrency_limits(start_server: Callable[..., ServeServe
         models=[fake_model("fox", "image")],
         config=Config(providers={"test": {"steps": 200, "step_delay_s": 0.05}}),
         max_body_bytes=4096,
-        tokens=[TokenSpec.from_token("tester", TEST_TOKEN, max_concurrency=1), TokenSpec.from_token("other", OTHER_TOKEN, requests_per_minute=6)],
+        tokens=[
+            TokenSpec.from_token("tester", TEST_TOKEN, max_concurrency=1),
+            TokenSpec.from_token("other", OTHER_TOKEN, requests_per_minute=6),
+        ],
     )
 
     big = _create(server, {"prompt": "x" * 10_000})
@@ -117,7 +120,10 @@ def test_health_and_metrics(start_server: Callable[..., ServeServer]) -> None:
     assert health.status_code == 200 and health.json()["models"] == ["acme/fox"]
     assert httpx.get(f"{server.url}/metrics").status_code == 401  # tokens are set: metrics need one
     text = httpx.get(f"{server.url}/metrics", headers=_auth()).text
-    assert 'mediagen_serve_requests_total{method="POST",route="/v1/models/{owner}/{name}/predictions",status="201"} 1.0' in text
+    assert (
+        'mediagen_serve_requests_total{method="POST",route="/v1/models/{owner}/{name}/predictions",status="201"} 1.0'
+        in text
+    )
     assert 'mediagen_serve_predictions_total{model="acme/fox",status="succeeded"} 1.0' in text
     assert 'mediagen_serve_errors_total{kind="unauthenticated"} 2.0' in text  # the wrong token, then no token
     assert "mediagen_serve_queue_depth 0.0" in text

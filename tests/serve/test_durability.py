@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+
 from mediagen_testkit.serve_server import TEST_TOKEN
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL")
@@ -20,7 +21,9 @@ pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL")
 _MEDIAGEN = str(Path(sys.executable).with_name("mediagen"))
 
 
-def _start(tmp_path: Path, db: Path, *, host: str = "127.0.0.1", token: str | None = TEST_TOKEN) -> tuple[subprocess.Popen[str], str]:
+def _start(
+    tmp_path: Path, db: Path, *, host: str = "127.0.0.1", token: str | None = TEST_TOKEN
+) -> tuple[subprocess.Popen[str], str]:
     config = tmp_path / "mediagen.toml"
     config.write_text("[providers.test]\nsteps = 60\nstep_delay_s = 0.05\n")
     env = {**os.environ, "MEDIAGEN_CONFIG": str(config)}

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-from mediagen_testkit.serve_server import TEST_TOKEN, ServeServer, fake_model
 
 import mediagen as mg
+from mediagen_testkit.serve_server import TEST_TOKEN, ServeServer, fake_model
 
 pytest.importorskip("replicate")
 
@@ -16,7 +16,12 @@ async def test_all_four_modalities_round_trip(start_server: Callable[..., ServeS
     from mediagen_replicate import ReplicateBackend
 
     server = start_server(
-        models=[fake_model("pic", "image"), fake_model("clip", "video"), fake_model("sound", "audio"), fake_model("chair", "mesh")]
+        models=[
+            fake_model("pic", "image"),
+            fake_model("clip", "video"),
+            fake_model("sound", "audio"),
+            fake_model("chair", "mesh"),
+        ]
     )
     backend = ReplicateBackend(api_token=TEST_TOKEN, base_url=server.url, poll_interval=0.05)
     async with mg.Client(backends={"replicate": backend}) as client:

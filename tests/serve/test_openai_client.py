@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from mediagen_testkit.serve_server import TEST_TOKEN, ServeServer, fake_model
 
 from mediagen.artifacts import Audio
 from mediagen.serve import ServedModel
+from mediagen_testkit.serve_server import TEST_TOKEN, ServeServer, fake_model
 
 openai = pytest.importorskip("openai")
 
@@ -50,7 +50,9 @@ def test_images_url_edits_and_speech(start_server: Callable[..., ServeServer]) -
     start = io.BytesIO()
     Image.new("RGB", (32, 32), (200, 10, 10)).save(start, format="PNG")
     edited = client.images.edit(
-        model="acme/fox", image=("start.png", start.getvalue(), "image/png"), prompt="make it blue",
+        model="acme/fox",
+        image=("start.png", start.getvalue(), "image/png"),
+        prompt="make it blue",
         response_format="b64_json",
     )
     assert Image.open(io.BytesIO(base64.b64decode(edited.data[0].b64_json or ""))).size[0] > 0

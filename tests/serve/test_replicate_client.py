@@ -10,10 +10,10 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image
-from mediagen_testkit.serve_server import TEST_TOKEN, ServeServer, fake_model
 
 from mediagen._config import Config
 from mediagen.serve import ServedModel
+from mediagen_testkit.serve_server import TEST_TOKEN, ServeServer, fake_model
 
 replicate = pytest.importorskip("replicate")
 pytest.importorskip("diffusers")

@@ -11,9 +11,9 @@ from typing import Any
 
 import httpx
 import pytest
-from mediagen_testkit.serve_server import OTHER_TOKEN, TEST_TOKEN, ServeServer, fake_model
 
 from mediagen.serve import sign_webhook
+from mediagen_testkit.serve_server import OTHER_TOKEN, TEST_TOKEN, ServeServer, fake_model
 
 replicate = pytest.importorskip("replicate")
 
@@ -59,7 +59,12 @@ def receiver() -> Iterator[Receiver]:
 
 def test_signature_matches_replicates_published_vector() -> None:
     assert (
-        sign_webhook("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, b'{"test": 2432232314}')
+        sign_webhook(
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            "msg_p5jXN8AQM9LWM0D4loKWxJek",
+            1614265330,
+            b'{"test": 2432232314}',
+        )
         == "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
     )
 
@@ -67,15 +72,19 @@ def test_signature_matches_replicates_published_vector() -> None:
 def test_deliveries_are_signed_filtered_and_verifiable(
     start_server: Callable[..., ServeServer], receiver: Receiver
 ) -> None:
+    from replicate.webhook import Webhooks, WebhookSigningSecret
+
     from mediagen_replicate import verify_webhook
-    from replicate.webhook import WebhookSigningSecret, Webhooks
 
     server = start_server(models=[fake_model("fox", "image")])
     client = replicate.Client(api_token=TEST_TOKEN, base_url=server.url)
     secret = client.webhooks.default.secret()
 
     prediction = client.models.predictions.create(
-        "acme/fox", input={"prompt": "a fox", "seed": 1}, webhook=receiver.url, webhook_events_filter=["start", "completed"]
+        "acme/fox",
+        input={"prompt": "a fox", "seed": 1},
+        webhook=receiver.url,
+        webhook_events_filter=["start", "completed"],
     )
     headers, body = receiver.wait_for("succeeded")
 

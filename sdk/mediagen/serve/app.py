@@ -162,7 +162,9 @@ def create_app(
             logger.warning("%d prediction(s) were running when the server last stopped; marked failed", interrupted)
         own_client = client is None
         shared = client if client is not None else Client(config=config)
-        webhooks = WebhookSender(_master_secret(settings, store, keep=temp is None), allow_http=settings.webhook_allow_http)
+        webhooks = WebhookSender(
+            _master_secret(settings, store, keep=temp is None), allow_http=settings.webhook_allow_http
+        )
         try:
             created_at = iso(time.time()) or ""
             models = {}

@@ -62,7 +62,9 @@ def run_command(
             config_table=dict(config.serve),
         )
         if not settings.models:
-            raise ValueError("no model to serve: pass --model OWNER/NAME=MODEL, or fill [serve.models] in mediagen.toml")
+            raise ValueError(
+                "no model to serve: pass --model OWNER/NAME=MODEL, or fill [serve.models] in mediagen.toml"
+            )
         serve(settings, host=host, port=port, config=config, log_level=log_level, metrics_public=metrics_public)
     except (BindRefused, ValueError, FileNotFoundError) as exc:
         print(f"mediagen serve: {exc}", file=sys.stderr)

@@ -61,6 +61,7 @@ class GuardMiddleware:
         self.metrics_public = metrics_public
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Guard one request (other scopes pass through)."""
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -92,7 +93,12 @@ class GuardMiddleware:
                 except Unauthenticated as exc:
                     self._count_error("unauthenticated")
                     await self._refuse(
-                        scope, send_wrapper, 401, str(exc), code="invalid_api_key", headers={"www-authenticate": "Bearer"}
+                        scope,
+                        send_wrapper,
+                        401,
+                        str(exc),
+                        code="invalid_api_key",
+                        headers={"www-authenticate": "Bearer"},
                     )
                     return
                 state["token"] = token

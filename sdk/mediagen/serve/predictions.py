@@ -28,7 +28,7 @@ from pydantic import ValidationError
 from .._media import decode_data_url, sniff_media_type, suffix_for_media_type
 from ..artifacts import Artifact, Image
 from ..client import Client
-from ..errors import MediagenError, redact
+from ..errors import redact
 from ..events import Cancelled, Completed, Failed, Log, Progress, Started
 from ..jobs import Job
 from ..policies import ConcurrencyLimiter, RateLimiter
@@ -77,7 +77,9 @@ def parse_cancel_after(value: str) -> float:
     else:
         parts = re.findall(r"(\d+(?:\.\d+)?)(h|m|s)", text)
         if not parts or "".join(n + u for n, u in parts) != text:
-            raise InputError([{"type": "invalid", "field": "Cancel-After", "description": f"not a duration: {value!r}"}])
+            raise InputError(
+                [{"type": "invalid", "field": "Cancel-After", "description": f"not a duration: {value!r}"}]
+            )
         seconds = sum(float(n) * {"h": 3600, "m": 60, "s": 1}[u] for n, u in parts)
     if seconds < 5:
         raise InputError([{"type": "invalid", "field": "Cancel-After", "description": "must be at least 5s"}])
@@ -134,6 +136,8 @@ class PredictionService:
         self._live: dict[str, _Live] = {}
         self._limits: dict[str, _TokenLimits] = {}
         self._stopping = False
+        self._tasks: set[asyncio.Future[Any]] = set()
+        """Background work (following jobs, cancelling them): held so it is not collected mid-way."""
 
     # -- counts ---------------------------------------------------------------------------------
 
@@ -319,15 +323,21 @@ class PredictionService:
         if cancel_after_s is not None:
             loop = asyncio.get_running_loop()
             live.timer = loop.call_later(cancel_after_s, self._cancel_soon, record.id, "Cancel-After")
-        task = asyncio.ensure_future(self._follow(live, model))
+        task = self._background(self._follow(live, model))
         task.add_done_callback(lambda _: limits.concurrency.release())
         return record
+
+    def _background(self, work: Any) -> asyncio.Future[Any]:
+        task: asyncio.Future[Any] = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
 
     def _cancel_soon(self, prediction_id: str, reason: str) -> None:
         live = self._live.get(prediction_id)
         if live is not None and not live.record.done:
             live.cancel_reason = reason
-            asyncio.ensure_future(live.job.cancel(reason))
+            self._background(live.job.cancel(reason))
 
     async def _follow(self, live: _Live, model: ModelDescription) -> None:
         record = live.record
@@ -338,7 +348,9 @@ class PredictionService:
                 if isinstance(event, Started):
                     if attempt is not None:
                         attempt.end()
-                    attempt = live.span.child("mediagen.attempt", {"mediagen.backend": f"{event.provider}:{event.model}"})
+                    attempt = live.span.child(
+                        "mediagen.attempt", {"mediagen.backend": f"{event.provider}:{event.model}"}
+                    )
                     if record.status == "starting":
                         record.status = "processing"
                         record.started_at = time.time()
@@ -432,6 +444,11 @@ class PredictionService:
         if record is None or record.token != (token.name if token else ""):
             return None
         return record
+
+    def fresh(self, record: PredictionRecord) -> PredictionRecord:
+        """The in-memory state of a running prediction (fresher than its row), else `record`."""
+        live = self._live.get(record.id)
+        return live.record if live is not None else record
 
     async def wait(self, record: PredictionRecord, seconds: float | None) -> bool:
         """Wait until a prediction ends, at most `seconds` (None: as long as it takes); True when it ended."""

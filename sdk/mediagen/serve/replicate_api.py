@@ -19,6 +19,7 @@ answer as final); outputs are absolute URLs built from the host the caller used.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import re
@@ -69,7 +70,9 @@ async def _json_body(request: Request) -> Any:
     try:
         return json.loads(await request.body() or b"null")
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError([{"type": "invalid_json", "field": "", "description": f"the body is not JSON: {exc}"}]) from exc
+        raise InputError(
+            [{"type": "invalid_json", "field": "", "description": f"the body is not JSON: {exc}"}]
+        ) from exc
 
 
 def _prefer_wait(request: Request) -> float | None:
@@ -202,7 +205,9 @@ def _read_cursor(text: str) -> tuple[float, str]:
         created, prediction_id = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
         return float(created), str(prediction_id)
     except (ValueError, TypeError) as exc:
-        raise InputError([{"type": "invalid", "field": "cursor", "description": "not a cursor of this server"}]) from exc
+        raise InputError(
+            [{"type": "invalid", "field": "cursor", "description": "not a cursor of this server"}]
+        ) from exc
 
 
 async def list_predictions(request: Request) -> Response:
@@ -223,18 +228,13 @@ async def list_predictions(request: Request) -> Response:
                 ) from exc
     except InputError as exc:
         return _invalid(request, exc.fields)
-    import asyncio
-
     records = await asyncio.to_thread(
         state.store.page, token.name if token else "", before=before, created_after=after, limit=_PAGE + 1
     )
     base = base_url(request)
     more = len(records) > _PAGE
     records = records[:_PAGE]
-    results = []
-    for stored in records:
-        live = await state.service.get(stored.id, token)  # a running one: its fresher in-memory state
-        results.append((live or stored).to_json(base))
+    results = [state.service.fresh(stored).to_json(base) for stored in records]
     next_url = f"{base}/v1/predictions?cursor={_cursor(records[-1])}" if more and records else None
     return JSONResponse({"previous": None, "next": next_url, "results": results})
 

@@ -78,7 +78,7 @@ def serve(
         log_level=log_level,
         access_log=False,
         lifespan="on",
-        timeout_graceful_shutdown=max(1.0, settings.shutdown_grace_s + 5.0),
+        timeout_graceful_shutdown=int(settings.shutdown_grace_s) + 5,
         proxy_headers=False,
         server_header=False,
     )

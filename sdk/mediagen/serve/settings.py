@@ -81,7 +81,7 @@ callers unless a served model lists them in `expose`."""
 def modalities_of(tasks: Sequence[Task] | frozenset[Task]) -> list[Modality]:
     """The modalities a set of tasks produces, in a stable order."""
     found = {_MODALITY_OF_TASK[t] for t in tasks if t in _MODALITY_OF_TASK}
-    return [m for m in ("image", "video", "audio", "mesh") if m in found]  # type: ignore[misc]
+    return [m for m in ("image", "video", "audio", "mesh") if m in found]
 
 
 class ServedModel(BaseModel):
@@ -164,7 +164,7 @@ def parse_model_spec(spec: str) -> ServedModel:
         owner=owner,
         name=name,
         model=models[0] if len(models) == 1 else tuple(models),
-        modality=modality,  # type: ignore[arg-type]
+        modality=modality,
     )
 
 
@@ -210,9 +210,7 @@ def load_token_file(path: str | os.PathLike[str]) -> list[TokenSpec]:
     if mode & (stat.S_IRWXG | stat.S_IRWXO) and os.name == "posix":
         import logging
 
-        logging.getLogger("mediagen.serve").warning(
-            "token file %s is readable by other users; chmod 600 it", found
-        )
+        logging.getLogger("mediagen.serve").warning("token file %s is readable by other users; chmod 600 it", found)
     try:
         data = tomllib.loads(found.read_text())
     except tomllib.TOMLDecodeError as exc:

@@ -48,7 +48,9 @@ class Span:
             self._span = None
 
 
-def start_span(name: str, headers: Mapping[str, str] | None = None, attributes: Mapping[str, Any] | None = None) -> Span:
+def start_span(
+    name: str, headers: Mapping[str, str] | None = None, attributes: Mapping[str, Any] | None = None
+) -> Span:
     """Start a span, continuing the trace in `headers` (`traceparent`) when there is one."""
     try:
         from opentelemetry import propagate, trace

@@ -100,8 +100,10 @@ class WebhookSender:
         loopback = (address is not None and address.is_loopback) or host == "localhost"
         if parts.scheme == "http" and not (loopback and self._allow_http == "loopback"):
             return "webhook must be an https:// URL (plain http goes only to loopback addresses)"
-        if address is not None and not loopback and (
-            address.is_private or address.is_link_local or address.is_reserved or address.is_multicast
+        if (
+            address is not None
+            and not loopback
+            and (address.is_private or address.is_link_local or address.is_reserved or address.is_multicast)
         ):
             return "webhook may not name a private, link-local or reserved address"
         return None
