@@ -130,12 +130,24 @@ async def main() -> None:
 
     rates: dict[str, list[float]] = {"in_process": [], "http": []}
     lat: dict[str, list[float]] = {"in_process": [], "http": []}
+    calls: dict[str, list[int]] = {"in_process": [], "http": []}
+    ratios: list[float] = []
+    backend = await client.backend("diffusers")
     for round_ in range(1, args.rounds + 1):
-        for name, side in (("in_process", in_process), ("http", over_http)):
+        # Paired rounds, the order alternating: a loaded machine slows both sides of a round alike.
+        order = [("in_process", in_process), ("http", over_http)]
+        for name, side in order if round_ % 2 else order[::-1]:
+            before = backend.describe()["batching"]["batches_run"]
             rate, latencies = await burst(side, round_)
+            calls[name].append(backend.describe()["batching"]["batches_run"] - before)
             rates[name].append(rate)
             lat[name] += latencies
-        print(f"round {round_}: in-process {rates['in_process'][-1]:.1f}/s, HTTP {rates['http'][-1]:.1f}/s")
+        ratios.append(rates["http"][-1] / rates["in_process"][-1])
+        print(
+            f"round {round_}: in-process {rates['in_process'][-1]:.2f}/s in {calls['in_process'][-1]} call(s), "
+            f"HTTP {rates['http'][-1]:.2f}/s in {calls['http'][-1]} call(s), ratio {ratios[-1]:.2f}",
+            flush=True,
+        )
 
     # Webhooks vs polling: requests a caller makes per prediction.
     received: list[float] = []
@@ -187,7 +199,10 @@ async def main() -> None:
         "rounds": args.rounds,
         "in_process_images_per_s": statistics.median(rates["in_process"]),
         "http_images_per_s": statistics.median(rates["http"]),
-        "http_vs_in_process": statistics.median(rates["http"]) / statistics.median(rates["in_process"]),
+        "http_vs_in_process_per_round": [round(r, 3) for r in ratios],
+        "http_vs_in_process_median": statistics.median(ratios),
+        "pipeline_calls_per_burst": calls,
+        "load_average_1m": os.getloadavg()[0],
         "in_process_p50_s": _percentile(lat["in_process"], 0.5),
         "in_process_p95_s": _percentile(lat["in_process"], 0.95),
         "http_p50_s": _percentile(lat["http"], 0.5),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 import pytest
@@ -127,3 +128,53 @@ def test_health_and_metrics(start_server: Callable[..., ServeServer]) -> None:
     assert 'mediagen_serve_predictions_total{model="acme/fox",status="succeeded"} 1.0' in text
     assert 'mediagen_serve_errors_total{kind="unauthenticated"} 2.0' in text  # the wrong token, then no token
     assert "mediagen_serve_queue_depth 0.0" in text
+
+
+def test_a_token_budget_is_enforced_from_the_price_table(start_server: Callable[..., ServeServer]) -> None:
+    from mediagen._config import Config
+
+    server = start_server(
+        models=[fake_model("fox", "image")],
+        config=Config(prices={"test": {"images": 1.0}}),
+        tokens=[TokenSpec.from_token("tester", TEST_TOKEN, budget=2.0)],
+    )
+
+    statuses = [_create(server, {"prompt": "a fox"}, Prefer="wait").status_code for _ in range(3)]
+
+    assert statuses == [201, 201, 402]
+    refused = _create(server, {"prompt": "a fox"})
+    assert refused.json()["title"] == "Billing required" and "budget" in refused.json()["detail"]
+
+
+def test_settings_from_the_config_and_a_token_file(tmp_path: Path) -> None:
+    import hashlib
+
+    from mediagen.serve.command import settings_from
+
+    tokens = tmp_path / "tokens.toml"
+    digest = hashlib.sha256(b"y" * 20).hexdigest()
+    tokens.write_text(
+        f'[tokens.alice]\ntoken = "{"x" * 20}"\nrequests_per_minute = 30\n\n[tokens.ci]\nsha256 = "{digest}"\n'
+    )
+    tokens.chmod(0o600)
+    table = {
+        "retention_days": 3,
+        "models": {
+            "acme/sd": "diffusers:/m/sd",
+            "acme/robust": ["replicate:a/b", "diffusers:/m/sd"],
+            "acme/voice": {"model": "test:fake", "modality": "audio", "expose": ["options"]},
+        },
+    }
+
+    settings = settings_from(models=["acme/sd=test:fake"], token_file=str(tokens), config_table=table)
+
+    by_ref = {m.ref: m for m in settings.models}
+    assert by_ref["acme/sd"].chain == "test:fake"  # the command line wins
+    assert by_ref["acme/robust"].chain == ["replicate:a/b", "diffusers:/m/sd"]
+    assert by_ref["acme/voice"].modality == "audio" and by_ref["acme/voice"].expose == {"options"}
+    assert settings.retention_days == 3
+    assert [t.name for t in settings.tokens] == ["alice", "ci"]
+    assert settings.tokens[0].requests_per_minute == 30 and settings.tokens[1].sha256 == digest
+    tokens.write_text('[tokens.short]\ntoken = "abc"\n')
+    with pytest.raises(ValueError, match="too short"):
+        settings_from(token_file=str(tokens))

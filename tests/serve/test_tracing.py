@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import httpx
 import pytest
+
 from mediagen_testkit.serve_server import TEST_TOKEN, ServeServer, fake_model
 
 pytest.importorskip("opentelemetry.sdk")

@@ -82,7 +82,7 @@ async def _run(request: Request, model: ModelDescription, given: dict[str, Any])
         first = exc.fields[0]["field"].removeprefix("input.") if exc.fields else None
         raise _Refused(400, str(exc), param=first) from exc
     except LimitError as exc:
-        raise _Refused(429, str(exc), code="rate_limit_exceeded") from exc
+        raise _Refused(429, str(exc), code="insufficient_quota" if exc.budget else "rate_limit_exceeded") from exc
     await state.service.wait(record, None)
     if record.status != "succeeded":
         raise _Refused(500 if record.status == "failed" else 499, record.error or f"the generation {record.status}")

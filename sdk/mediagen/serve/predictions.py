@@ -28,9 +28,10 @@ from pydantic import ValidationError
 from .._media import decode_data_url, sniff_media_type, suffix_for_media_type
 from ..artifacts import Artifact, Image
 from ..client import Client
-from ..errors import redact
+from ..errors import BudgetExceededError, MediagenError, redact
 from ..events import Cancelled, Completed, Failed, Log, Progress, Started
 from ..jobs import Job
+from ..ledger import Ledger, PriceTable
 from ..policies import ConcurrencyLimiter, RateLimiter
 from ..requests import Request, request_class
 from ..results import Result
@@ -58,11 +59,13 @@ class InputError(Exception):
 
 
 class LimitError(Exception):
-    """A per-token limit refused the prediction; `retry_after` in seconds."""
+    """A per-token limit (rate, concurrency, budget) refused the prediction; `retry_after` in seconds."""
 
-    def __init__(self, message: str, retry_after: float) -> None:
+    def __init__(self, message: str, retry_after: float, *, budget: bool = False) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.budget = budget
+        """True when the token's budget is spent (402, not 429: waiting does not help)."""
 
 
 def parse_cancel_after(value: str) -> float:
@@ -98,12 +101,15 @@ class _Live:
     timer: asyncio.TimerHandle | None = None
     cancel_reason: str | None = None
     span: Span = field(default_factory=Span)
+    ledger: Ledger | None = None
 
 
 @dataclass
 class _TokenLimits:
     rate: RateLimiter | None
     concurrency: ConcurrencyLimiter
+    ledger: Ledger
+    """What the token's predictions cost; its budget, if it has one."""
 
 
 class PredictionService:
@@ -239,6 +245,7 @@ class PredictionService:
             limits = self._limits[name] = _TokenLimits(
                 RateLimiter(per_minute, burst=max(1, math.ceil(per_minute / 6))) if per_minute else None,
                 ConcurrencyLimiter(concurrency),
+                Ledger(PriceTable(self.client.config.prices), token.budget if token else None),
             )
         return limits
 
@@ -287,9 +294,15 @@ class PredictionService:
         limits = self._token_limits(token)
         if limits.rate is not None and not limits.rate.try_acquire():
             raise LimitError("Request was throttled.", retry_after=max(1.0, limits.rate.wait_time()))
+        provider, model_name = self.client.resolve_models(model.served.chain, model.modality)[0]
+        try:
+            reservation = limits.ledger.reserve(limits.ledger.prices.estimate(request, provider, model_name))
+        except BudgetExceededError as exc:
+            raise LimitError(str(exc), retry_after=0, budget=True) from exc
         try:
             await limits.concurrency.acquire(timeout=0)
         except TimeoutError:
+            reservation.release()
             raise LimitError(
                 f"this token already has {limits.concurrency.limit} predictions running; wait for one to end",
                 retry_after=1,
@@ -311,20 +324,26 @@ class PredictionService:
         try:
             await asyncio.to_thread(self.store.save, record)
             job = self.client.submit(request, model=model.served.chain)
+        except MediagenError as exc:
+            limits.concurrency.release()
+            reservation.release()
+            raise InputError([{"type": "invalid", "field": "", "description": str(exc)}]) from exc
         except BaseException:
             limits.concurrency.release()
+            reservation.release()
             raise
         span = start_span(
             "mediagen.prediction",
             trace_headers,
             {"mediagen.prediction_id": record.id, "mediagen.model": model.served.ref, "mediagen.task": request.task},
         )
-        live = self._live[record.id] = _Live(record, job, origin, span=span)
+        live = self._live[record.id] = _Live(record, job, origin, span=span, ledger=limits.ledger)
         if cancel_after_s is not None:
             loop = asyncio.get_running_loop()
             live.timer = loop.call_later(cancel_after_s, self._cancel_soon, record.id, "Cancel-After")
         task = self._background(self._follow(live, model))
         task.add_done_callback(lambda _: limits.concurrency.release())
+        task.add_done_callback(lambda _: reservation.release())
         return record
 
     def _background(self, work: Any) -> asyncio.Future[Any]:
@@ -365,6 +384,10 @@ class PredictionService:
                     self._webhook(live, "logs")
                 elif isinstance(event, Completed):
                     await self._succeed(record, event.result, model)
+                    if live.ledger is not None and not event.result.cached:
+                        usage = event.result.usage
+                        live.ledger.price(event.result.provider, event.result.model, usage)
+                        live.ledger.record(event.result.provider, event.result.model, usage)
                 elif isinstance(event, Failed):
                     self._fail(record, event.error, live.span)
                 elif isinstance(event, Cancelled):

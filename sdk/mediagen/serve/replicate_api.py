@@ -127,6 +127,9 @@ async def _create(request: Request, model: ModelDescription, body: dict[str, Any
         state.count_error("invalid_input")
         return _invalid(request, exc.fields)
     except LimitError as exc:
+        if exc.budget:
+            state.count_error("budget_exceeded")
+            return error_response(request.url.path, 402, str(exc), title="Billing required")
         state.count_error("rate_limited")
         return error_response(
             request.url.path, 429, str(exc), headers={"retry-after": str(max(1, round(exc.retry_after)))}

@@ -20,6 +20,7 @@ table per named token, each holding the token itself or only its SHA-256::
     [tokens.alice]
     token = "a-long-random-string"
     requests_per_minute = 60
+    budget = 25.0                   # in the currency of [prices]
 
     [tokens.ci]
     sha256 = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
@@ -181,6 +182,8 @@ class TokenSpec(BaseModel):
     """Predictions this token may create a minute (None: the server's default)."""
     max_concurrency: int | None = Field(None, ge=1)
     """Predictions of this token running at once (None: the server's default)."""
+    budget: float | None = Field(None, ge=0)
+    """Cost this token may spend (priced by the config's `[prices]`) while the server runs; None: no cap."""
 
     @classmethod
     def from_token(cls, name: str, token: str, **limits: Any) -> TokenSpec:
