@@ -110,3 +110,27 @@ def test_a_public_address_without_a_token_is_refused(tmp_path: Path) -> None:
 
     assert result.returncode == 2
     assert "refusing to listen on 0.0.0.0 without a token" in result.stderr
+
+
+def test_sigterm_lets_a_running_prediction_finish(tmp_path: Path) -> None:
+    db = tmp_path / "state" / "predictions.db"
+    process, url = _start(tmp_path, db)
+    try:
+        running = httpx.post(
+            f"{url}/v1/models/acme/fox/predictions", json={"input": {"prompt": "slow"}}, headers=_auth()
+        ).json()
+        while httpx.get(f"{url}/v1/predictions/{running['id']}", headers=_auth()).json()["status"] != "processing":
+            time.sleep(0.02)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        # uvicorn re-raises the signal once it has shut down gracefully: the exit status says SIGTERM.
+        assert process.wait(timeout=60) in (0, -signal.SIGTERM)
+
+    process, url = _start(tmp_path, db)
+    try:
+        finished = httpx.get(f"{url}/v1/predictions/{running['id']}", headers=_auth()).json()
+        assert finished["status"] == "succeeded"  # within shutdown_grace_s, so not cut off
+        assert httpx.get(finished["output"][0]).status_code == 200
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
