@@ -156,7 +156,7 @@ def create_app(
         if settings.db is None:
             temp = tempfile.mkdtemp(prefix="mediagen-serve-")
             logger.warning("no --db given: predictions live in %s and are deleted at shutdown", temp)
-        store = PredictionStore(settings.db or Path(temp or ".") / "predictions.db")
+        store = PredictionStore(settings.db or Path(temp or ".") / "predictions.db", fsync=settings.fsync)
         interrupted = await asyncio.to_thread(store.fail_interrupted)
         if interrupted:
             logger.warning("%d prediction(s) were running when the server last stopped; marked failed", interrupted)

@@ -249,6 +249,9 @@ class ServeSettings(BaseModel):
     db: Path | None = None
     """The SQLite file of predictions; outputs live in `<db>.files/` beside it. None keeps both
     in a temporary directory that is removed at shutdown (nothing survives a restart)."""
+    fsync: bool = False
+    """Flush every commit and output file to the disk, so predictions survive a power loss too (not
+    only a crash or `kill -9` of the server, which they always survive); costs a disk flush per write."""
     tokens: list[TokenSpec] = Field(default_factory=list)
     """Accepted bearer tokens; none means no authentication (loopback only)."""
     requests_per_minute: float | None = Field(None, gt=0)
