@@ -8,13 +8,15 @@ Rounds alternate between the two sides. Printed, nothing asserted:
 - **throughput**: images/s of 16 concurrent requests (distinct prompts and seeds, tiny SD at
   `--size` px, `--steps` steps), in-process (`client.generate`) vs over HTTP (`POST
   /v1/models/acme/sd/predictions` with `Prefer: wait`, then a GET of the output URL), and the p50 /
-  p95 latency of one request in each.
+  p95 latency of one request in each; and the CPU seconds this process spent per image on each
+  side, which other tenants of a shared machine do not change (wall time they do).
 - **webhooks vs polling**: HTTP requests per prediction when a caller polls
   `GET /v1/predictions/{id}` every `--poll-s` against one that waits for the signed webhook.
 
 Run:
 
     .venv/bin/python benchmarks/serve_throughput.py [--size 64] [--steps 4] [--requests 16] [--rounds 5]
+        [--batch-window-s 0.01]
 
 With `$OUT` set, the numbers are also written to `$OUT/serve_throughput.json`.
 """
@@ -73,11 +75,15 @@ async def main() -> None:
     parser.add_argument("--requests", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--poll-s", type=float, default=0.1)
+    parser.add_argument(
+        "--batch-window-s", type=float, default=None, help="the diffusers backend's batch_window_s (default: its own)"
+    )
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="serve-bench-"))
     sd = ensure_tiny_model("sd", cache_dir=work / "models")
-    client = mg.Client(cache=False, provenance=False)
+    settings_of_diffusers = {} if args.batch_window_s is None else {"batch_window_s": args.batch_window_s}
+    client = mg.Client(cache=False, provenance=False, providers={"diffusers": settings_of_diffusers})
     settings = ServeSettings(
         models=[ServedModel(owner="acme", name="sd", model=f"diffusers:{sd}")],
         db=work / "predictions.db",
@@ -99,6 +105,7 @@ async def main() -> None:
             "width": args.size,
             "height": args.size,
             "steps": args.steps,
+            "batch_window_s": args.batch_window_s,
         }
 
     async def in_process(i: int, round_: int) -> float:
@@ -115,18 +122,29 @@ async def main() -> None:
             headers={**headers, "Prefer": "wait=60"},
         )
         body = created.json()
+        while body["status"] not in ("succeeded", "failed", "canceled"):
+            # The sync wait ran out (a loaded machine): poll, as the official clients do.
+            await asyncio.sleep(0.05)
+            body = (await http.get(body["urls"]["get"], headers=headers)).json()
         assert body["status"] == "succeeded", body
         (await http.get(body["output"][0])).raise_for_status()
         return time.perf_counter() - begun
 
+    cpu: dict[str, list[float]] = {"in_process": [], "http": []}
+
     async def burst(side: Any, round_: int) -> tuple[float, list[float]]:
-        begun = time.perf_counter()
+        begun, cpu_begun = time.perf_counter(), time.process_time()
         latencies = await asyncio.gather(*(side(i, round_) for i in range(args.requests)))
+        # CPU seconds of this process (all its threads) per image: what other tenants of a shared
+        # machine do not change, unlike wall time.
+        cpu["in_process" if side is in_process else "http"].append((time.process_time() - cpu_begun) / args.requests)
         return args.requests / (time.perf_counter() - begun), list(latencies)
 
     # Warm-up: load the pipeline, compile nothing, fill the connection pool.
     await burst(in_process, 0)
     await burst(over_http, 0)
+    cpu["in_process"].clear()
+    cpu["http"].clear()
 
     rates: dict[str, list[float]] = {"in_process": [], "http": []}
     lat: dict[str, list[float]] = {"in_process": [], "http": []}
@@ -145,7 +163,8 @@ async def main() -> None:
         ratios.append(rates["http"][-1] / rates["in_process"][-1])
         print(
             f"round {round_}: in-process {rates['in_process'][-1]:.2f}/s in {calls['in_process'][-1]} call(s), "
-            f"HTTP {rates['http'][-1]:.2f}/s in {calls['http'][-1]} call(s), ratio {ratios[-1]:.2f}",
+            f"HTTP {rates['http'][-1]:.2f}/s in {calls['http'][-1]} call(s), ratio {ratios[-1]:.2f}; "
+            f"CPU s/image {cpu['in_process'][-1]:.3f} vs {cpu['http'][-1]:.3f}",
             flush=True,
         )
 
@@ -195,6 +214,7 @@ async def main() -> None:
         "machine": os.environ.get("BENCH_MACHINE", "unknown"),
         "size": args.size,
         "steps": args.steps,
+        "batch_window_s": args.batch_window_s,
         "requests": args.requests,
         "rounds": args.rounds,
         "in_process_images_per_s": statistics.median(rates["in_process"]),
@@ -202,6 +222,9 @@ async def main() -> None:
         "http_vs_in_process_per_round": [round(r, 3) for r in ratios],
         "http_vs_in_process_median": statistics.median(ratios),
         "pipeline_calls_per_burst": calls,
+        "in_process_cpu_s_per_image": statistics.median(cpu["in_process"]),
+        "http_cpu_s_per_image": statistics.median(cpu["http"]),
+        "http_cpu_overhead": statistics.median(cpu["http"]) / statistics.median(cpu["in_process"]) - 1,
         "load_average_1m": os.getloadavg()[0],
         "in_process_p50_s": _percentile(lat["in_process"], 0.5),
         "in_process_p95_s": _percentile(lat["in_process"], 0.95),

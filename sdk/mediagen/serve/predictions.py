@@ -267,7 +267,7 @@ class PredictionService:
 
         Raises:
             InputError: The input, webhook or filter is wrong.
-            LimitError: The token's rate or concurrency limit refuses it.
+            LimitError: The token's rate, concurrency or budget limit refuses it.
         """
         # 1. Check everything that can be checked before anything is spent.
         request = self.build_request(model, given)
@@ -327,6 +327,8 @@ class PredictionService:
         except MediagenError as exc:
             limits.concurrency.release()
             reservation.release()
+            record.status, record.error, record.completed_at = "failed", redact(str(exc)), time.time()
+            await asyncio.to_thread(self.store.save, record)  # not left `starting` until a restart
             raise InputError([{"type": "invalid", "field": "", "description": str(exc)}]) from exc
         except BaseException:
             limits.concurrency.release()
