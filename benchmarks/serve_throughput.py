@@ -105,7 +105,6 @@ async def main() -> None:
             "width": args.size,
             "height": args.size,
             "steps": args.steps,
-            "batch_window_s": args.batch_window_s,
         }
 
     async def in_process(i: int, round_: int) -> float:
