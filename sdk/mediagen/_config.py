@@ -114,6 +114,8 @@ class Config(BaseModel):
     """Price per usage unit, keyed by `provider` or `provider:model`."""
     budget: float | None = Field(default=None, ge=0)
     """Refuse new jobs once the ledger's cost passes this amount."""
+    serve: dict[str, Any] = Field(default_factory=dict)
+    """`mediagen serve` settings (`[serve]`, `[serve.models]`); see `mediagen.serve.ServeSettings`."""
     source: str | None = None
     """The file this configuration was read from (set by `load_config`)."""
 

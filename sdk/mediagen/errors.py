@@ -344,6 +344,8 @@ class OutputExistsError(MediagenError, FileExistsError):
 
     def _extra(self) -> dict[str, Any]:
         return {"path": self.path}
+
+
 class ConfigError(MediagenError, ValueError):
     """mediagen is set up wrongly: a config file it may not trust, an invalid setting, a bad secret.
 

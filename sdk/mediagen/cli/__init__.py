@@ -32,6 +32,7 @@ COMMANDS: dict[str, str] = {
     "backends": "List providers, whether each is usable here, and why not.",
     "batch": "Run every line of a JSONL file; a re-run skips finished lines.",
     "demo": "Build tiny random-weight models and generate one file per modality (offline).",
+    "serve": "Serve models over Replicate's prediction API and OpenAI's images API.",
 }
 """Command name → the summary `mediagen --help` shows; the code is in `mediagen.cli.<name>`."""
 

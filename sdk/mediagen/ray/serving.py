@@ -1,0 +1,204 @@
+"""`mediagen serve --engine ray`: the same HTTP API, with generation spread over Ray Serve replicas.
+
+Two deployments:
+
+- **api** (one replica): the `mediagen serve` ASGI app itself (Replicate- and OpenAI-compatible
+  routes, auth, limits, metrics, durable SQLite jobs). Ray Serve's HTTP proxy listens on
+  `--host`/`--port` and hands every request to it, so job state lives in one place: a poll or a
+  cancel reaches the replica that holds the job.
+- **generate** (`--replicas N`, autoscaled up to `--max-replicas`): each replica holds one
+  mediagen client, so requests that land on a replica are micro-batched on its device. The api's
+  client forwards every run to it through a deployment handle; Ray Serve balances the replicas.
+
+Progress events do not cross the handle: HTTP callers see a job start and finish, not its steps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+from .._config import load_config
+from .._registry import parse_model
+from ..backend import Backend, Capabilities, RunContext
+from ..client import Client
+from ..requests import Request
+from ..results import Result
+from ._imports import import_ray
+from .engine import _FORWARDED_ENV
+from .worker import WorkerOutcome
+
+__all__ = ["GenerateDeployment", "build_serve_app", "run_ray_command"]
+
+
+class GenerateDeployment:
+    """The body of a `generate` replica: one client; runs and describes models."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        os.environ.update(env)
+        self._client = Client()
+
+    async def generate(self, request: Request, model: str) -> WorkerOutcome:
+        """Run one request on this replica's client; artifacts come back with their bytes."""
+        from ..errors import MediagenError
+
+        try:
+            result = await self._client.generate(request, model=model)
+            for artifact in result.artifacts:
+                await artifact.aread()
+        except MediagenError as exc:
+            return None, exc
+        return result, None
+
+    async def capabilities(self, model: str) -> Capabilities:
+        """What the model can do, as its own backend says."""
+        provider, name = parse_model(model)
+        return await (await self._client.backend(provider)).capabilities(name)
+
+
+class _Forward(Backend):
+    """Runs every request of one provider on the `generate` deployment (the api replica's client holds these)."""
+
+    provider: ClassVar[str] = "ray-serve"
+
+    def __init__(self, handle: Any) -> None:
+        super().__init__()
+        self._handle = handle
+
+    async def capabilities(self, model: str) -> Capabilities:
+        caps: Capabilities = await self._handle.capabilities.remote(f"{self.provider}:{model}")
+        return caps
+
+    async def run(self, request: Request, model: str, ctx: RunContext) -> Result:
+        response = self._handle.generate.remote(request, f"{self.provider}:{model}")
+        try:
+            outcome: WorkerOutcome = await response
+        except asyncio.CancelledError:
+            response.cancel()  # the replica stops the request too
+            raise
+        result, error = outcome
+        if error is not None:
+            raise error
+        assert result is not None
+        return result
+
+
+def _forwarders(providers: Sequence[str], handle: Any) -> dict[str, Backend]:
+    return {name: type(f"Forward_{name}", (_Forward,), {"provider": name})(handle) for name in providers}
+
+
+def build_serve_app(settings: Any, providers: Sequence[str], handle: Any, metrics_public: bool) -> Any:
+    """The `mediagen serve` app whose client forwards `providers` to the `generate` deployment."""
+    from ..serve import create_app
+
+    client = Client(backends=_forwarders(providers, handle))
+    return create_app(settings, client=client, metrics_public=metrics_public)
+
+
+def run_ray_command(
+    *,
+    host: str,
+    port: int,
+    models: Sequence[str],
+    db: str | None,
+    token_file: str | None,
+    retention_days: float | None,
+    log_level: str,
+    metrics_public: bool,
+    replicas: int = 1,
+    max_replicas: int | None = None,
+    address: str | None = None,
+    cpus_per_replica: float = 1.0,
+    gpus_per_replica: float = 0.0,
+) -> int:
+    """Deploy the app on Ray Serve and block until interrupted; returns the exit code."""
+    from ..serve.command import settings_from
+    from ..serve.runner import BindRefused, check_bind
+
+    try:
+        config = load_config()
+        settings = settings_from(
+            models=models, db=db, token_file=token_file, retention_days=retention_days, config_table=dict(config.serve)
+        )
+        if not settings.models:
+            raise ValueError(
+                "no model to serve: pass --model OWNER/NAME=MODEL, or fill [serve.models] in mediagen.toml"
+            )
+        check_bind(host, settings)
+        if max_replicas is not None and max_replicas < replicas:
+            raise ValueError(f"--max-replicas ({max_replicas}) is below --replicas ({replicas})")
+        resolver = Client(config=config)
+        providers = sorted(
+            {
+                provider
+                for served in settings.models
+                for spec in ([served.model] if isinstance(served.model, str) else served.model)
+                for provider, _ in resolver.resolve_models(spec, served.modality or "image")
+            }
+        )
+    except (BindRefused, ValueError, FileNotFoundError) as exc:
+        print(f"mediagen serve: {exc}", file=sys.stderr)
+        return 2
+
+    ray = import_ray()
+    from ray import serve
+
+    env = {k: v for k, v in os.environ.items() if k in _FORWARDED_ENV}
+    if address is None:
+        # A private instance: never joins a cluster an earlier `ray start` left running.
+        ray.init(
+            address="local",
+            num_cpus=max(2, int(replicas * cpus_per_replica) + 1),
+            num_gpus=math.ceil(replicas * gpus_per_replica) or None,
+            include_dashboard=False,
+            _node_ip_address="127.0.0.1",
+            log_to_driver=False,
+            configure_logging=False,
+        )
+    else:
+        ray.init(address=address, log_to_driver=False, configure_logging=False)
+    try:
+        serve.start(http_options={"host": host, "port": port}, logging_config={"log_level": log_level.upper()})
+        scaling: dict[str, Any] = {"num_replicas": replicas}
+        if max_replicas is not None and max_replicas > replicas:
+            scaling = {"autoscaling_config": {"min_replicas": replicas, "max_replicas": max_replicas}}
+        generate = serve.deployment(
+            name="generate",
+            ray_actor_options={"num_cpus": cpus_per_replica, "num_gpus": gpus_per_replica},
+            max_ongoing_requests=64,
+            **scaling,
+        )(GenerateDeployment).bind(env)
+
+        def builder(handle: Any) -> Any:
+            return build_serve_app(settings, providers, handle, metrics_public)
+
+        class _Api:
+            def __init__(self, handle: Any) -> None:
+                self.handle = handle
+
+            def __serve_build_asgi_app__(self) -> Any:
+                return builder(self.handle)
+
+        api = serve.deployment(name="api", num_replicas=1, ray_actor_options={"num_cpus": 0.5})(
+            serve.ingress()(_Api)
+        ).bind(generate)
+        serve.run(api, name="mediagen", route_prefix="/", blocking=False)
+        shown = f"[{host}]" if ":" in host else host
+        print(
+            f"mediagen serve: listening on http://{shown}:{port} (Ray Serve, {replicas} replica(s))",
+            file=sys.stderr,
+            flush=True,
+        )
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        stop: Any = serve.shutdown  # untyped in Ray
+        stop()
+        ray.shutdown()
