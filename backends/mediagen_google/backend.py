@@ -109,6 +109,7 @@ class GoogleBackend(Backend):  # type: ignore[misc]
         self._pace = RateLimiter(requests_per_minute)
         self._poll = (poll_interval, max_poll_interval)
         self._transport: GoogleTransport | None = None
+        self._connecting = asyncio.Lock()
 
     # -- the contract -----------------------------------------------------------------------------
 
@@ -136,7 +137,7 @@ class GoogleBackend(Backend):  # type: ignore[misc]
         _check_family(info, request, model)
         if not info.known:
             ctx.warn(GenerationWarning.other(f"google:{model} is not in mediagen's table; mapped as its family"))
-        transport = self._connect()
+        transport = await self._connect()
 
         # 2-4. Map, send, collect: per family.
         raw: Any
@@ -197,8 +198,17 @@ class GoogleBackend(Backend):  # type: ignore[misc]
 
     # -- helpers ----------------------------------------------------------------------------------
 
-    def _connect(self) -> GoogleTransport:
-        """The transport, built on first use (a missing key is reported then, not at import)."""
+    async def _connect(self) -> GoogleTransport:
+        """The transport, built on first use (a missing key is reported then, not at import).
+
+        Built in a worker thread: loading the TLS trust store would stall the event loop.
+        """
+        async with self._connecting:
+            if self._transport is None:
+                self._transport = await asyncio.to_thread(self._build)
+        return self._transport
+
+    def _build(self) -> GoogleTransport:
         if self._transport is None:
             connection = GoogleConnection(
                 api_key=self._api_key,

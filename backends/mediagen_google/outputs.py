@@ -3,8 +3,8 @@
 Imagen answers `predictions[i].bytesBase64Encoded`; Gemini image models answer `inlineData` parts;
 both arrive in memory. Veo answers a file URI on the API's own file service, which needs the key:
 `GeminiFileVideo` holds that URI and fetches it on first read. The key goes only to the configured
-endpoint (scheme, host and port must match); redirects (the file service sends the bytes from
-storage) are followed by hand, without the key. The video is kept as Veo made it, soundtrack and all.
+endpoint (scheme, host and port must match), and only on the first request: redirects (the file
+service sends the bytes from storage) are followed by hand, without the key, wherever they lead. The video is kept as Veo made it, soundtrack and all.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from mediagen.artifacts import Image, Video
 from mediagen.backend import check_remote_allowed
 from mediagen.errors import DownloadError, GenerationFailedError
 
+from .client import tls_context
 from .errors import PROVIDER
 
 __all__ = ["GeminiFileVideo", "image_from_base64", "imagen_images", "gemini_images", "veo_uris"]
@@ -181,10 +182,10 @@ def _fetch_sync(uri: str, headers: Callable[[str], dict[str, str]], *, max_bytes
             time.sleep(0.25 * 2**attempt)
         url = uri
         try:
-            with httpx.Client(timeout=httpx.Timeout(120.0, connect=10.0), follow_redirects=False) as http:
+            with httpx.Client(timeout=httpx.Timeout(120.0, connect=10.0), follow_redirects=False, verify=tls_context()) as http:
                 for _ in range(_MAX_REDIRECTS + 1):
                     _check(url)
-                    with http.stream("GET", url, headers=headers(url)) as response:
+                    with http.stream("GET", url, headers=headers(url) if url == uri else {}) as response:
                         if response.is_redirect:
                             url = str(response.url.join(response.headers["location"]))
                             continue
@@ -218,10 +219,12 @@ async def _fetch_async(uri: str, headers: Callable[[str], dict[str, str]], *, ma
             await asyncio.sleep(0.25 * 2**attempt)
         url = uri
         try:
-            async with httpx.AsyncClient(timeout=httpx.Timeout(120.0, connect=10.0), follow_redirects=False) as http:
+            async with httpx.AsyncClient(
+                timeout=httpx.Timeout(120.0, connect=10.0), follow_redirects=False, verify=tls_context()
+            ) as http:
                 for _ in range(_MAX_REDIRECTS + 1):
                     _check(url)
-                    async with http.stream("GET", url, headers=headers(url)) as response:
+                    async with http.stream("GET", url, headers=headers(url) if url == uri else {}) as response:
                         if response.is_redirect:
                             url = str(response.url.join(response.headers["location"]))
                             continue

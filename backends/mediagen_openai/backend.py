@@ -102,6 +102,7 @@ class OpenAIBackend(Backend):  # type: ignore[misc]
         self._slots = ConcurrencyLimiter(max_concurrency)
         self._pace = RateLimiter(requests_per_minute)
         self._transport: OpenAITransport | None = None
+        self._connecting = asyncio.Lock()
 
     # -- the contract -----------------------------------------------------------------------------
 
@@ -129,7 +130,7 @@ class OpenAIBackend(Backend):  # type: ignore[misc]
         options = OpenAIOptions.parse(request.options, model=model)
         if not info.known:
             ctx.warn(GenerationWarning.other(f"openai:{model} is not in mediagen's table of OpenAI models; sent as is"))
-        transport = self._connect()
+        transport = await self._connect()
 
         # 2-4. Map, send, and turn the answer into artifacts, per kind of model.
         if isinstance(info, ImageModelInfo) and isinstance(request, ImageRequest):
@@ -199,8 +200,17 @@ class OpenAIBackend(Backend):  # type: ignore[misc]
 
     # -- helpers ----------------------------------------------------------------------------------
 
-    def _connect(self) -> OpenAITransport:
-        """The transport, built on first use (a missing key is reported then, not at import)."""
+    async def _connect(self) -> OpenAITransport:
+        """The transport, built on first use (a missing key is reported then, not at import).
+
+        Built in a worker thread: loading the TLS trust store would stall the event loop.
+        """
+        async with self._connecting:
+            if self._transport is None:
+                self._transport = await asyncio.to_thread(self._build)
+        return self._transport
+
+    def _build(self) -> OpenAITransport:
         if self._transport is None:
             connection = OpenAIConnection(
                 api_key=self._api_key, base_url=self._base_url, client=self._client, timeout=self._timeout

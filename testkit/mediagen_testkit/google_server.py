@@ -57,6 +57,12 @@ _GEMINI_SIZES = {
 _STATUS = {400: "INVALID_ARGUMENT", 403: "PERMISSION_DENIED", 404: "NOT_FOUND", 429: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 503: "UNAVAILABLE"}
 
 
+def _decode_bytes(text: str) -> bytes:
+    """Proto3 JSON `bytes`: standard or URL-safe base64, padded or not (google-genai sends URL-safe)."""
+    text = text.replace("-", "+").replace("_", "/")
+    return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+
+
 def _error(status: int, message: str, *, details: list[dict[str, Any]] | None = None) -> Reply:
     error: dict[str, Any] = {"code": status, "message": message, "status": _STATUS.get(status, "UNKNOWN")}
     if details:
@@ -239,15 +245,18 @@ class GoogleServer(LoopbackServer):
             for part in content.get("parts") or []:
                 if "text" in part:
                     text.append(str(part["text"]))
-                elif "inlineData" in part:
-                    inline = part["inlineData"]
+                elif "inlineData" in part or "inline_data" in part:
+                    # Proto3 JSON takes field names in lowerCamel or as declared; google-genai 3 sends
+                    # `inlineData` holding `mime_type`.
+                    inline = part.get("inlineData") or part.get("inline_data") or {}
+                    mime = inline.get("mimeType") or inline.get("mime_type")
                     try:
-                        data = base64.b64decode(inline.get("data") or "", validate=True)
+                        data = _decode_bytes(str(inline.get("data") or ""))
                     except ValueError:
                         return _error(400, "Invalid value at 'contents[0].parts[1].inline_data.data' (TYPE_BYTES), Base64 decoding failed")
-                    if inline.get("mimeType") not in ("image/png", "image/jpeg", "image/webp", "image/heic", "image/heif"):
-                        return _error(400, f"Unsupported MIME type: {inline.get('mimeType')}")
-                    images.append((str(inline["mimeType"]), data))
+                    if mime not in ("image/png", "image/jpeg", "image/webp", "image/heic", "image/heif"):
+                        return _error(400, f"Unsupported MIME type: {mime}")
+                    images.append((str(mime), data))
         config = body.get("generationConfig") or {}
         modalities = [str(m).upper() for m in config.get("responseModalities") or []]
         if modalities and "IMAGE" not in modalities:
@@ -326,16 +335,18 @@ class GoogleServer(LoopbackServer):
         self.stats.incr("polls")
         if time.monotonic() - op["started"] < self.video_s:
             return Reply.json(200, {"name": name})
-        with self._lock:
-            if op["files"] is None:
-                params = op["body"].get("parameters") or {}
-                prompt = str(op["body"]["instances"][0].get("prompt") or "image")
-                files = []
-                for i in range(int(params.get("sampleCount") or 1)):
-                    file_id = f"{next(self._ids):04d}{secrets.token_hex(4)}"
-                    self.files[file_id] = self.video_bytes(op["model"], self.seed_for(prompt, i))
-                    files.append(file_id)
-                op["files"] = files
+        if op["files"] is None:
+            # Made outside the lock (ffmpeg takes a while); a second poll racing here makes the same bytes.
+            params = op["body"].get("parameters") or {}
+            prompt = str(op["body"]["instances"][0].get("prompt") or "image")
+            made = [self.video_bytes(op["model"], self.seed_for(prompt, i)) for i in range(int(params.get("sampleCount") or 1))]
+            with self._lock:
+                if op["files"] is None:
+                    op["files"] = []
+                    for data in made:
+                        file_id = f"{next(self._ids):04d}{secrets.token_hex(4)}"
+                        self.files[file_id] = data
+                        op["files"].append(file_id)
         samples = [{"video": {"uri": f"{self.origin}/v1beta/files/{f}:download?alt=media"}} for f in op["files"]]
         return Reply.json(
             200,
@@ -372,7 +383,8 @@ class GoogleServer(LoopbackServer):
         token = secrets.token_urlsafe(16)
         with self._lock:
             self._tokens[token] = file_id
-        return Reply(302, b"", "text/plain", {"Location": f"{self.origin}/storage/{token}"})
+        # Storage is another host, as on Google's side (`localhost` is not `127.0.0.1` to a client).
+        return Reply(302, b"", "text/plain", {"Location": f"http://localhost:{self.port}/storage/{token}"})
 
     def _storage(self, req: Request) -> Reply:
         if req.header("x-goog-api-key") or req.arg("key"):

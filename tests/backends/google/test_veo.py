@@ -95,8 +95,9 @@ async def test_cancelling_stops_polling_at_once_and_sends_no_cancel(server: Goog
 async def test_the_deadline_stops_polling_and_says_the_job_may_still_run(server: GoogleServer, backend: GoogleBackend) -> None:
     server.video_s = 60.0
     async with mg.Client(backends={"google": backend}) as client:
+        await client.generate(mg.ImageRequest(prompt="warm up"), model="google:imagen-4.0-fast-generate-001")
         with pytest.raises(mg.DeadlineExceededError):
-            await client.generate(mg.VideoRequest(prompt="long"), model="google:veo-3.0-generate-001", timeout=0.3)
+            await client.generate(mg.VideoRequest(prompt="long"), model="google:veo-3.0-generate-001", timeout=0.5)
     polls = server.stats["polls"]
     await asyncio.sleep(0.2)
     assert server.stats["polls"] == polls and server.stats["operations"] == 1
@@ -109,7 +110,7 @@ async def test_the_key_goes_only_to_the_configured_endpoint(server: GoogleServer
         elsewhere.files[file_id] = b"\x00\x00\x00\x18ftypmp42"
         uri = f"{elsewhere.origin}/v1beta/files/{file_id}:download?alt=media"
         backend = GoogleBackend(api_key=server.api_key, base_url=server.url)
-        connection = backend._connect().connection
+        connection = (await backend._connect()).connection
         video = GeminiFileVideo(uri, key=server.api_key, same_origin=connection.same_origin)
         with pytest.raises(mg.DownloadError):
             await video.aread()  # the other server wants a key it was never given
