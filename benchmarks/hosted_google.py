@@ -49,7 +49,9 @@ async def _mediagen(server: GoogleServer, case: str, n: int, tag: str) -> Row:
 
         async def one(i: int) -> Any:
             if case == "veo":
-                result = await client.generate(mg.VideoRequest(prompt=f"{tag} {i}"), model="google:veo-2.0-generate-001")
+                result = await client.generate(
+                    mg.VideoRequest(prompt=f"{tag} {i}"), model="google:veo-2.0-generate-001"
+                )
                 return await result.videos[0].aread()
             model = "google:gemini-2.5-flash-image" if case == "gemini" else "google:imagen-4.0-fast-generate-001"
             return await client.generate(mg.ImageRequest(prompt=f"{tag} {i}"), model=model)
@@ -63,11 +65,15 @@ async def _mediagen(server: GoogleServer, case: str, n: int, tag: str) -> Row:
 
 async def _official(server: GoogleServer, n: int, tag: str) -> Row:
     server.stats.reset()
-    client = genai.Client(api_key=server.api_key, http_options=types.HttpOptions(base_url=server.url, api_version="v1beta"))
+    client = genai.Client(
+        api_key=server.api_key, http_options=types.HttpOptions(base_url=server.url, api_version="v1beta")
+    )
     config = types.GenerateContentConfig(response_modalities=["TEXT", "IMAGE"])
 
     async def one(i: int) -> Any:
-        return await client.aio.models.generate_content(model="gemini-2.5-flash-image", contents=f"{tag} {i}", config=config)
+        return await client.aio.models.generate_content(
+            model="gemini-2.5-flash-image", contents=f"{tag} {i}", config=config
+        )
 
     started = time.monotonic()
     done = await asyncio.gather(*(one(i) for i in range(n)), return_exceptions=True)

@@ -44,7 +44,9 @@ async def _mediagen(server: OpenAIServer, case: str, n: int, tag: str) -> Row:
 
         async def one(i: int) -> Any:
             if case == "image":
-                return await client.generate(mg.ImageRequest(prompt=f"{tag} {i}", width=64, height=64), model="openai:gpt-image-2")
+                return await client.generate(
+                    mg.ImageRequest(prompt=f"{tag} {i}", width=64, height=64), model="openai:gpt-image-2"
+                )
             return await client.audio(f"{tag} sentence {i}.", kind="speech", model="openai:gpt-4o-mini-tts")
 
         started = time.monotonic()

@@ -40,8 +40,7 @@ DEFAULT_MAX_CONCURRENCY = 64
 _TASKS: frozenset[Task] = frozenset({"text-to-image", "image-to-image", "text-to-video", "image-to-video"})
 
 
-# mypy run on this folder alone sees `mediagen` as untyped (an editable install it cannot follow).
-class GoogleBackend(Backend):  # type: ignore[misc]
+class GoogleBackend(Backend):
     """Runs mediagen requests on the Gemini API (`google:imagen-4.0-generate-001`, `google:veo-3.0-generate-001`).
 
     Apart from `__init__`, all methods are private or part of the contract.
@@ -228,17 +227,30 @@ class GoogleBackend(Backend):  # type: ignore[misc]
         return self._transport
 
     async def _imagen(
-        self, request: ImageRequest, info: ImagenModel, options: GoogleOptions, transport: GoogleTransport, ctx: RunContext
+        self,
+        request: ImageRequest,
+        info: ImagenModel,
+        options: GoogleOptions,
+        transport: GoogleTransport,
+        ctx: RunContext,
     ) -> tuple[list[Artifact], Any]:
         body = imagen_body(request, info, options, ctx)
         async with transport.slots:
-            answer = await transport.rest("POST", f"models/{info.name}:predict", ctx=ctx, model=info.name, kind="predict", body=body)
+            answer = await transport.rest(
+                "POST", f"models/{info.name}:predict", ctx=ctx, model=info.name, kind="predict", body=body
+            )
         images, filtered = await asyncio.to_thread(imagen_images, answer, model=info.name)
         if not images and filtered:
             raise refusal("; ".join(filtered), model=info.name)
         if filtered:
-            ctx.warn(GenerationWarning.other(f"Google's filters removed {len(filtered)} image(s): {'; '.join(filtered)}"))
-        raw = {"predictions": [{k: v for k, v in p.items() if k != "bytesBase64Encoded"} for p in answer.get("predictions") or []]}
+            ctx.warn(
+                GenerationWarning.other(f"Google's filters removed {len(filtered)} image(s): {'; '.join(filtered)}")
+            )
+        raw = {
+            "predictions": [
+                {k: v for k, v in p.items() if k != "bytesBase64Encoded"} for p in answer.get("predictions") or []
+            ]
+        }
         return list(images), raw
 
     async def _gemini(
@@ -256,7 +268,9 @@ class GoogleBackend(Backend):  # type: ignore[misc]
             from google.genai import types
 
             # The official client takes its timeout in milliseconds.
-            per_call = config.model_copy(update={"http_options": types.HttpOptions(timeout=max(1, int(1000 * timeout)))})
+            per_call = config.model_copy(
+                update={"http_options": types.HttpOptions(timeout=max(1, int(1000 * timeout)))}
+            )
             return await models.generate_content(model=info.name, contents=contents, config=per_call)
 
         async with transport.slots:

@@ -101,7 +101,8 @@ def error_for_status(
         error = {}
     message = str(error.get("message") or "no details given")
     code = str(error.get("status") or "")
-    details = error.get("details") if isinstance(error.get("details"), list) else []
+    found = error.get("details")
+    details: list[Any] = found if isinstance(found, list) else []
     reasons = {str(d.get("reason")) for d in details if isinstance(d, Mapping) and d.get("reason")}
     said = f"{status} {code}: {message}".replace(" :", ":")
     common: dict[str, Any] = {"provider": PROVIDER, "model": model, "status": status, "detail": message}
@@ -120,7 +121,9 @@ def error_for_status(
     if status == 429 or code == "RESOURCE_EXHAUSTED":
         retry_after = _retry_delay(details, headers)
         wait = f"; retry after {retry_after:g} s" if retry_after is not None else ""
-        return RateLimitedError(f"the Gemini API is throttling requests ({said}){wait}", retry_after=retry_after, **common)
+        return RateLimitedError(
+            f"the Gemini API is throttling requests ({said}){wait}", retry_after=retry_after, **common
+        )
     if 400 <= status < 500:
         return InvalidRequestError(
             f"the Gemini API refused the request ({said})",
@@ -179,7 +182,9 @@ def transport_error(exc: BaseException, *, model: str | None, secrets: Sequence[
     """The error for a request that got no answer; retryable only when it was never sent."""
     text = redact(f"{type(exc).__name__}: {exc}", *secrets)
     if never_sent(exc):
-        return ProviderError(f"could not connect to the Gemini API ({text})", provider=PROVIDER, model=model, retryable=True)
+        return ProviderError(
+            f"could not connect to the Gemini API ({text})", provider=PROVIDER, model=model, retryable=True
+        )
     return ProviderError(
         f"lost the connection to the Gemini API after the request was sent ({text})",
         provider=PROVIDER,

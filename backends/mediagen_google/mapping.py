@@ -182,7 +182,7 @@ def veo_body(request: VideoRequest, info: VeoModel, options: GoogleOptions, ctx:
                     "size", f"{w}x{h} became {parameters['aspectRatio']} at 720p or 1080p (Veo's sizes)"
                 )
             )
-    resolution = options.resolution
+    resolution: str | None = options.resolution
     if resolution is None and (request.width or request.height):
         resolution = "1080p" if min(request.width or 0, request.height or 0) >= 1080 else "720p"
     if resolution is not None:
@@ -190,8 +190,10 @@ def veo_body(request: VideoRequest, info: VeoModel, options: GoogleOptions, ctx:
             ctx.warn(GenerationWarning.compatibility("resolution", f"{info.name} makes {info.resolutions[0]} only"))
             resolution = info.resolutions[0]
         parameters["resolution"] = resolution
-    seconds = request.duration_s if request.duration_s is not None else (
-        request.frames / (request.fps or VEO_FPS) if request.frames is not None else None
+    seconds = (
+        request.duration_s
+        if request.duration_s is not None
+        else (request.frames / (request.fps or VEO_FPS) if request.frames is not None else None)
     )
     if seconds is not None:
         chosen = min(info.durations, key=lambda d: abs(d - seconds))

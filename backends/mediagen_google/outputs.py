@@ -47,7 +47,9 @@ def image_from_base64(encoded: Any, *, where: str, model: str, metadata: Mapping
         raise GenerationFailedError(f"{where} holds no image data", provider=PROVIDER, model=model)
     media_type = sniff_media_type(raw)
     if media_type is None or not media_type.startswith("image/"):
-        raise GenerationFailedError(f"{where} is not an image ({media_type or 'unknown bytes'})", provider=PROVIDER, model=model)
+        raise GenerationFailedError(
+            f"{where} is not an image ({media_type or 'unknown bytes'})", provider=PROVIDER, model=model
+        )
     return Image(raw, media_type=media_type, metadata=dict(metadata))
 
 
@@ -84,7 +86,11 @@ def gemini_images(response: Any, *, model: str) -> tuple[list[Image], list[str],
         return [], [], str(feedback.block_reason)
     for c, candidate in enumerate(getattr(response, "candidates", None) or []):
         reason = getattr(candidate, "finish_reason", None)
-        if reason is not None and str(getattr(reason, "value", reason)) not in ("STOP", "MAX_TOKENS", "FINISH_REASON_UNSPECIFIED"):
+        if reason is not None and str(getattr(reason, "value", reason)) not in (
+            "STOP",
+            "MAX_TOKENS",
+            "FINISH_REASON_UNSPECIFIED",
+        ):
             stopped = str(getattr(reason, "value", reason))
         content = getattr(candidate, "content", None)
         for p, part in enumerate(getattr(content, "parts", None) or []):
@@ -182,7 +188,9 @@ def _fetch_sync(uri: str, headers: Callable[[str], dict[str, str]], *, max_bytes
             time.sleep(0.25 * 2**attempt)
         url = uri
         try:
-            with httpx.Client(timeout=httpx.Timeout(120.0, connect=10.0), follow_redirects=False, verify=tls_context()) as http:
+            with httpx.Client(
+                timeout=httpx.Timeout(120.0, connect=10.0), follow_redirects=False, verify=tls_context()
+            ) as http:
                 for _ in range(_MAX_REDIRECTS + 1):
                     _check(url)
                     with http.stream("GET", url, headers=headers(url) if url == uri else {}) as response:
@@ -249,7 +257,9 @@ async def _fetch_async(uri: str, headers: Callable[[str], dict[str, str]], *, ma
 
 def _raise_for(status: int, url: str) -> None:
     if status >= 400:
-        raise DownloadError(f"download failed with HTTP {status}: {url.split('?')[0][:100]}", provider=PROVIDER, status=status)
+        raise DownloadError(
+            f"download failed with HTTP {status}: {url.split('?')[0][:100]}", provider=PROVIDER, status=status
+        )
 
 
 def _cap(size: int, max_bytes: int, url: str) -> None:

@@ -155,7 +155,9 @@ class GoogleTransport:
                     retryable=not billable,
                 ) from exc
             if not isinstance(found, dict):
-                raise ProviderError(f"the Gemini API answered {kind} with a JSON {type(found).__name__}", provider=PROVIDER, model=model)
+                raise ProviderError(
+                    f"the Gemini API answered {kind} with a JSON {type(found).__name__}", provider=PROVIDER, model=model
+                )
             return found
 
         return await self.call(kind, send, ctx=ctx, model=model, billable=billable)
@@ -190,11 +192,15 @@ class GoogleTransport:
             self.stats["operations"] += 1
             ctx.log(f"operation {name} started")
             try:
-                operation = await self._poll(operation, name, ctx=ctx, model=model, started=started, typical_s=typical_s)
+                operation = await self._poll(
+                    operation, name, ctx=ctx, model=model, started=started, typical_s=typical_s
+                )
             except asyncio.CancelledError:
                 # The Gemini API has no cancel for Veo operations: stopping the polls is all we can do.
                 self.stats["abandoned"] += 1
-                logger.info("stopped polling %s (cancelled); the Gemini API cannot cancel it, so it may still finish", name)
+                logger.info(
+                    "stopped polling %s (cancelled); the Gemini API cannot cancel it, so it may still finish", name
+                )
                 raise
         finally:
             self.slots.release()

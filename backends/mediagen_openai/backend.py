@@ -40,8 +40,7 @@ DEFAULT_MAX_CONCURRENCY = 64
 _TASKS: frozenset[Task] = frozenset({"text-to-image", "image-to-image", "inpaint", "text-to-speech", "text-to-audio"})
 
 
-# mypy run on this folder alone sees `mediagen` as untyped (an editable install it cannot follow).
-class OpenAIBackend(Backend):  # type: ignore[misc]
+class OpenAIBackend(Backend):
     """Runs mediagen requests on OpenAI (`model="openai:gpt-image-2"`, `"openai:gpt-4o-mini-tts"`).
 
     Apart from `__init__`, all methods are private or part of the contract.
@@ -230,9 +229,7 @@ class OpenAIBackend(Backend):  # type: ignore[misc]
                 return await images_api.generate(**call.params, timeout=timeout)
             files: Any = call.images[0] if len(call.images) == 1 else call.images
             extra: dict[str, Any] = {} if call.mask is None else {"mask": call.mask}
-            return await images_api.edit(
-                image=files, **call.params, **extra, timeout=timeout
-            )
+            return await images_api.edit(image=files, **call.params, **extra, timeout=timeout)
 
         answer = await transport.call("images.edit" if call.edit else "images.generate", send, ctx=ctx, model=model)
         raw: dict[str, Any] = answer.model_dump(mode="json", exclude_none=True)
@@ -240,7 +237,9 @@ class OpenAIBackend(Backend):  # type: ignore[misc]
         # The pictures live on in the artifacts; the raw payload keeps everything else.
         raw["data"] = [{k: v for k, v in item.items() if k != "b64_json"} for item in data]
         metadata = {"provider": PROVIDER, "model": model, "created": raw.get("created")}
-        artifacts: list[Artifact] = list(await asyncio.to_thread(images_from_response, data, model=model, metadata=metadata))
+        artifacts: list[Artifact] = list(
+            await asyncio.to_thread(images_from_response, data, model=model, metadata=metadata)
+        )
         return artifacts, raw
 
     async def _speech(
@@ -261,7 +260,11 @@ class OpenAIBackend(Backend):  # type: ignore[misc]
         body = await transport.call("audio.speech", send, ctx=ctx, model=model)
         metadata = {"provider": PROVIDER, "model": model, "voice": call.params["voice"]}
         audio = speech_artifact(body, fmt=options.format, model=model, metadata=metadata)
-        if request.sample_rate is not None and options.format in ("wav", "pcm") and request.sample_rate != SPEECH_SAMPLE_RATE:
+        if (
+            request.sample_rate is not None
+            and options.format in ("wav", "pcm")
+            and request.sample_rate != SPEECH_SAMPLE_RATE
+        ):
             audio = await asyncio.to_thread(audio.resample, request.sample_rate)
             audio.metadata.update(metadata)
         elif request.sample_rate is not None and options.format not in ("wav", "pcm"):

@@ -95,9 +95,7 @@ def error_for_status(
             **common,
         )
     if status == 400 and (code in _REFUSAL_CODES or "safety system" in message.lower()):
-        return GenerationFailedError(
-            f"OpenAI refused the content ({said})", refused=True, retryable=False, **common
-        )
+        return GenerationFailedError(f"OpenAI refused the content ({said})", refused=True, retryable=False, **common)
     if status in (400, 413, 415, 422):
         errors = [{"loc": (str(param),) if param else ("request",), "msg": message, "type": str(code or "invalid")}]
         return InvalidRequestError(f"OpenAI refused the request ({said})", errors=errors, **common)
@@ -161,9 +159,7 @@ def map_errors(
     except MediagenError:
         raise
     except openai.APIStatusError as exc:
-        raise error_for_status(
-            exc.status_code, exc.body, headers=dict(exc.response.headers), model=model
-        ) from exc
+        raise error_for_status(exc.status_code, exc.body, headers=dict(exc.response.headers), model=model) from exc
     except openai.APIConnectionError as exc:
         timed_out = isinstance(exc, openai.APITimeoutError)
         if timed_out and deadline_passed is not None and deadline_passed():

@@ -155,7 +155,8 @@ def image_call(
         if resized:
             ctx.warn(
                 GenerationWarning.compatibility(
-                    "mask", f"the mask was resized to the image's {first.width}x{first.height} (OpenAI needs them equal)"
+                    "mask",
+                    f"the mask was resized to the image's {first.width}x{first.height} (OpenAI needs them equal)",
                 )
             )
         mask = ("mask.png", mask_bytes, "image/png")
@@ -244,12 +245,11 @@ def _fit(w: int, h: int) -> tuple[int, int]:
     elif h / w > 3:
         w = math.ceil(h / 3)
     scale = min(1.0, MAX_EDGE / max(w, h), math.sqrt(MAX_PIXELS / (w * h)))
-    w, h = w * scale, h * scale
 
     def grid(x: float) -> int:
         return max(16, math.floor(x / 16 + 0.5) * 16)  # halves round up, not to even
 
-    gw, gh = grid(w), grid(h)
+    gw, gh = grid(w * scale), grid(h * scale)
     while gw * gh > MAX_PIXELS or max(gw, gh) > MAX_EDGE:
         gw, gh = (gw - 16, gh) if gw >= gh else (gw, gh - 16)
     return gw, gh

@@ -84,7 +84,13 @@ _ARBITRARY = (
     "gpt-image-2.5-flare",
     "gpt-image-2.5-flare-2026-09-08",
 )
-_STANDARD = ("gpt-image-1.5", "gpt-image-1-mini", "chatgpt-image-latest", "gpt-image-2.6-sunburst", "gpt-image-2.6-flare")
+_STANDARD = (
+    "gpt-image-1.5",
+    "gpt-image-1-mini",
+    "chatgpt-image-latest",
+    "gpt-image-2.6-sunburst",
+    "gpt-image-2.6-flare",
+)
 
 IMAGE_MODELS: dict[str, ImageModelInfo] = {
     **{

@@ -8,8 +8,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from mediagen.errors import InvalidRequestError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from mediagen.errors import InvalidRequestError
 
 from .errors import PROVIDER
 

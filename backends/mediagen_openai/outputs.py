@@ -30,9 +30,7 @@ SPEECH_SAMPLE_RATE = 24_000
 _STREAMED = 0xFFFFFFFF
 
 
-def images_from_response(
-    data: Sequence[Mapping[str, Any]], *, model: str, metadata: Mapping[str, Any]
-) -> list[Image]:
+def images_from_response(data: Sequence[Mapping[str, Any]], *, model: str, metadata: Mapping[str, Any]) -> list[Image]:
     """The images of an images response (`data[i].b64_json`), in order.
 
     Raises:
@@ -64,13 +62,13 @@ def images_from_response(
 
 
 def fix_wav(data: bytes) -> bytes:
-    """Rewrite a streamed WAV's `0xFFFFFFFF` RIFF and data sizes from the bytes received.
+    r"""Rewrite a streamed WAV's `0xFFFFFFFF` RIFF and data sizes from the bytes received.
 
     A WAV with true sizes comes back unchanged; so does anything that is not a RIFF/WAVE file.
 
     Examples:
-        >>> head = b"RIFF" + b"\\xff" * 4 + b"WAVEfmt " + (16).to_bytes(4, "little") + bytes(16)
-        >>> fixed = fix_wav(head + b"data" + b"\\xff" * 4 + b"\\x00\\x01" * 3)
+        >>> head = b"RIFF" + b"\xff" * 4 + b"WAVEfmt " + (16).to_bytes(4, "little") + bytes(16)
+        >>> fixed = fix_wav(head + b"data" + b"\xff" * 4 + b"\x00\x01" * 3)
         >>> int.from_bytes(fixed[4:8], "little"), int.from_bytes(fixed[40:44], "little")
         (42, 6)
     """

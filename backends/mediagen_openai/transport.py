@@ -59,9 +59,7 @@ class OpenAITransport:
         self.stats: collections.Counter[str] = collections.Counter()
         """Requests sent by kind, retries, faults seen."""
 
-    async def call(
-        self, kind: str, send: Callable[[float], Awaitable[T]], *, ctx: RunContext, model: str
-    ) -> T:
+    async def call(self, kind: str, send: Callable[[float], Awaitable[T]], *, ctx: RunContext, model: str) -> T:
         """Send one request (`send(timeout)`), retried only while provably not billed.
 
         Args:
@@ -92,9 +90,7 @@ class OpenAITransport:
             self.stats[kind] += 1
             sent = time.monotonic()
             try:
-                with map_errors(
-                    model=model, secrets=self.connection.secrets, deadline_passed=lambda: cut
-                ):
+                with map_errors(model=model, secrets=self.connection.secrets, deadline_passed=lambda: cut):
                     answer = await send(min(left, self.timeout) if left is not None else self.timeout)
             except Exception as exc:
                 status = getattr(exc, "status", None)

@@ -54,7 +54,14 @@ _GEMINI_SIZES = {
     "1:1": (1024, 1024), "2:3": (832, 1248), "3:2": (1248, 832), "3:4": (864, 1184), "4:3": (1184, 864),
     "4:5": (896, 1152), "5:4": (1152, 896), "9:16": (768, 1344), "16:9": (1344, 768), "21:9": (1536, 672),
 }  # fmt: skip
-_STATUS = {400: "INVALID_ARGUMENT", 403: "PERMISSION_DENIED", 404: "NOT_FOUND", 429: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 503: "UNAVAILABLE"}
+_STATUS = {
+    400: "INVALID_ARGUMENT",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    429: "RESOURCE_EXHAUSTED",
+    500: "INTERNAL",
+    503: "UNAVAILABLE",
+}
 
 
 def _decode_bytes(text: str) -> bytes:
@@ -120,7 +127,11 @@ class GoogleServer(LoopbackServer):
         path = req.path
         if req.method == "POST" and path.startswith("/v1beta/models/") and ":" in path:
             model, _, verb = path.removeprefix("/v1beta/models/").partition(":")
-            fn = {"predict": self._predict, "generateContent": self._generate_content, "predictLongRunning": self._start_video}.get(verb)
+            fn = {
+                "predict": self._predict,
+                "generateContent": self._generate_content,
+                "predictLongRunning": self._start_video,
+            }.get(verb)
             return f"models.{verb}", fn is not None, (lambda r, fn=fn, model=model: fn(r, model)) if fn else None
         if req.method == "GET" and path.startswith("/v1beta/models/") and "/operations/" in path:
             return "operations.get", True, self._get_operation
@@ -140,25 +151,54 @@ class GoogleServer(LoopbackServer):
         if key == self.api_key:
             return None
         if not key:
-            return _error(403, "Method doesn't allow unregistered callers (callers without established identity). Please use API Key or other form of API consumer identity to call this API.")
+            return _error(
+                403,
+                "Method doesn't allow unregistered callers (callers without established identity). Please use API Key or other form of API consumer identity to call this API.",
+            )
         return _error(
             400,
             "API key not valid. Please pass a valid API key.",
             details=[
-                {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID", "domain": "googleapis.com", "metadata": {"service": "generativelanguage.googleapis.com"}},
-                {"@type": "type.googleapis.com/google.rpc.LocalizedMessage", "locale": "en-US", "message": "API key not valid. Please pass a valid API key."},
+                {
+                    "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                    "reason": "API_KEY_INVALID",
+                    "domain": "googleapis.com",
+                    "metadata": {"service": "generativelanguage.googleapis.com"},
+                },
+                {
+                    "@type": "type.googleapis.com/google.rpc.LocalizedMessage",
+                    "locale": "en-US",
+                    "message": "API key not valid. Please pass a valid API key.",
+                },
             ],
         )
 
     def fault_reply(self, status: int, retry_after_s: float | None) -> Reply:
         if status == 429:
-            details = [{"@type": "type.googleapis.com/google.rpc.QuotaFailure", "violations": [{"quotaMetric": "generativelanguage.googleapis.com/generate_requests_per_model", "quotaId": "GenerateRequestsPerMinutePerProjectPerModel"}]}]
+            details = [
+                {
+                    "@type": "type.googleapis.com/google.rpc.QuotaFailure",
+                    "violations": [
+                        {
+                            "quotaMetric": "generativelanguage.googleapis.com/generate_requests_per_model",
+                            "quotaId": "GenerateRequestsPerMinutePerProjectPerModel",
+                        }
+                    ],
+                }
+            ]
             if retry_after_s is not None:
-                details.append({"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": f"{retry_after_s:g}s"})
-            return _error(429, "You exceeded your current quota, please check your plan and billing details.", details=details)
+                details.append(
+                    {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": f"{retry_after_s:g}s"}
+                )
+            return _error(
+                429, "You exceeded your current quota, please check your plan and billing details.", details=details
+            )
         if status == 503:
             return _error(503, "The model is overloaded. Please try again later.")
-        return _error(status, "An internal error has occurred. Please retry or report in https://developers.generativeai.google/guide/troubleshooting")
+        return _error(
+            status,
+            "An internal error has occurred. Please retry or report in https://developers.generativeai.google/guide/troubleshooting",
+        )
 
     def not_found(self, req: Request) -> Reply:
         return _error(404, f"Method not found: {req.method} {req.path}")
@@ -180,7 +220,10 @@ class GoogleServer(LoopbackServer):
         return media.image_bytes(w, h, seed=seed, fmt=fmt)  # type: ignore[arg-type]
 
     def _unknown_model(self, model: str, verb: str) -> Reply:
-        return _error(404, f"models/{model} is not found for API version v1beta, or is not supported for {verb}. Call ListModels to see the list of available models and their supported methods.")
+        return _error(
+            404,
+            f"models/{model} is not found for API version v1beta, or is not supported for {verb}. Call ListModels to see the list of available models and their supported methods.",
+        )
 
     # -- Imagen -------------------------------------------------------------------------------------
 
@@ -193,12 +236,29 @@ class GoogleServer(LoopbackServer):
             return _error(400, "* Predict request: instances[0].prompt is required.")
         extra = set(instances[0]) - {"prompt"}
         if extra:
-            return _error(400, f"Invalid JSON payload received. Unknown name \"{sorted(extra)[0]}\" at 'instances[0]': Cannot find field.")
+            return _error(
+                400,
+                f"Invalid JSON payload received. Unknown name \"{sorted(extra)[0]}\" at 'instances[0]': Cannot find field.",
+            )
         params = body.get("parameters") or {}
-        allowed = {"sampleCount", "aspectRatio", "imageSize", "personGeneration", "outputOptions", "includeRaiReason", "includeSafetyAttributes", "language", "guidanceScale", "safetySetting"}
+        allowed = {
+            "sampleCount",
+            "aspectRatio",
+            "imageSize",
+            "personGeneration",
+            "outputOptions",
+            "includeRaiReason",
+            "includeSafetyAttributes",
+            "language",
+            "guidanceScale",
+            "safetySetting",
+        }
         unknown = set(params) - allowed
         if unknown:
-            return _error(400, f"Invalid JSON payload received. Unknown name \"{sorted(unknown)[0]}\" at 'parameters': Cannot find field.")
+            return _error(
+                400,
+                f"Invalid JSON payload received. Unknown name \"{sorted(unknown)[0]}\" at 'parameters': Cannot find field.",
+            )
         n = int(params.get("sampleCount") or 4)
         limit = 1 if "ultra" in model else 4
         if not 1 <= n <= limit:
@@ -223,7 +283,12 @@ class GoogleServer(LoopbackServer):
         scale = 2 if size == "2K" else 1
         prompt = str(instances[0]["prompt"])
         predictions = [
-            {"bytesBase64Encoded": base64.b64encode(self._image((w * scale, h * scale), self.seed_for(prompt, i), fmt)).decode(), "mimeType": mime}
+            {
+                "bytesBase64Encoded": base64.b64encode(
+                    self._image((w * scale, h * scale), self.seed_for(prompt, i), fmt)
+                ).decode(),
+                "mimeType": mime,
+            }
             for i in range(n)
         ]
         self.stats.incr("billed")
@@ -253,7 +318,10 @@ class GoogleServer(LoopbackServer):
                     try:
                         data = _decode_bytes(str(inline.get("data") or ""))
                     except ValueError:
-                        return _error(400, "Invalid value at 'contents[0].parts[1].inline_data.data' (TYPE_BYTES), Base64 decoding failed")
+                        return _error(
+                            400,
+                            "Invalid value at 'contents[0].parts[1].inline_data.data' (TYPE_BYTES), Base64 decoding failed",
+                        )
                     if mime not in ("image/png", "image/jpeg", "image/webp", "image/heic", "image/heif"):
                         return _error(400, f"Unsupported MIME type: {mime}")
                     images.append((str(mime), data))
@@ -263,7 +331,10 @@ class GoogleServer(LoopbackServer):
             return Reply.json(200, self._content_response(model, [{"text": "I can only describe it in words."}]))
         aspect = ((config.get("imageConfig") or {}).get("aspectRatio")) or "1:1"
         if aspect not in _GEMINI_SIZES:
-            return _error(400, f"* GenerateContentRequest.generation_config.image_config.aspect_ratio: unsupported aspect ratio {aspect}")
+            return _error(
+                400,
+                f"* GenerateContentRequest.generation_config.image_config.aspect_ratio: unsupported aspect ratio {aspect}",
+            )
         prompt = " ".join(text)
         self.jobs_started.set()
         if self.job_s:
@@ -274,7 +345,10 @@ class GoogleServer(LoopbackServer):
         image = self._image(_GEMINI_SIZES[aspect], seed)
         self.stats.incr("billed")
         self.stats.incr("images_made")
-        parts = [{"text": f"Here is {prompt[:40]}"}, {"inlineData": {"mimeType": "image/png", "data": base64.b64encode(image).decode()}}]
+        parts: list[dict[str, Any]] = [
+            {"text": f"Here is {prompt[:40]}"},
+            {"inlineData": {"mimeType": "image/png", "data": base64.b64encode(image).decode()}},
+        ]
         return Reply.json(200, self._content_response(model, parts))
 
     @staticmethod
@@ -303,10 +377,21 @@ class GoogleServer(LoopbackServer):
             if set(image) - {"bytesBase64Encoded", "mimeType"} or not image.get("bytesBase64Encoded"):
                 return _error(400, "Invalid image: use bytesBase64Encoded and mimeType.")
         params = body.get("parameters") or {}
-        allowed = {"sampleCount", "aspectRatio", "resolution", "durationSeconds", "negativePrompt", "personGeneration", "enhancePrompt"}
+        allowed = {
+            "sampleCount",
+            "aspectRatio",
+            "resolution",
+            "durationSeconds",
+            "negativePrompt",
+            "personGeneration",
+            "enhancePrompt",
+        }
         unknown = set(params) - allowed
         if unknown:
-            return _error(400, f"Invalid JSON payload received. Unknown name \"{sorted(unknown)[0]}\" at 'parameters': Cannot find field.")
+            return _error(
+                400,
+                f"Invalid JSON payload received. Unknown name \"{sorted(unknown)[0]}\" at 'parameters': Cannot find field.",
+            )
         veo2 = model.startswith("veo-2")
         seconds = params.get("durationSeconds", 8)
         if (veo2 and seconds not in (5, 6, 7, 8)) or (not veo2 and seconds != 8):
@@ -339,14 +424,18 @@ class GoogleServer(LoopbackServer):
             # Made outside the lock (ffmpeg takes a while); a second poll racing here makes the same bytes.
             params = op["body"].get("parameters") or {}
             prompt = str(op["body"]["instances"][0].get("prompt") or "image")
-            made = [self.video_bytes(op["model"], self.seed_for(prompt, i)) for i in range(int(params.get("sampleCount") or 1))]
+            made = [
+                self.video_bytes(op["model"], self.seed_for(prompt, i))
+                for i in range(int(params.get("sampleCount") or 1))
+            ]
             with self._lock:
                 if op["files"] is None:
-                    op["files"] = []
+                    names: list[str] = []
                     for data in made:
                         file_id = f"{next(self._ids):04d}{secrets.token_hex(4)}"
                         self.files[file_id] = data
-                        op["files"].append(file_id)
+                        names.append(file_id)
+                    op["files"] = names
         samples = [{"video": {"uri": f"{self.origin}/v1beta/files/{f}:download?alt=media"}} for f in op["files"]]
         return Reply.json(
             200,

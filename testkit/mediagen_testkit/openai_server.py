@@ -37,12 +37,13 @@ import math
 import struct
 import threading
 import time
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
 from . import media_fixtures as media
 from .fake_http import Faults, LoopbackServer, Reply, Request, form_name, parse_multipart
+from .media_fixtures import ImageFormat
 
 __all__ = [
     "ARBITRARY_SIZE_MODELS",
@@ -64,10 +65,14 @@ ARBITRARY_SIZE_MODELS = frozenset(
     }
 )
 """Models that take any `WxH` (sides multiples of 16, ratio within 1:3..3:1, at most 3840x2160)."""
-STANDARD_SIZE_MODELS = frozenset({"gpt-image-1.5", "gpt-image-1-mini", "chatgpt-image-latest", "gpt-image-2.6-sunburst", "gpt-image-2.6-flare"})
+STANDARD_SIZE_MODELS = frozenset(
+    {"gpt-image-1.5", "gpt-image-1-mini", "chatgpt-image-latest", "gpt-image-2.6-sunburst", "gpt-image-2.6-flare"}
+)
 """Models that take only `1024x1024`, `1536x1024`, `1024x1536` or `auto`."""
 SPEECH_MODELS = frozenset({"gpt-4o-mini-tts", "gpt-4o-mini-tts-2025-12-15", "tts-1", "tts-1-hd"})
-VOICES = frozenset({"alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse", "marin", "cedar", "fable", "onyx", "nova"})
+VOICES = frozenset(
+    {"alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse", "marin", "cedar", "fable", "onyx", "nova"}
+)
 _RETIRED = {"dall-e-2", "dall-e-3", "gpt-image-1"}
 _STANDARD_SIZES = ("1024x1024", "1536x1024", "1024x1536")
 _QUALITIES = {"low", "medium", "high", "auto"}
@@ -76,12 +81,30 @@ _SPEECH_RATE = 24_000
 
 def streamed_wav(samples: np.ndarray[Any, Any], sample_rate: int = _SPEECH_RATE) -> bytes:
     """A 16-bit mono WAV whose RIFF and data sizes are 0xFFFFFFFF, as a streamed WAV is written."""
-    pcm = (np.clip(samples, -1.0, 1.0) * 32767).astype("<i2").tobytes()
+    pcm = bytes((np.clip(samples, -1.0, 1.0) * 32767).astype("<i2").tobytes())
     fmt = struct.pack("<HHIIHH", 1, 1, sample_rate, sample_rate * 2, 2, 16)
-    return b"RIFF" + b"\xff\xff\xff\xff" + b"WAVE" + b"fmt " + struct.pack("<I", 16) + fmt + b"data" + b"\xff\xff\xff\xff" + pcm
+    return (
+        b"RIFF"
+        + b"\xff\xff\xff\xff"
+        + b"WAVE"
+        + b"fmt "
+        + struct.pack("<I", 16)
+        + fmt
+        + b"data"
+        + b"\xff\xff\xff\xff"
+        + pcm
+    )
 
 
-def _error(status: int, message: str, *, type_: str = "invalid_request_error", param: str | None = None, code: str | None = None, headers: dict[str, str] | None = None) -> Reply:
+def _error(
+    status: int,
+    message: str,
+    *,
+    type_: str = "invalid_request_error",
+    param: str | None = None,
+    code: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> Reply:
     return Reply.json(status, {"error": {"message": message, "type": type_, "param": param, "code": code}}, headers)
 
 
@@ -137,19 +160,35 @@ class OpenAIServer(LoopbackServer):
         if scheme.lower() == "bearer" and key.strip() == self.api_key:
             return None
         if not value:
-            return _error(401, "You didn't provide an API key. You need to provide your API key in an Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).", code=None)
+            return _error(
+                401,
+                "You didn't provide an API key. You need to provide your API key in an Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
+                code=None,
+            )
         shown = key[:3] + "*" * 4 + key[-4:] if len(key) > 8 else "****"
-        return _error(401, f"Incorrect API key provided: {shown}. You can find your API key at https://platform.openai.com/account/api-keys.", code="invalid_api_key")
+        return _error(
+            401,
+            f"Incorrect API key provided: {shown}. You can find your API key at https://platform.openai.com/account/api-keys.",
+            code="invalid_api_key",
+        )
 
     def fault_reply(self, status: int, retry_after_s: float | None) -> Reply:
         if status == 429:
             headers = {"x-ratelimit-limit-requests": "50", "x-ratelimit-remaining-requests": "0"}
             if retry_after_s is not None:
                 headers["retry-after"] = f"{retry_after_s:g}"
-            return _error(429, "Rate limit reached for images per min. Please try again in 1s.", type_="requests", code="rate_limit_exceeded", headers=headers)
+            return _error(
+                429,
+                "Rate limit reached for images per min. Please try again in 1s.",
+                type_="requests",
+                code="rate_limit_exceeded",
+                headers=headers,
+            )
         if status == 503:
             return _error(503, "The engine is currently overloaded, please try again later", type_="server_error")
-        return _error(status, "The server had an error while processing your request. Sorry about that!", type_="server_error")
+        return _error(
+            status, "The server had an error while processing your request. Sorry about that!", type_="server_error"
+        )
 
     def not_found(self, req: Request) -> Reply:
         return _error(404, f"Invalid URL ({req.method} {req.path})")
@@ -169,33 +208,70 @@ class OpenAIServer(LoopbackServer):
     def _check_image_params(self, fields: dict[str, Any]) -> tuple[Reply | None, tuple[int, int]]:
         model = str(fields.get("model") or "gpt-image-1.5")
         if model in _RETIRED:
-            return _error(404, f"The model `{model}` has been deprecated, learn more here: https://platform.openai.com/docs/deprecations", code="model_not_found"), (0, 0)
+            return _error(
+                404,
+                f"The model `{model}` has been deprecated, learn more here: https://platform.openai.com/docs/deprecations",
+                code="model_not_found",
+            ), (0, 0)
         if model not in ARBITRARY_SIZE_MODELS | STANDARD_SIZE_MODELS:
-            return _error(404, f"The model `{model}` does not exist or you do not have access to it.", code="model_not_found"), (0, 0)
+            return _error(
+                404, f"The model `{model}` does not exist or you do not have access to it.", code="model_not_found"
+            ), (0, 0)
         prompt = fields.get("prompt")
         if not isinstance(prompt, str) or not prompt:
-            return _error(400, "Missing required parameter: 'prompt'.", param="prompt", code="missing_required_parameter"), (0, 0)
+            return _error(
+                400, "Missing required parameter: 'prompt'.", param="prompt", code="missing_required_parameter"
+            ), (0, 0)
         if len(prompt) > 32000:
-            return _error(400, "Invalid 'prompt': string too long.", param="prompt", code="string_above_max_length"), (0, 0)
+            return _error(400, "Invalid 'prompt': string too long.", param="prompt", code="string_above_max_length"), (
+                0,
+                0,
+            )
         n = int(fields.get("n") or 1)
         if not 1 <= n <= 10:
-            return _error(400, f"Invalid 'n': integer must be between 1 and 10, got {n}.", param="n", code="invalid_value"), (0, 0)
+            return _error(
+                400, f"Invalid 'n': integer must be between 1 and 10, got {n}.", param="n", code="invalid_value"
+            ), (0, 0)
         quality = fields.get("quality")
-        if quality is not None and quality not in _QUALITIES | ({"xhigh", "max"} if model.startswith("gpt-image-2.5") else set()):
-            return _error(400, f"Invalid value: '{quality}'. Supported values are: 'low', 'medium', 'high', and 'auto'.", param="quality", code="invalid_value"), (0, 0)
+        if quality is not None and quality not in _QUALITIES | (
+            {"xhigh", "max"} if model.startswith("gpt-image-2.5") else set()
+        ):
+            return _error(
+                400,
+                f"Invalid value: '{quality}'. Supported values are: 'low', 'medium', 'high', and 'auto'.",
+                param="quality",
+                code="invalid_value",
+            ), (0, 0)
         fmt = fields.get("output_format") or "png"
         if fmt not in ("png", "jpeg", "webp"):
-            return _error(400, f"Invalid value: '{fmt}'. Supported values are: 'png', 'jpeg', and 'webp'.", param="output_format", code="invalid_value"), (0, 0)
+            return _error(
+                400,
+                f"Invalid value: '{fmt}'. Supported values are: 'png', 'jpeg', and 'webp'.",
+                param="output_format",
+                code="invalid_value",
+            ), (0, 0)
         if fields.get("background") == "transparent" and fmt == "jpeg":
-            return _error(400, "Transparent background requires output_format png or webp.", param="background", code="invalid_value"), (0, 0)
+            return _error(
+                400,
+                "Transparent background requires output_format png or webp.",
+                param="background",
+                code="invalid_value",
+            ), (0, 0)
         if fields.get("response_format") is not None:
-            return _error(400, "Unknown parameter: 'response_format'.", param="response_format", code="unknown_parameter"), (0, 0)
+            return _error(
+                400, "Unknown parameter: 'response_format'.", param="response_format", code="unknown_parameter"
+            ), (0, 0)
         size = str(fields.get("size") or "auto")
         if size == "auto":
             return None, (1024, 1024)
         if model in STANDARD_SIZE_MODELS:
             if size not in _STANDARD_SIZES:
-                return _error(400, f"Invalid value: '{size}'. Supported values are: '1024x1024', '1024x1536', '1536x1024', and 'auto'.", param="size", code="invalid_value"), (0, 0)
+                return _error(
+                    400,
+                    f"Invalid value: '{size}'. Supported values are: '1024x1024', '1024x1536', '1536x1024', and 'auto'.",
+                    param="size",
+                    code="invalid_value",
+                ), (0, 0)
         try:
             w, h = (int(x) for x in size.split("x"))
         except ValueError:
@@ -221,7 +297,7 @@ class OpenAIServer(LoopbackServer):
         prompt = str(fields["prompt"])
         data = []
         for i in range(n):
-            image = media.image_bytes(size[0], size[1], seed=self.seed_for(prompt, i), fmt="jpeg" if fmt == "jpeg" else fmt)  # type: ignore[arg-type]
+            image = media.image_bytes(size[0], size[1], seed=self.seed_for(prompt, i), fmt=cast(ImageFormat, fmt))
             data.append({"b64_json": base64.b64encode(image).decode()})
         self.stats.incr("billed")
         self.stats.incr("images_made", n)
@@ -264,7 +340,7 @@ class OpenAIServer(LoopbackServer):
         images: list[bytes] = []
         mask: bytes | None = None
         for headers, data in parse_multipart(req.body, content_type):
-            name, filename = form_name(headers)
+            name, _filename = form_name(headers)
             if name in ("image", "image[]"):
                 images.append(data)
             elif name == "mask":
@@ -283,20 +359,45 @@ class OpenAIServer(LoopbackServer):
                 img = Image.open(io.BytesIO(data))
                 img.load()
             except Exception:
-                return _error(400, f"Invalid image file or mode for image {i + 1}, please check your image file.", param="image", code="invalid_image_file")
+                return _error(
+                    400,
+                    f"Invalid image file or mode for image {i + 1}, please check your image file.",
+                    param="image",
+                    code="invalid_image_file",
+                )
             if img.format not in ("PNG", "JPEG", "WEBP"):
-                return _error(400, f"Invalid image file or mode for image {i + 1}: {img.format} is not supported (png, webp or jpg).", param="image", code="invalid_image_file")
+                return _error(
+                    400,
+                    f"Invalid image file or mode for image {i + 1}: {img.format} is not supported (png, webp or jpg).",
+                    param="image",
+                    code="invalid_image_file",
+                )
             decoded.append(img)
         if mask is not None:
             try:
                 m = Image.open(io.BytesIO(mask))
                 m.load()
             except Exception:
-                return _error(400, "Invalid mask image file, please check your image file.", param="mask", code="invalid_image_file")
+                return _error(
+                    400,
+                    "Invalid mask image file, please check your image file.",
+                    param="mask",
+                    code="invalid_image_file",
+                )
             if m.format != "PNG" or "A" not in m.getbands():
-                return _error(400, "Invalid input image - format must be in ['RGBA', 'LA', 'L'], got RGB.", param="mask", code="invalid_image_file")
+                return _error(
+                    400,
+                    "Invalid input image - format must be in ['RGBA', 'LA', 'L'], got RGB.",
+                    param="mask",
+                    code="invalid_image_file",
+                )
             if m.size != decoded[0].size:
-                return _error(400, "Invalid mask image - mask size does not match image size.", param="mask", code="invalid_image_file")
+                return _error(
+                    400,
+                    "Invalid mask image - mask size does not match image size.",
+                    param="mask",
+                    code="invalid_image_file",
+                )
         for key in ("n",):
             if key in fields:
                 fields[key] = int(fields[key])
@@ -318,25 +419,45 @@ class OpenAIServer(LoopbackServer):
             return _error(400, "We could not parse the JSON body of your request.")
         model = fields.get("model")
         if model not in SPEECH_MODELS:
-            return _error(404, f"The model `{model}` does not exist or you do not have access to it.", code="model_not_found")
+            return _error(
+                404, f"The model `{model}` does not exist or you do not have access to it.", code="model_not_found"
+            )
         text = fields.get("input")
         if not isinstance(text, str) or not text:
             return _error(400, "Missing required parameter: 'input'.", param="input", code="missing_required_parameter")
         if len(text) > 4096:
-            return _error(400, "[{'type': 'string_too_long', 'loc': ('body', 'input'), 'msg': 'String should have at most 4096 characters'}]", param="input")
+            return _error(
+                400,
+                "[{'type': 'string_too_long', 'loc': ('body', 'input'), 'msg': 'String should have at most 4096 characters'}]",
+                param="input",
+            )
         voice = fields.get("voice")
         if isinstance(voice, dict):
             voice = voice.get("id")
         if voice not in VOICES and not (isinstance(voice, str) and voice.startswith("voice_")):
-            return _error(400, f"Invalid value: '{voice}'. Supported values are: {', '.join(sorted(VOICES))}.", param="voice", code="invalid_value")
+            return _error(
+                400,
+                f"Invalid value: '{voice}'. Supported values are: {', '.join(sorted(VOICES))}.",
+                param="voice",
+                code="invalid_value",
+            )
         if fields.get("instructions") and str(model).startswith("tts-1"):
-            return _error(400, "instructions is not supported for this model.", param="instructions", code="unsupported_parameter")
+            return _error(
+                400, "instructions is not supported for this model.", param="instructions", code="unsupported_parameter"
+            )
         speed = float(fields.get("speed") or 1.0)
         if not 0.25 <= speed <= 4.0:
-            return _error(400, f"Invalid 'speed': {speed} is not between 0.25 and 4.0.", param="speed", code="invalid_value")
+            return _error(
+                400, f"Invalid 'speed': {speed} is not between 0.25 and 4.0.", param="speed", code="invalid_value"
+            )
         fmt = fields.get("response_format") or "mp3"
         if fmt not in ("wav", "pcm"):
-            return _error(400, f"the loopback server makes 'wav' and 'pcm' only, not {fmt!r}", param="response_format", code="invalid_value")
+            return _error(
+                400,
+                f"the loopback server makes 'wav' and 'pcm' only, not {fmt!r}",
+                param="response_format",
+                code="invalid_value",
+            )
         self.jobs_started.set()
         if self.job_s:
             time.sleep(self.job_s)

@@ -28,7 +28,12 @@ def server() -> Iterator[GoogleServer]:
 @pytest.fixture
 async def backend(server: GoogleServer) -> AsyncIterator[GoogleBackend]:
     b = GoogleBackend(
-        api_key=server.api_key, base_url=server.url, poll_interval=0.02, max_poll_interval=0.05, max_retries=12, retry_base_delay=0.01
+        api_key=server.api_key,
+        base_url=server.url,
+        poll_interval=0.02,
+        max_poll_interval=0.05,
+        max_retries=12,
+        retry_base_delay=0.01,
     )
     yield b
     await b.aclose()

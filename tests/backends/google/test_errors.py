@@ -45,7 +45,7 @@ async def test_the_key_comes_from_the_environment_google_api_key_first(
 
 async def test_no_key_names_both_variables_before_sending(server: GoogleServer) -> None:
     backend = GoogleBackend(base_url=server.url)
-    with pytest.raises(mg.AuthenticationError, match="GEMINI_API_KEY.*GOOGLE_API_KEY"):
+    with pytest.raises(mg.AuthenticationError, match=r"GEMINI_API_KEY.*GOOGLE_API_KEY"):
         await backend.run(mg.ImageRequest(prompt="fox"), IMAGEN, RunContext())
     assert server.stats["requests"] == 0 and GoogleBackend.availability() is not None
 
@@ -60,9 +60,15 @@ async def test_unknown_models_and_bad_requests_are_not_retried(backend: GoogleBa
     assert server.stats["requests"] == 1
 
 
-@pytest.mark.parametrize(("status", "error"), [(500, mg.ProviderError), (503, mg.ProviderError), (429, mg.RateLimitedError)])
-async def test_a_fault_that_never_clears_ends_in_its_error(server: GoogleServer, status: int, error: type[mg.MediagenError]) -> None:
-    server.faults = Faults(error_every=1, error_status=status) if status != 429 else Faults(rate_limit_every=1, retry_after_s=0.01)
+@pytest.mark.parametrize(
+    ("status", "error"), [(500, mg.ProviderError), (503, mg.ProviderError), (429, mg.RateLimitedError)]
+)
+async def test_a_fault_that_never_clears_ends_in_its_error(
+    server: GoogleServer, status: int, error: type[mg.MediagenError]
+) -> None:
+    server.faults = (
+        Faults(error_every=1, error_status=status) if status != 429 else Faults(rate_limit_every=1, retry_after_s=0.01)
+    )
     backend = GoogleBackend(api_key=server.api_key, base_url=server.url, max_retries=3, retry_base_delay=0.01)
     try:
         with pytest.raises(error) as caught:
@@ -76,7 +82,9 @@ async def test_a_fault_that_never_clears_ends_in_its_error(server: GoogleServer,
 
 
 @pytest.mark.parametrize("model", [IMAGEN, GEMINI])
-async def test_a_connection_dropped_after_the_work_is_not_sent_again(backend: GoogleBackend, server: GoogleServer, model: str) -> None:
+async def test_a_connection_dropped_after_the_work_is_not_sent_again(
+    backend: GoogleBackend, server: GoogleServer, model: str
+) -> None:
     server.faults = Faults(drop_after_work_every=1)
     with pytest.raises(mg.ProviderError, match="after the request was sent") as caught:
         await backend.run(mg.ImageRequest(prompt="x"), model, RunContext())

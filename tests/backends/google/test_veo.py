@@ -29,7 +29,9 @@ def has_audio_stream(data: bytes, _: object = None) -> bool:
     return b"Audio:" in probe.stderr
 
 
-async def test_text_to_video_polls_with_progress_and_keeps_veo3_audio(backend: GoogleBackend, server: GoogleServer) -> None:
+async def test_text_to_video_polls_with_progress_and_keeps_veo3_audio(
+    backend: GoogleBackend, server: GoogleServer
+) -> None:
     events: list[mg.Event] = []
     result = await backend.run(
         mg.VideoRequest(prompt="waves at dusk", negative_prompt="people", width=1280, height=720, duration_s=8),
@@ -49,7 +51,13 @@ async def test_text_to_video_polls_with_progress_and_keeps_veo3_audio(backend: G
     (sent,) = server.stats.bodies_of("models.predictLongRunning")
     assert sent == {
         "instances": [{"prompt": "waves at dusk"}],
-        "parameters": {"sampleCount": 1, "aspectRatio": "16:9", "resolution": "720p", "durationSeconds": 8, "negativePrompt": "people"},
+        "parameters": {
+            "sampleCount": 1,
+            "aspectRatio": "16:9",
+            "resolution": "720p",
+            "durationSeconds": 8,
+            "negativePrompt": "people",
+        },
     }
     progress = [e for e in events if isinstance(e, mg.Progress)]
     assert server.stats["polls"] >= 1 and progress[-1].step == progress[-1].total == 100
@@ -77,10 +85,12 @@ async def test_durations_snap_to_what_the_model_makes(backend: GoogleBackend, se
     assert any(w.type == "compatibility" and w.feature == "duration_s" for w in result.warnings)
 
 
-async def test_cancelling_stops_polling_at_once_and_sends_no_cancel(server: GoogleServer, backend: GoogleBackend) -> None:
+async def test_cancelling_stops_polling_at_once_and_sends_no_cancel(
+    server: GoogleServer, backend: GoogleBackend
+) -> None:
     server.video_s = 60.0  # a long job
     task = asyncio.create_task(backend.run(mg.VideoRequest(prompt="long"), "veo-3.0-generate-001", RunContext()))
-    while server.stats["polls"] < 2:
+    while server.stats["polls"] < 2:  # noqa: ASYNC110 - the counter lives in the server's thread
         await asyncio.sleep(0.01)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -92,7 +102,9 @@ async def test_cancelling_stops_polling_at_once_and_sends_no_cancel(server: Goog
     assert backend.describe()["requests"]["abandoned"] == 1 and backend.describe()["in_flight"] == 0
 
 
-async def test_the_deadline_stops_polling_and_says_the_job_may_still_run(server: GoogleServer, backend: GoogleBackend) -> None:
+async def test_the_deadline_stops_polling_and_says_the_job_may_still_run(
+    server: GoogleServer, backend: GoogleBackend
+) -> None:
     server.video_s = 60.0
     async with mg.Client(backends={"google": backend}) as client:
         await client.generate(mg.ImageRequest(prompt="warm up"), model="google:imagen-4.0-fast-generate-001")
@@ -122,7 +134,9 @@ def test_a_fetched_video_pickles_as_a_plain_video(server: GoogleServer) -> None:
     data = server.video_bytes("veo-2.0-generate-001", 1)
     server.files["f1"] = data
     video = GeminiFileVideo(
-        f"{server.origin}/v1beta/files/f1:download?alt=media", key=server.api_key, same_origin=lambda url: url.startswith(server.origin)
+        f"{server.origin}/v1beta/files/f1:download?alt=media",
+        key=server.api_key,
+        same_origin=lambda url: url.startswith(server.origin),
     )
     clone = pickle.loads(pickle.dumps(video))
     assert type(clone) is mg.Video and clone.read() == data

@@ -72,9 +72,16 @@ async def test_strict_mode_turns_a_changed_size_into_an_error(backend: OpenAIBac
 
 
 async def test_fields_openai_lacks_are_warned_not_dropped(backend: OpenAIBackend) -> None:
-    request = mg.ImageRequest(prompt="fox", negative_prompt="blur", seed=3, steps=20, guidance=5.0, width=256, height=256)
+    request = mg.ImageRequest(
+        prompt="fox", negative_prompt="blur", seed=3, steps=20, guidance=5.0, width=256, height=256
+    )
     result = await backend.run(request, "gpt-image-2", RunContext())
-    assert {w.feature for w in result.warnings if w.type == "unsupported"} == {"negative_prompt", "seed", "steps", "guidance"}
+    assert {w.feature for w in result.warnings if w.type == "unsupported"} == {
+        "negative_prompt",
+        "seed",
+        "steps",
+        "guidance",
+    }
     assert result.seeds == [None]
 
 
@@ -85,7 +92,9 @@ def _mask_and_image() -> tuple[mg.Image, mg.Image]:
     return photo, mg.Image.from_array(np.stack([mask] * 3, axis=-1))
 
 
-async def test_edit_sends_the_image_and_an_alpha_mask_where_white_was(backend: OpenAIBackend, server: OpenAIServer) -> None:
+async def test_edit_sends_the_image_and_an_alpha_mask_where_white_was(
+    backend: OpenAIBackend, server: OpenAIServer
+) -> None:
     photo, mask = _mask_and_image()
     async with mg.Client(backends={"openai": backend}) as client:
         result = await client.generate(
@@ -123,8 +132,14 @@ async def test_reference_images_go_as_image_array_in_order(backend: OpenAIBacken
     assert edit["mask"] is None
 
 
-async def test_retired_models_fail_before_sending_and_name_the_successor(backend: OpenAIBackend, server: OpenAIServer) -> None:
-    for model, successor in (("dall-e-3", "gpt-image-2"), ("dall-e-2", "gpt-image-2"), ("gpt-image-1", "gpt-image-2.5-sunburst")):
+async def test_retired_models_fail_before_sending_and_name_the_successor(
+    backend: OpenAIBackend, server: OpenAIServer
+) -> None:
+    for model, successor in (
+        ("dall-e-3", "gpt-image-2"),
+        ("dall-e-2", "gpt-image-2"),
+        ("gpt-image-1", "gpt-image-2.5-sunburst"),
+    ):
         with pytest.raises(mg.ModelNotFoundError, match=successor) as caught:
             await backend.run(mg.ImageRequest(prompt="fox"), model, RunContext())
         assert caught.value.retryable is False
@@ -151,7 +166,11 @@ async def test_what_openai_cannot_do_is_refused_before_sending(backend: OpenAIBa
 
 async def test_output_format_and_options_reach_the_api(backend: OpenAIBackend, server: OpenAIServer) -> None:
     request = mg.ImageRequest(
-        prompt="fox", width=256, height=256, output_format="webp", options={"output_compression": 50, "background": "opaque"}
+        prompt="fox",
+        width=256,
+        height=256,
+        output_format="webp",
+        options={"output_compression": 50, "background": "opaque"},
     )
     result = await backend.run(request, "gpt-image-2.5-flare", RunContext())
     assert result.images[0].media_type == "image/webp"
@@ -161,6 +180,8 @@ async def test_output_format_and_options_reach_the_api(backend: OpenAIBackend, s
 
 async def test_the_client_splits_n_above_ten(backend: OpenAIBackend, server: OpenAIServer) -> None:
     async with mg.Client(backends={"openai": backend}) as client:
-        result = await client.generate(mg.ImageRequest(prompt="fox", n=12, width=64, height=64), model="openai:gpt-image-2")
+        result = await client.generate(
+            mg.ImageRequest(prompt="fox", n=12, width=64, height=64), model="openai:gpt-image-2"
+        )
     assert len(result.images) == 12
     assert sorted(b["n"] for b in server.stats.bodies_of("images.generate")) == [2, 10]

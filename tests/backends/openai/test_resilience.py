@@ -24,7 +24,10 @@ async def test_twelve_concurrent_requests_under_faults_each_complete_once(
 
     async with mg.Client(backends={"openai": backend}) as client:
         results = await asyncio.gather(
-            *(client.generate(mg.ImageRequest(prompt=f"fox {i}", width=64, height=64), model="openai:gpt-image-2") for i in range(12))
+            *(
+                client.generate(mg.ImageRequest(prompt=f"fox {i}", width=64, height=64), model="openai:gpt-image-2")
+                for i in range(12)
+            )
         )
         sent = backend.describe()["requests"]
 
@@ -43,7 +46,9 @@ async def test_twelve_concurrent_requests_under_faults_each_complete_once(
 async def test_a_fault_that_never_clears_ends_in_its_error_after_the_policys_tries(
     server: OpenAIServer, status: int, error: type[mg.MediagenError]
 ) -> None:
-    server.faults = Faults(error_every=1, error_status=status) if status != 429 else Faults(rate_limit_every=1, retry_after_s=0.01)
+    server.faults = (
+        Faults(error_every=1, error_status=status) if status != 429 else Faults(rate_limit_every=1, retry_after_s=0.01)
+    )
     backend = OpenAIBackend(api_key=server.api_key, base_url=server.url, max_retries=3, retry_base_delay=0.01)
     try:
         with pytest.raises(error) as caught:
@@ -71,7 +76,9 @@ async def test_retry_after_is_waited_out(server: OpenAIServer) -> None:
     assert server.stats["requests"] == 3 and server.stats["billed"] == 2
 
 
-async def test_a_connection_dropped_after_the_work_is_not_sent_again(server: OpenAIServer, backend: OpenAIBackend) -> None:
+async def test_a_connection_dropped_after_the_work_is_not_sent_again(
+    server: OpenAIServer, backend: OpenAIBackend
+) -> None:
     server.faults = Faults(drop_after_work_every=1)
     with pytest.raises(mg.ProviderError, match="may have run") as caught:
         await backend.run(mg.ImageRequest(prompt="fox", width=64, height=64), "gpt-image-2", RunContext())
@@ -80,7 +87,9 @@ async def test_a_connection_dropped_after_the_work_is_not_sent_again(server: Ope
 
 
 async def test_a_refused_connection_is_retried_then_reported(unused_port: int) -> None:
-    backend = OpenAIBackend(api_key="sk-test", base_url=f"http://127.0.0.1:{unused_port}/v1", max_retries=2, retry_base_delay=0.01)
+    backend = OpenAIBackend(
+        api_key="sk-test", base_url=f"http://127.0.0.1:{unused_port}/v1", max_retries=2, retry_base_delay=0.01
+    )
     try:
         with pytest.raises(mg.ProviderError, match="could not connect") as caught:
             await backend.run(mg.ImageRequest(prompt="fox"), "gpt-image-2", RunContext())
@@ -132,9 +141,13 @@ async def test_400_and_404_are_not_retried(backend: OpenAIBackend, server: OpenA
     assert server.stats["requests"] == 2 and server.stats["billed"] == 0
 
 
-async def test_cancelling_closes_the_request_and_sends_nothing_more(server: OpenAIServer, backend: OpenAIBackend) -> None:
+async def test_cancelling_closes_the_request_and_sends_nothing_more(
+    server: OpenAIServer, backend: OpenAIBackend
+) -> None:
     server.job_s = 2.0
-    task = asyncio.create_task(backend.run(mg.ImageRequest(prompt="slow", width=64, height=64), "gpt-image-2", RunContext()))
+    task = asyncio.create_task(
+        backend.run(mg.ImageRequest(prompt="slow", width=64, height=64), "gpt-image-2", RunContext())
+    )
     await asyncio.to_thread(server.jobs_started.wait, 10)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -148,7 +161,9 @@ async def test_the_deadline_cuts_a_slow_request(server: OpenAIServer, backend: O
     server.job_s = 2.0
     async with mg.Client(backends={"openai": backend}) as client:
         with pytest.raises(mg.DeadlineExceededError):
-            await client.generate(mg.ImageRequest(prompt="slow", width=64, height=64), model="openai:gpt-image-2", timeout=0.3)
+            await client.generate(
+                mg.ImageRequest(prompt="slow", width=64, height=64), model="openai:gpt-image-2", timeout=0.3
+            )
     assert server.stats["requests"] == 1
 
 

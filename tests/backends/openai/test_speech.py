@@ -61,7 +61,9 @@ async def test_the_saved_wav_keeps_provenance_out_of_the_samples(
 async def test_pcm_comes_back_as_wav_and_tts1_drops_instructions_with_a_warning(
     backend: OpenAIBackend, server: OpenAIServer
 ) -> None:
-    request = mg.AudioRequest(prompt="raw", kind="speech", voice="onyx", options={"format": "pcm", "instructions": "calm"})
+    request = mg.AudioRequest(
+        prompt="raw", kind="speech", voice="onyx", options={"format": "pcm", "instructions": "calm"}
+    )
     result = await backend.run(request, "tts-1", RunContext())
     assert result.audios[0].media_type == "audio/wav"
     assert result.audios[0].samples.shape[1] == server.speech_samples("raw", "onyx").size
@@ -69,7 +71,9 @@ async def test_pcm_comes_back_as_wav_and_tts1_drops_instructions_with_a_warning(
     assert any(w.feature == "options.instructions" for w in result.warnings)
 
 
-async def test_text_longer_than_openai_speaks_is_refused_before_sending(backend: OpenAIBackend, server: OpenAIServer) -> None:
+async def test_text_longer_than_openai_speaks_is_refused_before_sending(
+    backend: OpenAIBackend, server: OpenAIServer
+) -> None:
     with pytest.raises(mg.InvalidRequestError, match="4096"):
         await backend.run(mg.AudioRequest(prompt="a" * 5000, kind="speech"), "gpt-4o-mini-tts", RunContext())
     assert server.stats["requests"] == 0
