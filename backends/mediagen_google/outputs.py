@@ -27,7 +27,8 @@ from .errors import PROVIDER
 __all__ = ["GeminiFileVideo", "image_from_base64", "imagen_images", "gemini_images", "veo_uris"]
 
 _MAX_REDIRECTS = 5
-_ATTEMPTS = 3
+_ATTEMPTS = 6
+"""Tries of a video download (it is a read: repeating it costs nothing)."""
 
 
 def image_from_base64(encoded: Any, *, where: str, model: str, metadata: Mapping[str, Any]) -> Image:
@@ -185,7 +186,7 @@ def _fetch_sync(uri: str, headers: Callable[[str], dict[str, str]], *, max_bytes
     last: DownloadError | None = None
     for attempt in range(_ATTEMPTS):
         if attempt:
-            time.sleep(0.25 * 2**attempt)
+            time.sleep(_backoff(attempt, last))
         url = uri
         try:
             with httpx.Client(
@@ -197,7 +198,7 @@ def _fetch_sync(uri: str, headers: Callable[[str], dict[str, str]], *, max_bytes
                         if response.is_redirect:
                             url = str(response.url.join(response.headers["location"]))
                             continue
-                        _raise_for(response.status_code, url)
+                        _raise_for(response.status_code, url, response.headers.get("retry-after"))
                         chunks, size = [], 0
                         for chunk in response.iter_bytes():
                             size += len(chunk)
@@ -224,7 +225,7 @@ async def _fetch_async(uri: str, headers: Callable[[str], dict[str, str]], *, ma
     last: DownloadError | None = None
     for attempt in range(_ATTEMPTS):
         if attempt:
-            await asyncio.sleep(0.25 * 2**attempt)
+            await asyncio.sleep(_backoff(attempt, last))
         url = uri
         try:
             async with httpx.AsyncClient(
@@ -236,7 +237,7 @@ async def _fetch_async(uri: str, headers: Callable[[str], dict[str, str]], *, ma
                         if response.is_redirect:
                             url = str(response.url.join(response.headers["location"]))
                             continue
-                        _raise_for(response.status_code, url)
+                        _raise_for(response.status_code, url, response.headers.get("retry-after"))
                         chunks, size = [], 0
                         async for chunk in response.aiter_bytes():
                             size += len(chunk)
@@ -255,11 +256,25 @@ async def _fetch_async(uri: str, headers: Callable[[str], dict[str, str]], *, ma
     raise last
 
 
-def _raise_for(status: int, url: str) -> None:
+def _raise_for(status: int, url: str, retry_after: str | None = None) -> None:
     if status >= 400:
+        wait: float | None = None
+        try:
+            wait = float(retry_after) if retry_after is not None else None
+        except ValueError:
+            wait = None
         raise DownloadError(
-            f"download failed with HTTP {status}: {url.split('?')[0][:100]}", provider=PROVIDER, status=status
+            f"download failed with HTTP {status}: {url.split('?')[0][:100]}",
+            provider=PROVIDER,
+            status=status,
+            retry_after=wait,
         )
+
+
+def _backoff(attempt: int, last: DownloadError | None) -> float:
+    """Seconds before retry `attempt`: doubling from 0.25 s up to 4 s, or longer if the server asked."""
+    asked = last.retry_after if last is not None and last.retry_after is not None else 0.0
+    return float(min(60.0, max(asked, min(4.0, 0.25 * 2 ** (attempt - 1)))))
 
 
 def _cap(size: int, max_bytes: int, url: str) -> None:
