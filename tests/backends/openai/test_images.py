@@ -185,3 +185,21 @@ async def test_the_client_splits_n_above_ten(backend: OpenAIBackend, server: Ope
         )
     assert len(result.images) == 12
     assert sorted(b["n"] for b in server.stats.bodies_of("images.generate")) == [2, 10]
+
+
+def test_the_official_client_speaks_to_the_fake(server: OpenAIServer) -> None:
+    import openai
+
+    client = openai.OpenAI(api_key=server.api_key, base_url=server.url, max_retries=0)
+    made = client.images.generate(model="gpt-image-2", prompt="fox", size="256x128", n=2)
+    assert made.data is not None and len(made.data) == 2 and made.size == "256x128"
+    photo = media.png_bytes(32, 32)
+    edited = client.images.edit(model="gpt-image-1.5", prompt="a hat", image=[("a.png", photo, "image/png")] * 2)
+    assert edited.data is not None and server.edits[0]["images"] == [photo, photo]
+    speech = client.audio.speech.create(model="tts-1", voice="nova", input="hi", response_format="wav")
+    assert speech.content[:4] == b"RIFF" and speech.content[4:8] == b"\xff\xff\xff\xff"
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(api_key="sk-nope", base_url=server.url, max_retries=0).images.generate(
+            model="gpt-image-2", prompt="x"
+        )
+    client.close()
