@@ -91,6 +91,7 @@ class GoogleTransport:
             left = ctx.time_left()
             if left == 0.0:
                 raise self._deadline(model, "before sending")
+            check_remote_allowed(self.connection.base_url)
             # When the deadline is nearer than the request timeout, a timeout is the deadline's.
             limit = self.connection.timeout
             cut = left is not None and left < limit

@@ -98,3 +98,15 @@ async def test_dropped_polls_are_ridden_out(backend: GoogleBackend, server: Goog
     result = await backend.run(mg.VideoRequest(prompt="x"), "veo-2.0-generate-001", RunContext())
     assert len(result.videos) == 1
     assert server.stats["dropped"] >= 1 and server.stats["operations"] == 1
+
+
+@pytest.mark.parametrize("model", [IMAGEN, GEMINI, "veo-2.0-generate-001"])
+async def test_the_test_suite_switch_keeps_every_family_off_the_network(model: str) -> None:
+    # conftest turned remote requests off: the real endpoint is refused before anything is sent.
+    backend = GoogleBackend(api_key="AIza-not-used", max_retries=1)
+    request = mg.VideoRequest(prompt="x") if model.startswith("veo") else mg.ImageRequest(prompt="x")
+    try:
+        with pytest.raises(RuntimeError, match="remote requests are switched off"):
+            await backend.run(request, model, RunContext())
+    finally:
+        await backend.aclose()

@@ -172,3 +172,12 @@ def unused_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+async def test_the_test_suite_switch_keeps_the_backend_off_the_network() -> None:
+    backend = OpenAIBackend(api_key="sk-not-used", max_retries=1)  # the real endpoint
+    try:
+        with pytest.raises(RuntimeError, match="remote requests are switched off"):
+            await backend.run(mg.ImageRequest(prompt="x"), "gpt-image-2", RunContext())
+    finally:
+        await backend.aclose()
