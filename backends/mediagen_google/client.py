@@ -111,6 +111,7 @@ class GoogleConnection:
         self._given = client
         self._official: genai.Client | None = client
         self._official_http: Any = None
+        self._official_sync: Any = None
         self.rest = httpx.AsyncClient(
             base_url=f"{self.base_url}/{API_VERSION}/",
             headers={"x-goog-api-key": key},
@@ -137,6 +138,7 @@ class GoogleConnection:
                     max_connections=self._max_connections, max_keepalive_connections=self._max_connections
                 ),
             )
+            self._official_sync = httpx2.Client(verify=tls_context())
             self._official = genai.Client(
                 api_key=self._secret,
                 http_options=types.HttpOptions(
@@ -147,6 +149,9 @@ class GoogleConnection:
                     # client from silently retrying a dropped connection on its aiohttp transport).
                     retry_options=types.HttpRetryOptions(attempts=1),
                     httpx_async_client=self._official_http,
+                    # Never used (mediagen is async), but built by the client when not given: give it
+                    # the shared TLS context so it costs nothing.
+                    httpx_client=self._official_sync,
                 ),
             )
         return self._official
@@ -170,7 +175,8 @@ class GoogleConnection:
         await self.rest.aclose()
         if self._official_http is not None:
             await self._official_http.aclose()
-            self._official_http = None
+            self._official_sync.close()
+            self._official_http = self._official_sync = None
 
     def __repr__(self) -> str:
         return f"GoogleConnection(base_url={self.base_url!r}, key from {self.key_source})"
