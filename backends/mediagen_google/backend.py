@@ -305,6 +305,7 @@ class GoogleBackend(Backend):
                 key=connection.secrets[0],
                 same_origin=connection.same_origin,
                 max_bytes=self._max_download_bytes,
+                attempts=self._retry.attempts,
                 metadata={"provider": PROVIDER, "model": info.name, "operation": operation.get("name"), "output": i},
             )
             for i, uri in enumerate(uris)

@@ -135,6 +135,7 @@ class GeminiFileVideo(Video):
         same_origin: Whether a URL is on the configured endpoint.
         max_bytes: Size cap of the download.
         metadata: Facts about the video.
+        attempts: Tries of the download (a dropped connection, a 429 or a 5xx is tried again).
     """
 
     def __init__(
@@ -145,8 +146,10 @@ class GeminiFileVideo(Video):
         same_origin: Callable[[str], bool],
         max_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES,
         metadata: Mapping[str, Any] | None = None,
+        attempts: int = _ATTEMPTS,
     ) -> None:
         super().__init__(media_type="video/mp4", metadata={**(metadata or {}), "uri": uri}, max_bytes=max_bytes)
+        self._attempts = max(1, attempts)
         self._uri = uri
         self.__key = key
         self._same_origin = same_origin
@@ -154,13 +157,13 @@ class GeminiFileVideo(Video):
     def read(self) -> bytes:
         """The MP4, downloaded on first use (blocking)."""
         if self._data is None:
-            self._data = _fetch_sync(self._uri, self._headers, max_bytes=self.max_bytes)
+            self._data = _fetch_sync(self._uri, self._headers, max_bytes=self.max_bytes, attempts=self._attempts)
         return self._data
 
     async def aread(self, *, client: object | None = None) -> bytes:
         """The MP4, downloaded on first use without blocking the event loop."""
         if self._data is None:
-            self._data = await _fetch_async(self._uri, self._headers, max_bytes=self.max_bytes)
+            self._data = await _fetch_async(self._uri, self._headers, max_bytes=self.max_bytes, attempts=self._attempts)
         return self._data
 
     def _headers(self, url: str) -> dict[str, str]:
@@ -180,11 +183,11 @@ def _check(url: str) -> None:
     check_remote_allowed(url)
 
 
-def _fetch_sync(uri: str, headers: Callable[[str], dict[str, str]], *, max_bytes: int) -> bytes:
+def _fetch_sync(uri: str, headers: Callable[[str], dict[str, str]], *, max_bytes: int, attempts: int) -> bytes:
     import httpx
 
     last: DownloadError | None = None
-    for attempt in range(_ATTEMPTS):
+    for attempt in range(attempts):
         if attempt:
             time.sleep(_backoff(attempt, last))
         url = uri
@@ -217,13 +220,13 @@ def _fetch_sync(uri: str, headers: Callable[[str], dict[str, str]], *, max_bytes
     raise last
 
 
-async def _fetch_async(uri: str, headers: Callable[[str], dict[str, str]], *, max_bytes: int) -> bytes:
+async def _fetch_async(uri: str, headers: Callable[[str], dict[str, str]], *, max_bytes: int, attempts: int) -> bytes:
     import asyncio
 
     import httpx
 
     last: DownloadError | None = None
-    for attempt in range(_ATTEMPTS):
+    for attempt in range(attempts):
         if attempt:
             await asyncio.sleep(_backoff(attempt, last))
         url = uri

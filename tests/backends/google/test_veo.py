@@ -16,6 +16,7 @@ from mediagen._mux import ffmpeg_exe
 from mediagen.backend import RunContext
 from mediagen_google import GeminiFileVideo, GoogleBackend
 from mediagen_testkit import media_fixtures as media
+from mediagen_testkit.fake_http import Faults
 from mediagen_testkit.google_server import GoogleServer
 
 pytest.importorskip("imageio_ffmpeg")
@@ -141,3 +142,15 @@ def test_a_fetched_video_pickles_as_a_plain_video(server: GoogleServer) -> None:
     clone = pickle.loads(pickle.dumps(video))
     assert type(clone) is mg.Video and clone.read() == data
     assert server.api_key not in repr(video) and server.api_key.encode() not in pickle.dumps(video)
+
+
+async def test_veo_jobs_under_faults_each_start_once_and_download(backend: GoogleBackend, server: GoogleServer) -> None:
+    server.faults = Faults(rate_limit_every=3, error_every=5, retry_after_s=0.02)  # creates, polls and downloads
+    server.video_s = 0.1
+    requests = [mg.VideoRequest(prompt=f"tide {i}", options={"download": True}) for i in range(4)]
+    results = await asyncio.gather(*(backend.run(r, "veo-2.0-generate-001", RunContext()) for r in requests))
+
+    for i, result in enumerate(results):
+        assert result.videos[0].read() == server.video_bytes("veo-2.0-generate-001", GoogleServer.seed_for(f"tide {i}"))
+    assert server.stats["faults"] > 0
+    assert server.stats["operations"] == server.stats["billed"] == 4  # no operation started twice
