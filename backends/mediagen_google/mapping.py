@@ -57,8 +57,11 @@ def _aspect(request: ImageRequest | VideoRequest, table: dict[str, tuple[int, in
         w = request.width or request.height or 1
         h = request.height or request.width or 1
     chosen = nearest_aspect(w, h, table)
-    asked = f"aspect_ratio {ratio}" if ratio else f"{w}x{h}"
-    ctx.warn(GenerationWarning.compatibility("aspect_ratio", f"{asked} became {chosen} (the model's nearest)"))
+    cw, ch = table[chosen]
+    # A shape the model makes exactly (1024x1024 is 1:1) is no change; anything else is said.
+    if abs(math.log((cw / ch) / (w / h))) > 0.01:
+        asked = f"aspect_ratio {ratio}" if ratio else f"{w}x{h}"
+        ctx.warn(GenerationWarning.compatibility("aspect_ratio", f"{asked} became {chosen} (the model's nearest)"))
     return chosen
 
 

@@ -145,3 +145,15 @@ async def test_the_official_client_speaks_to_the_fake(server: GoogleServer) -> N
     )
     parts = response.candidates[0].content.parts  # type: ignore[index, union-attr]
     assert any(p.inline_data is not None and p.inline_data.data for p in parts)  # type: ignore[union-attr]
+
+
+async def test_a_shape_the_model_makes_is_sent_without_a_warning(backend: GoogleBackend, server: GoogleServer) -> None:
+    result = await backend.run(
+        mg.ImageRequest(prompt="x", width=1024, height=1024), "gemini-2.5-flash-image", RunContext()
+    )
+    assert not [w for w in result.warnings if w.feature == "aspect_ratio"]
+    result = await backend.run(
+        mg.ImageRequest(prompt="x", width=1000, height=600), "gemini-2.5-flash-image", RunContext()
+    )
+    (warning,) = [w for w in result.warnings if w.feature == "aspect_ratio"]
+    assert "1000x600 became 16:9" in warning.message
