@@ -11,6 +11,10 @@ Columns: wall time, HTTP requests the server saw (API calls + output downloads),
 Nothing here asserts; the numbers are printed. Run:
 
     .venv/bin/python benchmarks/hosted_concurrency.py [--n 200] [--long-n 20] [--rounds 2]
+
+`--provider openai` or `--provider google` runs that provider's cases instead (hosted_openai.py,
+hosted_google.py: mediagen against the official client on the provider's loopback server; add
+`--faults` for 429 every 3rd request and 500 every 5th).
 """
 
 from __future__ import annotations
@@ -174,6 +178,16 @@ if __name__ == "__main__":
     parser.add_argument("--n", type=int, default=200, help="concurrent image predictions")
     parser.add_argument("--long-n", type=int, default=20, help="concurrent long-running predictions")
     parser.add_argument("--rounds", type=int, default=2, help="rounds, alternating which client goes first")
+    parser.add_argument(
+        "--provider", default="replicate", choices=["replicate", "openai", "google"], help="whose API and client"
+    )
+    parser.add_argument("--faults", action="store_true", help="openai/google: 429 every 3rd request, 500 every 5th")
     args = parser.parse_args()
     mg.allow_remote_requests(False)  # loopback only, whatever the environment says
-    print_table(asyncio.run(main(args.n, args.long_n, args.rounds)))
+    if args.provider == "replicate":
+        print_table(asyncio.run(main(args.n, args.long_n, args.rounds)))
+    else:
+        # Each provider's cases live in their own module next door (hosted_<provider>.py).
+        import importlib
+
+        importlib.import_module(f"hosted_{args.provider}").main(args.n, args.rounds, args.faults)
