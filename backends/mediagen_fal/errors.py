@@ -171,7 +171,9 @@ def error_for_job(
     )
 
 
-def transport_error(exc: BaseException, *, model: str | None = None, secrets: Sequence[str | None] = ()) -> ProviderError:
+def transport_error(
+    exc: BaseException, *, model: str | None = None, secrets: Sequence[str | None] = ()
+) -> ProviderError:
     """The mediagen error for a call that got no answer (connection, timeout, protocol)."""
     text = redact(str(exc), *secrets) or "no details"
     return ProviderError(

@@ -171,7 +171,11 @@ CURATED: dict[str, AppSpec] = {
     "fal-ai/flux-pro/v1/fill": AppSpec(
         tasks=frozenset({"inpaint"}),
         inputs={**_FLUX_COMMON, "image": "image_url", "mask": "mask_url", "steps": None, "guidance": None},
-        notes={**_FLUX_NOTES, "steps": "FLUX.1 Fill [pro] sets its own steps", "guidance": "FLUX.1 Fill [pro] sets its own guidance"},
+        notes={
+            **_FLUX_NOTES,
+            "steps": "FLUX.1 Fill [pro] sets its own steps",
+            "guidance": "FLUX.1 Fill [pro] sets its own guidance",
+        },
         bounds={"num_images": (1, 4)},
         choices={"output_format": _FLUX_FORMATS},
         max_outputs=4,
@@ -181,7 +185,11 @@ CURATED: dict[str, AppSpec] = {
     "fal-ai/flux-pro/kontext": AppSpec(
         tasks=frozenset({"image-to-image"}),
         inputs={**_FLUX_COMMON, "image": "image_url", "steps": None, "guidance": "guidance_scale"},
-        notes={**_FLUX_NOTES, "steps": "FLUX.1 Kontext [pro] sets its own steps", "images": "one image; for several use fal-ai/flux-pro/kontext/max/multi"},
+        notes={
+            **_FLUX_NOTES,
+            "steps": "FLUX.1 Kontext [pro] sets its own steps",
+            "images": "one image; for several use fal-ai/flux-pro/kontext/max/multi",
+        },
         bounds={"guidance_scale": (1, 20), "num_images": (1, 4)},
         choices={"output_format": _FLUX_FORMATS, "aspect_ratio": _ULTRA_RATIOS},
         size="aspect_ratio",
@@ -471,9 +479,7 @@ def _settings(request: Request) -> list[tuple[str, Any]]:
     return found
 
 
-def _convert(
-    name: str, value: Any, input_name: str, spec: AppSpec, ctx: RunContext, app: str, curated: bool
-) -> Any:
+def _convert(name: str, value: Any, input_name: str, spec: AppSpec, ctx: RunContext, app: str, curated: bool) -> Any:
     """A request value in the form the input takes, or `_SKIP`."""
     if name in _MEDIA_FIELDS:
         return list(value) if name == "images" else value
@@ -488,7 +494,9 @@ def _convert(
     if name == "duration_s" and input_name == "seconds_total":
         rounded = max(1, round(value))
         if not math.isclose(rounded, value):
-            ctx.warn(GenerationWarning.compatibility("duration_s", f"{app} takes whole seconds; {value:g} became {rounded}"))
+            ctx.warn(
+                GenerationWarning.compatibility("duration_s", f"{app} takes whole seconds; {value:g} became {rounded}")
+            )
         return rounded
     if name in ("output_format", "format") and input_name in spec.choices:
         choices = spec.choices[input_name]
@@ -553,7 +561,9 @@ def _map_size(
                 )
             )
         elif ratio != chosen:
-            ctx.warn(GenerationWarning.compatibility("aspect_ratio", f"{app} has no {ratio}; made at {chosen}, the nearest"))
+            ctx.warn(
+                GenerationWarning.compatibility("aspect_ratio", f"{app} has no {ratio}; made at {chosen}, the nearest")
+            )
         return
     for name in given:
         unsupported(name)

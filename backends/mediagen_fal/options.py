@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from mediagen.errors import InvalidRequestError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from mediagen.errors import InvalidRequestError
 
 from .errors import PROVIDER
 
@@ -71,7 +72,9 @@ class FalOptions(BaseModel):
             ]
             raise InvalidRequestError(
                 "invalid fal options:\n" + "\n".join(lines),
-                errors=[{"loc": ("options", *err["loc"]), "msg": err["msg"], "type": err["type"]} for err in exc.errors()],
+                errors=[
+                    {"loc": ("options", *err["loc"]), "msg": err["msg"], "type": err["type"]} for err in exc.errors()
+                ],
                 provider=PROVIDER,
                 model=model,
             ) from None

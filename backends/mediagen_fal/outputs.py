@@ -19,8 +19,16 @@ import asyncio
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from mediagen._media import Kind, adownload, decode_data_url, kind_of_media_type, media_type_for_name, to_data_url
-from mediagen._media import suffix_for_media_type, sniff_media_type
+from mediagen._media import (
+    Kind,
+    adownload,
+    decode_data_url,
+    kind_of_media_type,
+    media_type_for_name,
+    sniff_media_type,
+    suffix_for_media_type,
+    to_data_url,
+)
 from mediagen.artifacts import Artifact, artifact_for_url, artifact_from_bytes
 from mediagen.backend import check_remote_allowed
 from mediagen.errors import DownloadError
@@ -66,7 +74,11 @@ def _walk(value: Any, where: str, order: Sequence[str]) -> Iterator[tuple[str, s
     elif isinstance(value, (list, tuple)):
         for i, item in enumerate(value):
             yield from _walk(item, f"{where}.{i}" if where else str(i), ())
-    elif isinstance(value, str) and value.startswith(_URL_PREFIXES) and where.split(".")[-1] in ("url", "video_url", "audio_url", "image_url"):
+    elif (
+        isinstance(value, str)
+        and value.startswith(_URL_PREFIXES)
+        and where.split(".")[-1] in ("url", "video_url", "audio_url", "image_url")
+    ):
         yield where, value, None
 
 
@@ -150,8 +162,12 @@ async def download_all(
         sniffed = sniff_media_type(data)
         kind = kind_of_media_type(sniffed)
         if kind is not None and kind != artifact.kind and not (artifact.kind == "video" and sniffed == "image/gif"):
-            return artifact_from_bytes(data, media_type=sniffed, url=url, metadata=artifact.metadata, max_bytes=max_bytes)
-        return type(artifact)(data, media_type=sniffed or artifact.media_type, url=url, metadata=artifact.metadata, max_bytes=max_bytes)
+            return artifact_from_bytes(
+                data, media_type=sniffed, url=url, metadata=artifact.metadata, max_bytes=max_bytes
+            )
+        return type(artifact)(
+            data, media_type=sniffed or artifact.media_type, url=url, metadata=artifact.metadata, max_bytes=max_bytes
+        )
 
     return list(await asyncio.gather(*(fetch(a) for a in artifacts)))
 

@@ -182,7 +182,7 @@ class FalTransport:
                 # 3. Follow the status (with logs) until it completes, then read the result.
                 await self.wait(job, ctx=ctx, reporter=reporter)
                 await self.result(job, ctx=ctx)
-            except BaseException as exc:
+            except BaseException:
                 # 4. Whatever stops us (cancellation, deadline, losing contact, a failed job) stops
                 #    the fal job too; cancelling a completed job is harmless.
                 if not _ended(job):
@@ -478,7 +478,10 @@ class FalTransport:
         async def once() -> dict[str, Any]:
             try:
                 response = await self._send(
-                    method, url, kind=kind, content=None if body is None else json.dumps(body).encode(),
+                    method,
+                    url,
+                    kind=kind,
+                    content=None if body is None else json.dumps(body).encode(),
                     headers={"Content-Type": "application/json"} if body is not None else None,
                 )
             except httpx.TransportError as exc:
@@ -489,10 +492,15 @@ class FalTransport:
                 found = response.json()
             except ValueError as exc:
                 raise ProviderError(
-                    f"fal answered {kind} with something other than JSON", provider=PROVIDER, model=model, retryable=True
+                    f"fal answered {kind} with something other than JSON",
+                    provider=PROVIDER,
+                    model=model,
+                    retryable=True,
                 ) from exc
             if not isinstance(found, dict):
-                raise ProviderError(f"fal answered {kind} with a JSON {type(found).__name__}", provider=PROVIDER, model=model)
+                raise ProviderError(
+                    f"fal answered {kind} with a JSON {type(found).__name__}", provider=PROVIDER, model=model
+                )
             return found
 
         def counted(failures: int, error: BaseException, delay: float) -> None:
@@ -524,7 +532,9 @@ class FalTransport:
         response = await self.connection.http.request(
             method, url, content=content, headers=dict(headers or {}), params=dict(params) if params else None
         )
-        logger.debug("%s %s -> %d in %.3f s", method, url.split("?", 1)[0], response.status_code, time.monotonic() - sent)
+        logger.debug(
+            "%s %s -> %d in %.3f s", method, url.split("?", 1)[0], response.status_code, time.monotonic() - sent
+        )
         return response
 
     async def _shielded(self, work: Awaitable[Any], *, what: str) -> None:
@@ -559,7 +569,14 @@ def _never_sent(exc: BaseException) -> bool:
     import httpx
 
     return isinstance(
-        exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol, httpx.LocalProtocolError)
+        exc,
+        (
+            httpx.ConnectError,
+            httpx.ConnectTimeout,
+            httpx.PoolTimeout,
+            httpx.UnsupportedProtocol,
+            httpx.LocalProtocolError,
+        ),
     )
 
 

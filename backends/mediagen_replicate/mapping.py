@@ -497,7 +497,16 @@ _NAMES: dict[str, tuple[str, ...]] = {
     "n": ("num_outputs", "num_images", "number_of_images", "batch_size"),
     "steps": ("num_inference_steps", "steps", "num_steps", "sample_steps", "sampling_steps"),
     "guidance": ("guidance_scale", "guidance", "cfg_scale", "cfg", "sample_guide_scale"),
-    "image": ("image", "input_image", "init_image", "start_image", "first_frame_image", "image_url", "images", "image_input"),
+    "image": (
+        "image",
+        "input_image",
+        "init_image",
+        "start_image",
+        "first_frame_image",
+        "image_url",
+        "images",
+        "image_input",
+    ),
     # Reference images (edit and multi-reference models): an array input, in order.
     "images": ("image_input", "input_images", "reference_images", "images", "image_urls"),
     "mask": ("mask", "mask_image", "inpaint_mask"),
@@ -721,7 +730,9 @@ def _cannot_take(name: str, schema: InputSchema, curated: Curated | None, model:
             if media
             else ("it takes no image" if schema.known else "its inputs are unknown")
         )
-    hint = " (reference images need a model with an array input, such as google/nano-banana)" if name == "images" else ""
+    hint = (
+        " (reference images need a model with an array input, such as google/nano-banana)" if name == "images" else ""
+    )
     return UnsupportedRequestError(
         f"{PROVIDER}:{model} cannot take {name}: {why}{hint}; nothing was sent",
         feature=name,

@@ -260,7 +260,9 @@ def _size_of(inp: dict[str, Any]) -> tuple[int, int]:
         scale = 64 / max(w, h)
         return max(8, round(w * scale)), max(8, round(h * scale))
     if size not in _IMAGE_SIZES:
-        raise AppError(422, {"detail": [{"loc": ["body", "image_size"], "msg": f"unknown size {size!r}", "type": "enum"}]})
+        raise AppError(
+            422, {"detail": [{"loc": ["body", "image_size"], "msg": f"unknown size {size!r}", "type": "enum"}]}
+        )
     return _IMAGE_SIZES[str(size)]
 
 
@@ -275,17 +277,30 @@ def image_app(endpoint: str, *, max_images: int = 4, run_s: float = 1.0) -> Fake
     def handle(inp: dict[str, Any], server: FalServer, job: JobRecord) -> dict[str, Any]:
         n = int(inp.get("num_images", 1))
         if not 1 <= n <= max_images:
-            raise AppError(422, {"detail": [{"loc": ["body", "num_images"], "msg": f"must be 1..{max_images}", "type": "range"}]})
+            raise AppError(
+                422, {"detail": [{"loc": ["body", "num_images"], "msg": f"must be 1..{max_images}", "type": "range"}]}
+            )
         seed = _seed_of(inp)
         width, height = _size_of(inp)
         fmt = "jpeg" if inp.get("output_format") == "jpeg" else "png"
         images = [
-            _file(server, _image(width, height, (seed + i) % 2**32, fmt), f"image{i}.{fmt}", f"image/{fmt}",
-                  width=width, height=height)
+            _file(
+                server,
+                _image(width, height, (seed + i) % 2**32, fmt),
+                f"image{i}.{fmt}",
+                f"image/{fmt}",
+                width=width,
+                height=height,
+            )
             for i in range(n)
         ]
-        return {"images": images, "seed": seed, "has_nsfw_concepts": [False] * n, "prompt": inp.get("prompt"),
-                "timings": {"inference": job.run_s}}
+        return {
+            "images": images,
+            "seed": seed,
+            "has_nsfw_concepts": [False] * n,
+            "prompt": inp.get("prompt"),
+            "timings": {"inference": job.run_s},
+        }
 
     return FakeApp(endpoint, handle, run_s=run_s)
 
@@ -303,11 +318,14 @@ def video_app(endpoint: str, *, image: bool = False) -> FakeApp:
     def handle(inp: dict[str, Any], server: FalServer, job: JobRecord) -> dict[str, Any]:
         duration = inp.get("duration", "5")
         if duration not in ("5", "10"):
-            raise AppError(422, {"detail": [{"loc": ["body", "duration"], "msg": "must be '5' or '10'", "type": "enum"}]})
+            raise AppError(
+                422, {"detail": [{"loc": ["body", "duration"], "msg": "must be '5' or '10'", "type": "enum"}]}
+            )
         ratio = inp.get("aspect_ratio", "16:9")
         width, height = {"16:9": (64, 36), "9:16": (36, 64), "1:1": (48, 48)}.get(ratio, (64, 36))
-        data, ext, content_type = media.video_bytes(width - width % 4, height - height % 4, frames=8, fps=8,
-                                                    seed=_seed_of(inp))
+        data, ext, content_type = media.video_bytes(
+            width - width % 4, height - height % 4, frames=8, fps=8, seed=_seed_of(inp)
+        )
         return {"video": _file(server, data, f"video.{ext}", content_type)}
 
     return FakeApp(endpoint, handle, required=("prompt", "image_url") if image else ("prompt",), run_s=3.0)
@@ -319,7 +337,10 @@ def audio_app(endpoint: str) -> FakeApp:
     def handle(inp: dict[str, Any], server: FalServer, job: JobRecord) -> dict[str, Any]:
         seconds = inp.get("seconds_total", 30)
         if not isinstance(seconds, int) or not 0 <= seconds <= 47:
-            raise AppError(422, {"detail": [{"loc": ["body", "seconds_total"], "msg": "must be an integer 0..47", "type": "range"}]})
+            raise AppError(
+                422,
+                {"detail": [{"loc": ["body", "seconds_total"], "msg": "must be an integer 0..47", "type": "range"}]},
+            )
         # Short files: a tenth of the asked length keeps tests quick, the rate says the rest.
         data = media.wav_bytes(max(0.1, seconds / 10), sample_rate=8000, frequency=220 + _seed_of(inp) % 400)
         return {"audio_file": _file(server, data, "audio.wav", "audio/wav")}
@@ -332,7 +353,10 @@ def mesh_app(endpoint: str) -> FakeApp:
 
     def handle(inp: dict[str, Any], server: FalServer, job: JobRecord) -> dict[str, Any]:
         data = media.glb_bytes(seed=_seed_of(inp) % 1000)
-        return {"model_mesh": _file(server, data, "model.glb", "model/gltf-binary"), "timings": {"inference": job.run_s}}
+        return {
+            "model_mesh": _file(server, data, "model.glb", "model/gltf-binary"),
+            "timings": {"inference": job.run_s},
+        }
 
     return FakeApp(endpoint, handle, required=("image_url",), steps=6, run_s=3.0)
 
@@ -534,8 +558,12 @@ class FalServer:
             pct = round(100 * step / job.app.steps)
             bar = "#" * (pct // 10)
             logs.append(
-                {"message": f"{pct:3d}%|{bar:<10}| {step}/{job.app.steps} [00:0{step}<00:00, 1.00it/s]",
-                 "level": "INFO", "source": "user", "timestamp": stamp}
+                {
+                    "message": f"{pct:3d}%|{bar:<10}| {step}/{job.app.steps} [00:0{step}<00:00, 1.00it/s]",
+                    "level": "INFO",
+                    "source": "user",
+                    "timestamp": stamp,
+                }
             )
         return logs
 
@@ -546,7 +574,9 @@ class FalServer:
         body: dict[str, Any] = {"status": state, "request_id": job.request_id, **urls}
         if state == "IN_QUEUE":
             with self._lock:
-                ahead = sum(1 for j in self.jobs.values() if j.created < job.created and self._state(j, now) == "IN_QUEUE")
+                ahead = sum(
+                    1 for j in self.jobs.values() if j.created < job.created and self._state(j, now) == "IN_QUEUE"
+                )
             body["queue_position"] = ahead
             return body
         body["logs"] = self._logs(job, now) if logs else None
@@ -577,9 +607,10 @@ class FalServer:
         }
         self.webhook_deliveries.append(payload)
         try:
-            req = urllib.request.Request(url, data=json.dumps(payload).encode(), method="POST",
-                                         headers={"Content-Type": "application/json"})
-            with urllib.request.urlopen(req, timeout=5) as answer:  # noqa: S310 - loopback checked above
+            req = urllib.request.Request(
+                url, data=json.dumps(payload).encode(), method="POST", headers={"Content-Type": "application/json"}
+            )
+            with urllib.request.urlopen(req, timeout=5) as answer:
                 if 200 <= answer.status < 300:
                     self.stats.incr("webhooks")
         except OSError:
@@ -670,8 +701,11 @@ class FalServer:
             if fault == "drop":
                 raise _Drop
             code = int(fault)
-            return _json(code, {"detail": "Internal Server Error"},
-                         {"x-fal-request-id": answer.headers.get("x-fal-request-id", str(uuid.uuid4()))})
+            return _json(
+                code,
+                {"detail": "Internal Server Error"},
+                {"x-fal-request-id": answer.headers.get("x-fal-request-id", str(uuid.uuid4()))},
+            )
         return answer
 
     def _kind(self, method: str, parts: list[str]) -> str:
@@ -734,8 +768,14 @@ class FalServer:
         missing = [name for name in app.required if name not in payload]
         if missing:
             # fal's apps validate with pydantic: 422 with a detail list.
-            return _json(422, {"detail": [{"loc": ["body", m], "msg": "field required", "type": "value_error.missing"}
-                                          for m in missing]})
+            return _json(
+                422,
+                {
+                    "detail": [
+                        {"loc": ["body", m], "msg": "field required", "type": "value_error.missing"} for m in missing
+                    ]
+                },
+            )
         parts = endpoint.split("/")
         base = "/".join(parts[:2])
         request_id = str(uuid.uuid4())
@@ -748,7 +788,7 @@ class FalServer:
             created=time.monotonic(),
             queue_s=app.queue_s * self.time_scale,
             run_s=run_s,
-            webhook=(query.get("fal_webhook") or [None])[0],
+            webhook=query["fal_webhook"][0] if query.get("fal_webhook") else None,
             headers={k.lower(): v for k, v in handler.headers.items() if k.lower().startswith("x-fal-")},
         )
         digest = hashlib.sha256(endpoint.encode() + b"\n" + json.dumps(payload, sort_keys=True).encode()).hexdigest()
@@ -760,8 +800,12 @@ class FalServer:
             self.stats.bodies[digest] += 1
         return _json(
             200,
-            {"request_id": request_id, "gateway_request_id": request_id, "queue_position": max(0, position),
-             **self._urls(base, request_id)},
+            {
+                "request_id": request_id,
+                "gateway_request_id": request_id,
+                "queue_position": max(0, position),
+                **self._urls(base, request_id),
+            },
             {"x-fal-request-id": request_id},
         )
 
@@ -794,5 +838,8 @@ class FalServer:
             self._pending_uploads[token] = (file_id, content_type)
         return _json(
             200,
-            {"upload_url": f"{self.url}/storage/put/{token}", "file_url": f"{self.url}/files/{file_id}/{urllib.parse.quote(name)}"},
+            {
+                "upload_url": f"{self.url}/storage/put/{token}",
+                "file_url": f"{self.url}/files/{file_id}/{urllib.parse.quote(name)}",
+            },
         )

@@ -51,7 +51,10 @@ async def test_flux_schnell_without_seed_batches_and_reports_the_seed(backend: F
 async def test_flux_schnell_warns_about_guidance_and_negative_prompt(backend: FalBackend) -> None:
     ctx = RunContext()
     res = await run(
-        backend, mg.ImageRequest(prompt="a fox", negative_prompt="blur", guidance=3.0, seed=1), "fal-ai/flux/schnell", ctx
+        backend,
+        mg.ImageRequest(prompt="a fox", negative_prompt="blur", guidance=3.0, seed=1),
+        "fal-ai/flux/schnell",
+        ctx,
     )
     assert {w.feature for w in res.warnings} >= {"negative_prompt", "guidance"}
 
@@ -89,7 +92,9 @@ async def test_kling_image_to_video_sends_the_image_inline(backend: FalBackend, 
 
 
 async def test_stable_audio_wav(backend: FalBackend, server: FalServer) -> None:
-    res = await run(backend, mg.AudioRequest(prompt="calm piano", kind="music", duration_s=20, steps=50), "fal-ai/stable-audio")
+    res = await run(
+        backend, mg.AudioRequest(prompt="calm piano", kind="music", duration_s=20, steps=50), "fal-ai/stable-audio"
+    )
 
     audio = res.artifacts[0]
     assert isinstance(audio, mg.Audio)
@@ -127,8 +132,16 @@ async def test_trellis_image_to_glb_uploads_a_large_image(backend: FalBackend, s
 async def test_any_other_app_gets_the_generic_mapping_without_warnings(backend: FalBackend, server: FalServer) -> None:
     res = await run(
         backend,
-        mg.ImageRequest(prompt="a fox", negative_prompt="blur", steps=9, guidance=2.5, width=512, height=256, seed=3,
-                        options={"acceleration": "high"}),
+        mg.ImageRequest(
+            prompt="a fox",
+            negative_prompt="blur",
+            steps=9,
+            guidance=2.5,
+            width=512,
+            height=256,
+            seed=3,
+            options={"acceleration": "high"},
+        ),
         "acme/any-image",
     )
 
@@ -148,7 +161,9 @@ async def test_any_other_app_gets_the_generic_mapping_without_warnings(backend: 
 
 async def test_through_the_client_with_the_entry_point(server: FalServer, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FAL_KEY", server.key)
-    async with mg.Client(providers={"fal": {"base_url": server.url, "storage_url": server.url, "poll_interval": 0.01}}) as client:
+    async with mg.Client(
+        providers={"fal": {"base_url": server.url, "storage_url": server.url, "poll_interval": 0.01}}
+    ) as client:
         res = await client.image("a fox", model="fal:fal-ai/flux/schnell", seed=2, output_format="png")
     assert res.provider == "fal"
     assert await res.artifacts[0].aread() == expected_image(2)

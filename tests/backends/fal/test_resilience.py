@@ -13,6 +13,15 @@ from mediagen_fal import FalBackend
 from mediagen_testkit.fal_server import FalServer, expected_image
 
 
+async def until_queued(server: FalServer) -> None:
+    """Wait (polling, bounded) until the server has queued a job."""
+    for _ in range(3000):
+        if server.jobs:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("no job was queued")
+
+
 def backend_for(server: FalServer, **kw: object) -> FalBackend:
     settings: dict[str, object] = {"poll_interval": 0.01, "retry_base_delay": 0.01}
     settings.update(kw)
@@ -26,7 +35,11 @@ async def test_twelve_concurrent_jobs_under_429_and_500_all_complete_once(server
     try:
         results = await asyncio.gather(
             *(
-                backend.run(mg.ImageRequest(prompt=f"fox {i}", seed=100 + i, output_format="png"), "fal-ai/flux/schnell", RunContext())
+                backend.run(
+                    mg.ImageRequest(prompt=f"fox {i}", seed=100 + i, output_format="png"),
+                    "fal-ai/flux/schnell",
+                    RunContext(),
+                )
                 for i in range(12)
             )
         )
@@ -48,7 +61,9 @@ async def test_a_queue_500_after_queueing_is_adopted_not_resubmitted(server: Fal
     server.faults.only_submits = True
     backend = backend_for(server)
     try:
-        res = await backend.run(mg.ImageRequest(prompt="a fox", seed=1, output_format="png"), "fal-ai/flux/dev", RunContext())
+        res = await backend.run(
+            mg.ImageRequest(prompt="a fox", seed=1, output_format="png"), "fal-ai/flux/dev", RunContext()
+        )
         sent = backend.describe()["requests"]
     finally:
         await backend.aclose()
@@ -75,7 +90,9 @@ async def test_dropped_reads_are_retried(server: FalServer) -> None:
     server.faults.drop_every = 4
     backend = backend_for(server)
     try:
-        res = await backend.run(mg.ImageRequest(prompt="a fox", seed=8, output_format="png"), "fal-ai/flux/schnell", RunContext())
+        res = await backend.run(
+            mg.ImageRequest(prompt="a fox", seed=8, output_format="png"), "fal-ai/flux/schnell", RunContext()
+        )
     finally:
         await backend.aclose()
     assert await res.artifacts[0].aread() == expected_image(8)
@@ -99,8 +116,7 @@ async def test_cancelling_the_job_cancels_it_on_fal(server: FalServer) -> None:
     server.faults.long_jobs = 30.0
     async with mg.Client(backends={"fal": backend_for(server)}) as client:
         job = client.submit(mg.ImageRequest(prompt="a slow fox"), model="fal:fal-ai/flux/dev")
-        while not server.jobs:
-            await asyncio.sleep(0.01)
+        await until_queued(server)
         await asyncio.sleep(0.05)
         await job.cancel()
     (request_id,) = server.jobs
@@ -113,8 +129,7 @@ async def test_cancelled_during_submit_cancels_what_the_submit_queued(server: Fa
     backend = backend_for(server)
     try:
         task = asyncio.ensure_future(backend.run(mg.ImageRequest(prompt="a fox"), "fal-ai/flux/dev", RunContext()))
-        while not server.jobs:
-            await asyncio.sleep(0.01)
+        await until_queued(server)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
@@ -144,8 +159,11 @@ async def test_a_failed_job_raises_generation_failed(server: FalServer) -> None:
     backend = backend_for(server)
     try:
         with pytest.raises(mg.InvalidRequestError, match="duration"):
-            await backend.run(mg.VideoRequest(prompt="x", options={"duration": "7"}),
-                              "fal-ai/kling-video/v2.1/master/text-to-video", RunContext())
+            await backend.run(
+                mg.VideoRequest(prompt="x", options={"duration": "7"}),
+                "fal-ai/kling-video/v2.1/master/text-to-video",
+                RunContext(),
+            )
     finally:
         await backend.aclose()
     # Checked before sending: Kling's documented choices.

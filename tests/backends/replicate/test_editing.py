@@ -71,7 +71,9 @@ async def test_references_alone_go_to_an_array_input_found_in_the_schema(
 
 
 async def test_kontext_takes_the_image_as_input_image(backend: ReplicateBackend, server: ReplicateServer) -> None:
-    await backend.run(mg.ImageRequest(prompt="make it night", image=PHOTO), "black-forest-labs/flux-kontext-pro", RunContext())
+    await backend.run(
+        mg.ImageRequest(prompt="make it night", image=PHOTO), "black-forest-labs/flux-kontext-pro", RunContext()
+    )
     assert data_url_bytes(sent(server)["input_image"]) == PHOTO
 
 
@@ -83,7 +85,9 @@ async def test_fill_takes_image_and_mask(backend: ReplicateBackend, server: Repl
     assert data_url_bytes(inputs["image"]) == PHOTO and data_url_bytes(inputs["mask"]) == MASK
 
 
-async def test_references_are_refused_by_a_single_image_model(backend: ReplicateBackend, server: ReplicateServer) -> None:
+async def test_references_are_refused_by_a_single_image_model(
+    backend: ReplicateBackend, server: ReplicateServer
+) -> None:
     with pytest.raises(mg.UnsupportedRequestError, match="edits one input_image") as info:
         await backend.run(
             mg.ImageRequest(prompt="x", image=PHOTO, images=[REF_A]), "black-forest-labs/flux-kontext-pro", RunContext()
