@@ -154,6 +154,8 @@ class ServerStats:
         faults: Faults injected.
         uploads: Files stored through the storage API.
         webhooks: Webhook deliveries answered with 2xx.
+        keyed_file_reads: File downloads and signed uploads that carried an ``Authorization`` header
+            (a client leaking its key to the file host; should stay 0).
         peak_in_flight: Most calls handled at once.
     """
 
@@ -167,6 +169,7 @@ class ServerStats:
         self.faults = 0
         self.uploads = 0
         self.webhooks = 0
+        self.keyed_file_reads = 0
         self.in_flight = 0
         self.peak_in_flight = 0
 
@@ -199,6 +202,7 @@ class ServerStats:
                 "faults": self.faults,
                 "uploads": self.uploads,
                 "webhooks": self.webhooks,
+                "keyed_file_reads": self.keyed_file_reads,
                 "peak_in_flight": self.peak_in_flight,
             }
 
@@ -658,6 +662,8 @@ class FalServer:
         # Files and signed uploads need no key (a CDN, a pre-signed URL).
         if method == "GET" and parts[:1] == ["files"] and len(parts) >= 2:
             self.stats.route("GET file")
+            if handler.headers.get("Authorization"):
+                self.stats.incr("keyed_file_reads")
             with self._lock:
                 found = self._files.get(parts[1])
             if found is None:
@@ -665,6 +671,8 @@ class FalServer:
             return _Answer(200, found[0], content_type=found[1])
         if method == "PUT" and parts[:2] == ["storage", "put"] and len(parts) == 3:
             self.stats.route("PUT upload")
+            if handler.headers.get("Authorization"):
+                self.stats.incr("keyed_file_reads")
             with self._lock:
                 pending = self._pending_uploads.pop(parts[2], None)
             if pending is None:
