@@ -10,7 +10,7 @@ model latency:
 Columns: wall time, HTTP requests the server saw (API calls + output downloads), predictions created.
 Nothing here asserts; the numbers are printed. Run:
 
-    .venv/bin/python benchmarks/hosted_concurrency.py [--n 200] [--long-n 20] [--rounds 2]
+    .venv/bin/python benchmarks/hosted_concurrency.py [--n 200] [--long-n 20] [--rounds 2] [--provider fal]
 """
 
 from __future__ import annotations
@@ -169,11 +169,102 @@ def print_table(rows: list[Row]) -> None:
     print(f"(median of {len(next(iter(groups.values())))} rounds per row)")
 
 
+# -- fal ------------------------------------------------------------------------------------------
+#
+# The official `fal_client` cannot be the baseline here: it builds `https://` queue URLs only, from a
+# host it reads once at import (`FAL_QUEUE_RUN_HOST`), so it cannot reach the plain-http loopback
+# server (checked with fal-client 1.0.3: QUEUE_URL_FORMAT == "https://127.0.0.1:<port>/"). The
+# baseline is what `fal_client.AsyncClient.subscribe` does, written as a plain httpx loop: submit,
+# poll the status every 0.1 s (its default interval), fetch the result, download the file.
+
+
+async def fal_benchmark(n: int, long_n: int, rounds: int) -> None:
+    """mediagen's fal backend vs a plain httpx queue loop, on the loopback fal server; prints a table."""
+    import httpx
+
+    from mediagen_fal import FalBackend
+    from mediagen_testkit.fal_server import FalServer, image_app
+
+    scale = 0.02
+    slow = image_app("acme/slow-image", run_s=150.0)  # 3 s real
+    rows: list[tuple[str, str, int, float, int, int, int]] = []
+    with FalServer(time_scale=scale) as server:
+        server.add_app(slow)
+        server.apps["fal-ai/flux/schnell"].run_s = 50.0  # 1 s real
+
+        def counts() -> tuple[int, int, int]:
+            snap = server.stats.snapshot()
+            files = snap["by_route"].get("GET file", 0)
+            return snap["requests"] - files, files, snap["jobs_queued"]
+
+        async def with_mediagen(case: str, app: str, count: int, seed0: int) -> None:
+            server.stats = type(server.stats)()
+            backend = FalBackend(key=server.key, base_url=server.url, storage_url=server.url)
+            async with mg.Client(backends={"fal": backend}) as client:
+                started = time.monotonic()
+                await asyncio.gather(
+                    *(
+                        client.generate(
+                            mg.ImageRequest(prompt="a fox", seed=seed0 + i, options={"download": True}),
+                            model=f"fal:{app}",
+                        )
+                        for i in range(count)
+                    )
+                )
+                wall = time.monotonic() - started
+            rows.append((case, "mediagen", count, wall, *counts()))
+
+        async def with_httpx_loop(case: str, app: str, count: int, seed0: int) -> None:
+            server.stats = type(server.stats)()
+            base = "/".join(app.split("/")[:2])
+            async with httpx.AsyncClient(headers={"Authorization": f"Key {server.key}"}, timeout=120) as http:
+
+                async def one(i: int) -> bytes:
+                    answer = (await http.post(f"{server.url}/{app}", json={"prompt": "a fox", "seed": seed0 + i})).json()
+                    status_url = f"{server.url}/{base}/requests/{answer['request_id']}"
+                    while (await http.get(status_url + "/status")).json()["status"] != "COMPLETED":  # noqa: ASYNC110 - polling is the protocol
+                        await asyncio.sleep(0.1)
+                    result = (await http.get(status_url)).json()
+                    return (await http.get(result["images"][0]["url"])).content
+
+                started = time.monotonic()
+                await asyncio.gather(*(one(i) for i in range(count)))
+                wall = time.monotonic() - started
+            rows.append((case, "httpx queue loop", count, wall, *counts()))
+
+        for round_ in range(rounds):
+            order = [with_mediagen, with_httpx_loop] if round_ % 2 == 0 else [with_httpx_loop, with_mediagen]
+            for k, runner in enumerate(order):
+                seed0 = 10_000 * (2 * round_ + k)
+                await runner("burst", "fal-ai/flux/schnell", n, seed0)
+                await runner("long", "acme/slow-image", long_n, seed0 + 5_000)
+
+    print(f"fake fal queue, time_scale={scale}: image app 1.0 s, slow app 3.0 s, real seconds")
+    header = f"{'case':<6} {'client':<18} {'n':>4} {'wall s':>8} {'API req':>8} {'downloads':>9} {'queued':>7} {'API req/job':>12}"
+    print(header)
+    print("-" * len(header))
+    groups: dict[tuple[str, str], list[tuple[str, str, int, float, int, int, int]]] = {}
+    for row in rows:
+        groups.setdefault((row[0], row[1]), []).append(row)
+    for (case, who), runs in sorted(groups.items()):
+        wall = statistics.median(r[3] for r in runs)
+        api = round(statistics.median(r[4] for r in runs))
+        files = round(statistics.median(r[5] for r in runs))
+        queued = round(statistics.median(r[6] for r in runs))
+        count = runs[0][2]
+        print(f"{case:<6} {who:<18} {count:>4} {wall:>8.2f} {api:>8} {files:>9} {queued:>7} {api / count:>12.2f}")
+    print(f"(median of {rounds} rounds per row)")
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=200, help="concurrent image predictions")
     parser.add_argument("--long-n", type=int, default=20, help="concurrent long-running predictions")
     parser.add_argument("--rounds", type=int, default=2, help="rounds, alternating which client goes first")
+    parser.add_argument("--provider", default="replicate", help="which provider's loopback server: replicate, fal")
     args = parser.parse_args()
     mg.allow_remote_requests(False)  # loopback only, whatever the environment says
-    print_table(asyncio.run(main(args.n, args.long_n, args.rounds)))
+    if args.provider == "fal":
+        asyncio.run(fal_benchmark(args.n, args.long_n, args.rounds))
+    else:
+        print_table(asyncio.run(main(args.n, args.long_n, args.rounds)))

@@ -147,6 +147,8 @@ class FalTransport:
         self.max_poll_interval = max(poll_interval, max_poll_interval)
         self.stats: collections.Counter[str] = collections.Counter()
         """Requests sent by kind, retries, adopted submits ..."""
+        # How long each app's jobs took from submit to completion (a running average), for pacing polls.
+        self._typical: dict[str, float] = {}
 
     # -- a whole job ----------------------------------------------------------------------------
 
@@ -340,7 +342,7 @@ class FalTransport:
         """Poll the job's status (with logs) until it completes, within the deadline."""
         model = str(job.app)
         path = job.app.request_path(job.request_id, "status")
-        delay = self.poll_interval
+        polls = 0
         position: int | None = None
         while True:
             status = job.status
@@ -355,7 +357,9 @@ class FalTransport:
             reporter.update(status)
             if state == "COMPLETED":
                 job.completed_at = time.monotonic()
+                self._record(str(job.app), job.completed_at - job.submitted_at)
                 return
+            delay = self._next_poll(str(job.app), time.monotonic() - job.submitted_at, polls)
             left = ctx.time_left()
             if left is not None:
                 if left <= 0:
@@ -365,7 +369,24 @@ class FalTransport:
             if ctx.time_left() == 0.0:
                 raise _deadline_error(model, f"request {job.request_id} was still {state}")
             job.status = await self._json("GET", path + "?logs=1", model=model, kind="status", ctx=ctx)
-            delay = min(self.max_poll_interval, delay * 1.5)
+            polls += 1
+
+    def _next_poll(self, app: str, elapsed: float, polls: int) -> float:
+        """Seconds before the next status poll: about when the job should be done, no sooner.
+
+        Once an app's jobs have been seen to finish, the wait aims at its typical duration; before
+        that (and once a job runs past it), a backoff from `poll_interval` that grows by half a poll.
+        """
+        typical = self._typical.get(app)
+        if typical is not None and elapsed < typical:
+            wait = typical - elapsed
+        else:
+            wait = self.poll_interval * 1.5**polls
+        return min(self.max_poll_interval, max(self.poll_interval / 2, wait))
+
+    def _record(self, app: str, seconds: float) -> None:
+        before = self._typical.get(app)
+        self._typical[app] = seconds if before is None else 0.7 * before + 0.3 * seconds
 
     async def result(self, job: FalJob, *, ctx: RunContext) -> None:
         """Fetch the result of a completed job; a job that completed with an error raises it."""
