@@ -167,3 +167,28 @@ async def test_through_the_client_with_the_entry_point(server: FalServer, monkey
         res = await client.image("a fox", model="fal:fal-ai/flux/schnell", seed=2, output_format="png")
     assert res.provider == "fal"
     assert await res.artifacts[0].aread() == expected_image(2)
+
+
+async def test_fill_sends_image_and_mask(backend: FalBackend, server: FalServer) -> None:
+    photo, mask = media.png_bytes(16, 16, seed=1), media.png_bytes(16, 16, seed=2)
+    res = await run(backend, mg.ImageRequest(prompt="a window", image=photo, mask=mask), "fal-ai/flux-pro/v1/fill")
+    (job,) = server.jobs.values()
+    assert job.input["image_url"].startswith("data:image/png;base64,")
+    assert (
+        job.input["mask_url"].startswith("data:image/png;base64,") and job.input["mask_url"] != job.input["image_url"]
+    )
+    assert isinstance(res.artifacts[0], mg.Image)
+
+
+async def test_any_other_app_gets_image_mask_and_references_by_fals_names(
+    backend: FalBackend, server: FalServer
+) -> None:
+    photo, mask = media.png_bytes(16, 16, seed=1), media.png_bytes(16, 16, seed=2)
+    refs = [media.png_bytes(16, 16, seed=3), media.png_bytes(16, 16, seed=4)]
+    await run(backend, mg.ImageRequest(prompt="x", image=photo, mask=mask, images=refs, strength=0.6), "acme/any-image")
+    (job,) = server.jobs.values()
+    assert set(job.input) == {"prompt", "image_url", "mask_url", "image_urls", "strength"}
+    from mediagen._media import decode_data_url
+
+    assert [decode_data_url(u)[0] for u in job.input["image_urls"]] == refs and job.input["strength"] == 0.6
+    assert decode_data_url(job.input["image_url"])[0] == photo and decode_data_url(job.input["mask_url"])[0] == mask
