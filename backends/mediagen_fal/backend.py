@@ -115,7 +115,6 @@ class FalBackend(Backend):
 
     async def capabilities(self, model: str) -> Capabilities:
         """What the app can do: from the curated table, else every task with one output per job."""
-        AppId.parse(model)
         spec, curated = spec_for(AppId.parse(model).submit_path)
         if not curated:
             # An unknown app takes `num_images`, or makes one output: the client splits `n` for us
