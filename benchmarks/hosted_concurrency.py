@@ -171,75 +171,126 @@ def print_table(rows: list[Row]) -> None:
 
 # -- fal ------------------------------------------------------------------------------------------
 #
-# The official `fal_client` cannot be the baseline here: it builds `https://` queue URLs only, from a
-# host it reads once at import (`FAL_QUEUE_RUN_HOST`), so it cannot reach the plain-http loopback
-# server (checked with fal-client 1.0.3: QUEUE_URL_FORMAT == "https://127.0.0.1:<port>/"). The
-# baseline is what `fal_client.AsyncClient.subscribe` does, written as a plain httpx loop: submit,
-# poll the status every 0.1 s (its default interval), fetch the result, download the file.
+# The official `fal_client` builds `https://` queue URLs only, from a host it reads once at import
+# (`FAL_QUEUE_RUN_HOST`), so it cannot reach a plain-http loopback server. When `openssl` (for a
+# throw-away certificate) and `fal_client` are installed, the fake serves https and every client
+# goes through TLS, the official one included (`SSL_CERT_FILE` tells httpx to trust the
+# certificate; the host is set before `fal_client` is first imported). Otherwise the comparison is
+# with a plain httpx loop doing what `fal_client.AsyncClient.subscribe` does: submit, poll the status
+# every 0.1 s (its default interval), fetch the result; the file is then downloaded.
+
+
+def _fal_tls(tmp: str) -> tuple[str, str] | None:
+    import importlib.util
+    import os
+    import shutil
+    import subprocess
+
+    if shutil.which("openssl") is None or importlib.util.find_spec("fal_client") is None:
+        return None
+    cert, key = os.path.join(tmp, "cert.pem"), os.path.join(tmp, "key.pem")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", key, "-out", cert],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    return cert, key
 
 
 async def fal_benchmark(n: int, long_n: int, rounds: int) -> None:
-    """mediagen's fal backend vs a plain httpx queue loop, on the loopback fal server; prints a table."""
+    """mediagen's fal backend vs the official client (over TLS) and a plain httpx queue loop; prints a table."""
+    import os
+    import tempfile
+
     import httpx
 
     from mediagen_fal import FalBackend
     from mediagen_testkit.fal_server import FalServer, image_app
 
     scale = 0.02
-    slow = image_app("acme/slow-image", run_s=150.0)  # 3 s real
     rows: list[tuple[str, str, int, float, int, int, int]] = []
-    with FalServer(time_scale=scale) as server:
-        server.add_app(slow)
-        server.apps["fal-ai/flux/schnell"].run_s = 50.0  # 1 s real
+    with tempfile.TemporaryDirectory() as tmp:
+        tls = _fal_tls(tmp)
+        with FalServer(time_scale=scale, certfile=tls[0] if tls else None, keyfile=tls[1] if tls else None) as server:
+            server.add_app(image_app("acme/slow-image", run_s=150.0))  # 3 s real
+            server.apps["fal-ai/flux/schnell"].run_s = 50.0  # 1 s real
+            official: Any = None
+            if tls is not None:
+                os.environ["SSL_CERT_FILE"] = tls[0]
+                os.environ["FAL_QUEUE_RUN_HOST"] = server.url.removeprefix("https://")
+                import fal_client  # reads FAL_QUEUE_RUN_HOST now, once
 
-        def counts() -> tuple[int, int, int]:
-            snap = server.stats.snapshot()
-            files = snap["by_route"].get("GET file", 0)
-            return snap["requests"] - files, files, snap["jobs_queued"]
+                official = fal_client
 
-        async def with_mediagen(case: str, app: str, count: int, seed0: int) -> None:
-            server.stats = type(server.stats)()
-            backend = FalBackend(key=server.key, base_url=server.url, storage_url=server.url)
-            async with mg.Client(backends={"fal": backend}) as client:
-                started = time.monotonic()
-                await asyncio.gather(
-                    *(
-                        client.generate(
-                            mg.ImageRequest(prompt="a fox", seed=seed0 + i, options={"download": True}),
-                            model=f"fal:{app}",
+            def counts() -> tuple[int, int, int]:
+                snap = server.stats.snapshot()
+                files = snap["by_route"].get("GET file", 0)
+                return snap["requests"] - files, files, snap["jobs_queued"]
+
+            async def with_mediagen(case: str, app: str, count: int, seed0: int) -> None:
+                server.stats = type(server.stats)()
+                backend = FalBackend(key=server.key, base_url=server.url, storage_url=server.url)
+                async with mg.Client(backends={"fal": backend}) as client:
+                    started = time.monotonic()
+                    await asyncio.gather(
+                        *(
+                            client.generate(
+                                mg.ImageRequest(prompt="a fox", seed=seed0 + i, options={"download": True}),
+                                model=f"fal:{app}",
+                            )
+                            for i in range(count)
                         )
-                        for i in range(count)
                     )
-                )
-                wall = time.monotonic() - started
-            rows.append((case, "mediagen", count, wall, *counts()))
+                    wall = time.monotonic() - started
+                rows.append((case, "mediagen", count, wall, *counts()))
 
-        async def with_httpx_loop(case: str, app: str, count: int, seed0: int) -> None:
-            server.stats = type(server.stats)()
-            base = "/".join(app.split("/")[:2])
-            async with httpx.AsyncClient(headers={"Authorization": f"Key {server.key}"}, timeout=120) as http:
+            async def with_official(case: str, app: str, count: int, seed0: int) -> None:
+                server.stats = type(server.stats)()
+                client = official.AsyncClient(key=server.key)
+                async with httpx.AsyncClient(timeout=120) as files:
 
-                async def one(i: int) -> bytes:
-                    answer = (await http.post(f"{server.url}/{app}", json={"prompt": "a fox", "seed": seed0 + i})).json()
-                    status_url = f"{server.url}/{base}/requests/{answer['request_id']}"
-                    while (await http.get(status_url + "/status")).json()["status"] != "COMPLETED":  # noqa: ASYNC110 - polling is the protocol
-                        await asyncio.sleep(0.1)
-                    result = (await http.get(status_url)).json()
-                    return (await http.get(result["images"][0]["url"])).content
+                    async def one(i: int) -> bytes:
+                        result = await client.subscribe(app, {"prompt": "a fox", "seed": seed0 + i})
+                        return (await files.get(result["images"][0]["url"])).content
 
-                started = time.monotonic()
-                await asyncio.gather(*(one(i) for i in range(count)))
-                wall = time.monotonic() - started
-            rows.append((case, "httpx queue loop", count, wall, *counts()))
+                    started = time.monotonic()
+                    await asyncio.gather(*(one(i) for i in range(count)))
+                    wall = time.monotonic() - started
+                await (await client._client).aclose()
+                rows.append((case, "fal_client", count, wall, *counts()))
 
-        for round_ in range(rounds):
-            order = [with_mediagen, with_httpx_loop] if round_ % 2 == 0 else [with_httpx_loop, with_mediagen]
-            for k, runner in enumerate(order):
-                seed0 = 10_000 * (2 * round_ + k)
-                await runner("burst", "fal-ai/flux/schnell", n, seed0)
-                await runner("long", "acme/slow-image", long_n, seed0 + 5_000)
+            async def with_httpx_loop(case: str, app: str, count: int, seed0: int) -> None:
+                server.stats = type(server.stats)()
+                base = "/".join(app.split("/")[:2])
+                async with httpx.AsyncClient(headers={"Authorization": f"Key {server.key}"}, timeout=120) as http:
 
-    print(f"fake fal queue, time_scale={scale}: image app 1.0 s, slow app 3.0 s, real seconds")
+                    async def one(i: int) -> bytes:
+                        answer = (await http.post(f"{server.url}/{app}", json={"prompt": "a fox", "seed": seed0 + i})).json()
+                        status_url = f"{server.url}/{base}/requests/{answer['request_id']}"
+                        while (await http.get(status_url + "/status")).json()["status"] != "COMPLETED":  # noqa: ASYNC110 - polling is the protocol
+                            await asyncio.sleep(0.1)
+                        result = (await http.get(status_url)).json()
+                        return (await http.get(result["images"][0]["url"])).content
+
+                    started = time.monotonic()
+                    await asyncio.gather(*(one(i) for i in range(count)))
+                    wall = time.monotonic() - started
+                rows.append((case, "httpx queue loop", count, wall, *counts()))
+
+            runners = [with_mediagen, with_official, with_httpx_loop] if official else [with_mediagen, with_httpx_loop]
+            for round_ in range(rounds):
+                # Rotate who goes first, so no client always meets a warm (or a tired) server.
+                order = runners[round_ % len(runners) :] + runners[: round_ % len(runners)]
+                for k, runner in enumerate(order):
+                    seed0 = 10_000 * (len(runners) * round_ + k)
+                    await runner("burst", "fal-ai/flux/schnell", n, seed0)
+                    await runner("long", "acme/slow-image", long_n, seed0 + 5_000)
+
+    print(
+        f"fake fal queue over {'https' if tls else 'http'}, time_scale={scale}: image app 1.0 s, slow app 3.0 s, "
+        "real seconds"
+    )
     header = f"{'case':<6} {'client':<18} {'n':>4} {'wall s':>8} {'API req':>8} {'downloads':>9} {'queued':>7} {'API req/job':>12}"
     print(header)
     print("-" * len(header))

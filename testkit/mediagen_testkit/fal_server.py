@@ -51,6 +51,7 @@ import functools
 import hashlib
 import ipaddress
 import json
+import ssl
 import threading
 import time
 import urllib.parse
@@ -390,9 +391,20 @@ class _HTTPServer(ThreadingHTTPServer):
     request_queue_size = 1024
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int], app: FalServer) -> None:
+    def __init__(self, address: tuple[str, int], app: FalServer, tls: ssl.SSLContext | None = None) -> None:
         self.app = app
+        self.tls = tls
         super().__init__(address, _Handler)
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        # TLS is set up here, in the connection's own thread: a client that never completes its
+        # handshake holds up only itself, not the accept loop.
+        if self.tls is not None:
+            try:
+                request = self.tls.wrap_socket(request, server_side=True)
+            except (ssl.SSLError, OSError):
+                return
+        super().finish_request(request, client_address)
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind calls socket.getfqdn(), a reverse DNS lookup that can stall offline.
@@ -446,6 +458,9 @@ class FalServer:
         time_scale: Multiplies every app's queue and run time (0.01 makes a 2 s job take 20 ms).
         host: Loopback address to bind.
         port: Port; 0 picks a free one.
+        certfile: Serve https with this certificate (PEM, key included or in `keyfile`): how the
+            official ``fal_client``, which speaks https only, is pointed at the fake.
+        keyfile: The certificate's private key, when not in `certfile`.
     """
 
     def __init__(
@@ -456,6 +471,8 @@ class FalServer:
         time_scale: float = 0.01,
         host: str = "127.0.0.1",
         port: int = 0,
+        certfile: str | None = None,
+        keyfile: str | None = None,
     ) -> None:
         if not ipaddress.ip_address(host).is_loopback:
             raise ValueError(f"the fake fal server binds loopback addresses only, not {host!r}")
@@ -471,6 +488,10 @@ class FalServer:
         self._lock = threading.Lock()
         self._counter = 0
         self._host, self._port = host, port
+        self._tls: ssl.SSLContext | None = None
+        if certfile is not None:
+            self._tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            self._tls.load_cert_chain(certfile, keyfile)
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -478,7 +499,7 @@ class FalServer:
 
     def start(self) -> FalServer:
         """Start serving in a background thread."""
-        self._httpd = _HTTPServer((self._host, self._port), self)
+        self._httpd = _HTTPServer((self._host, self._port), self, self._tls)
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="fal-fake", daemon=True)
         self._thread.start()
         return self
@@ -500,7 +521,8 @@ class FalServer:
     def url(self) -> str:
         """The queue root (what mediagen's ``base_url`` and ``storage_url`` take)."""
         assert self._httpd is not None, "start the server first"
-        return f"http://{self._host}:{self._httpd.server_port}"
+        scheme = "https" if self._tls is not None else "http"
+        return f"{scheme}://{self._host}:{self._httpd.server_port}"
 
     def add_app(self, app: FakeApp) -> None:
         """Serve one more app."""
