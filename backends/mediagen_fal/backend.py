@@ -30,11 +30,14 @@ from .options import FalOptions
 from .outputs import DEFAULT_INLINE_MAX_BYTES, artifacts_from_output, download_all, media_to_inputs
 from .transport import FalJob, FalTransport, LogReporter
 
-__all__ = ["DEFAULT_MAX_CONCURRENCY", "FalBackend"]
+__all__ = ["DEFAULT_MAX_CONCURRENCY", "DEFAULT_MAX_CONNECTIONS", "FalBackend"]
 
-DEFAULT_MAX_CONCURRENCY = 64
-"""Jobs in flight at once. fal caps concurrent requests per account (answering 429 above it); this
-bounds sockets and spend rate on our side."""
+DEFAULT_MAX_CONNECTIONS = 100
+"""Sockets to the queue (and, separately, to the file host) at once: httpx's default, which the
+official client uses too."""
+DEFAULT_MAX_CONCURRENCY = 256
+"""Jobs followed at once. fal's own queue holds what its per-account cap does not run yet, so this
+only bounds the polling and sockets on our side (the same default as Replicate's backend)."""
 
 
 class FalBackend(Backend):
@@ -57,6 +60,9 @@ class FalBackend(Backend):
         max_retries: Tries of each call, the first included (submits only while provably not queued);
             a job's `policy.retry` replaces this and `retry_base_delay`.
         retry_base_delay: First backoff between tries, in seconds (doubling, with jitter).
+        max_connections: Sockets to fal's queue at once. Every queue call is short (no call waits
+            for a job), so a small pool serves many jobs; a big one costs time, since the pool scans
+            all its connections for each request.
 
     Examples:
         >>> async with mg.Client() as client:  # doctest: +SKIP
@@ -85,6 +91,7 @@ class FalBackend(Backend):
         data_url_max_bytes: int = DEFAULT_INLINE_MAX_BYTES,
         max_retries: int = 10,
         retry_base_delay: float = 0.2,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
     ) -> None:
         # Settings are shown by `describe()`; the key never is.
         super().__init__(
@@ -98,8 +105,10 @@ class FalBackend(Backend):
             data_url_max_bytes=data_url_max_bytes,
             max_retries=max_retries,
             retry_base_delay=retry_base_delay,
+            max_connections=max_connections,
         )
         self._key = key
+        self._max_connections = max_connections
         self._base_url = base_url
         self._storage_url = storage_url
         self._max_concurrency = max_concurrency
@@ -235,7 +244,7 @@ class FalBackend(Backend):
                 key=self._key,
                 base_url=self._base_url,
                 storage_url=self._storage_url,
-                max_connections=(self._max_concurrency or 256) + 16,
+                max_connections=self._max_connections,
             )
             self._transport = FalTransport(
                 connection,

@@ -83,7 +83,7 @@ class FalConnection:
         key: str | None = None,
         base_url: str | None = None,
         storage_url: str | None = None,
-        max_connections: int = 256,
+        max_connections: int = 100,
         timeout: httpx.Timeout | None = None,
     ) -> None:
         import httpx
@@ -95,7 +95,8 @@ class FalConnection:
         host = os.environ.get(ENV_QUEUE_HOST)
         self.base_url = (base_url or (f"https://{host}" if host else DEFAULT_BASE_URL)).rstrip("/")
         self.storage_url = (storage_url or DEFAULT_STORAGE_URL).rstrip("/")
-        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+        # Few idle sockets kept: httpcore scans every pooled connection for each request.
+        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=20)
         self.http = httpx.AsyncClient(
             headers={"Authorization": f"Key {secret}", "User-Agent": _USER_AGENT},
             timeout=timeout or httpx.Timeout(30.0, connect=10.0, pool=60.0),
@@ -120,7 +121,7 @@ class FalConnection:
             self._downloads = httpx.AsyncClient(
                 follow_redirects=True,
                 timeout=httpx.Timeout(60.0, connect=10.0),
-                limits=httpx.Limits(max_connections=self._max_connections, max_keepalive_connections=32),
+                limits=httpx.Limits(max_connections=self._max_connections, max_keepalive_connections=20),
             )
         return self._downloads
 

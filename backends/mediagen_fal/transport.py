@@ -60,6 +60,8 @@ logger = logging.getLogger("mediagen.backends.fal")
 T = TypeVar("T")
 
 _TQDM = re.compile(r"(\d+)%\s*\|[^|]*\|\s*(\d+)/(\d+)")
+# Share of the time already waited that the next poll waits, when nothing better is known.
+_WAIT_SHARE = 0.3
 # Bounds on the clean-up done after a cancellation, so a cancelled job never hangs on it.
 _CLEANUP_TIMEOUT_S = 15.0
 
@@ -93,6 +95,8 @@ class LogReporter:
         self._log = log
         self._seen = 0
         self._last: tuple[int, int] | None = None
+        self.fraction: float | None = None
+        """How far the job's progress bar has got (0..1), once it has shown one."""
 
     def update(self, status: Mapping[str, Any]) -> None:
         """Report what is new in a status answer's logs (fal sends the whole list each time)."""
@@ -112,6 +116,7 @@ class LogReporter:
             step, total = int(match[2]), int(match[3])
             if total > 0 and (step, total) != self._last:
                 self._last = (step, total)
+                self.fraction = min(1.0, step / total)
                 self._progress(step, total)
         self._seen = len(logs)
 
@@ -342,7 +347,6 @@ class FalTransport:
         """Poll the job's status (with logs) until it completes, within the deadline."""
         model = str(job.app)
         path = job.app.request_path(job.request_id, "status")
-        polls = 0
         position: int | None = None
         while True:
             status = job.status
@@ -359,7 +363,9 @@ class FalTransport:
                 job.completed_at = time.monotonic()
                 self._record(str(job.app), job.completed_at - job.submitted_at)
                 return
-            delay = self._next_poll(str(job.app), time.monotonic() - job.submitted_at, polls)
+            now = time.monotonic()
+            running = None if job.started_at is None else now - job.started_at
+            delay = self._next_poll(str(job.app), now - job.submitted_at, running, reporter.fraction)
             left = ctx.time_left()
             if left is not None:
                 if left <= 0:
@@ -369,20 +375,24 @@ class FalTransport:
             if ctx.time_left() == 0.0:
                 raise _deadline_error(model, f"request {job.request_id} was still {state}")
             job.status = await self._json("GET", path + "?logs=1", model=model, kind="status", ctx=ctx)
-            polls += 1
 
-    def _next_poll(self, app: str, elapsed: float, polls: int) -> float:
+    def _next_poll(self, app: str, elapsed: float, running: float | None, fraction: float | None) -> float:
         """Seconds before the next status poll: about when the job should be done, no sooner.
 
-        Once an app's jobs have been seen to finish, the wait aims at its typical duration; before
-        that (and once a job runs past it), a backoff from `poll_interval` that grows by half a poll.
+        Estimates, best first: the job's own progress bar (time running, scaled by what is left over
+        what is done); the app's typical duration, once its jobs have been seen to finish; else a
+        share of the time already waited, so a late answer costs at most that share of the wait
+        (a backoff that grows with the time waited, not with the polls made: under a slow server
+        each poll takes long, and a count-based backoff would overshoot).
         """
         typical = self._typical.get(app)
-        if typical is not None and elapsed < typical:
+        if running is not None and fraction is not None and 0.0 < fraction < 1.0:
+            wait = running * (1.0 - fraction) / fraction
+        elif typical is not None and elapsed < typical:
             wait = typical - elapsed
         else:
-            wait = self.poll_interval * 1.5**polls
-        return min(self.max_poll_interval, max(self.poll_interval / 2, wait))
+            wait = _WAIT_SHARE * elapsed
+        return min(self.max_poll_interval, max(self.poll_interval, wait))
 
     def _record(self, app: str, seconds: float) -> None:
         before = self._typical.get(app)
