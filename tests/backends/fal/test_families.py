@@ -192,3 +192,17 @@ async def test_any_other_app_gets_image_mask_and_references_by_fals_names(
 
     assert [decode_data_url(u)[0] for u in job.input["image_urls"]] == refs and job.input["strength"] == 0.6
     assert decode_data_url(job.input["image_url"])[0] == photo and decode_data_url(job.input["mask_url"])[0] == mask
+
+
+async def test_status_logs_become_progress_and_log_events(backend: FalBackend, server: FalServer) -> None:
+    events: list[object] = []
+    ctx = RunContext(emit=events.append)
+    server.apps["fal-ai/flux/dev"].run_s = 100.0  # 1 s at this scale: several polls see the bar move
+    await run(backend, mg.ImageRequest(prompt="a fox", seed=1), "fal-ai/flux/dev", ctx)
+
+    progress = [e for e in events if isinstance(e, mg.Progress)]
+    logs = [e.message for e in events if isinstance(e, mg.Log)]
+    assert progress and progress[-1].step == progress[-1].total == 4
+    assert [p.step for p in progress] == sorted(p.step for p in progress)
+    assert "Running fal-ai/flux/dev" in logs
+    assert not any("|" in line for line in logs)  # bars went to Progress, not to the log
