@@ -153,9 +153,10 @@ async def download_all(
             check_remote_allowed(url)
 
         async def once() -> bytes:
-            tries = {"attempts": 1} if retry is not None else {}
-            data: bytes = await adownload(url, max_bytes=max_bytes, client=client, **tries)
-            return data
+            # With a retry policy, one try each: the policy decides about trying again.
+            if retry is not None:
+                return await adownload(url, max_bytes=max_bytes, client=client, attempts=1)
+            return await adownload(url, max_bytes=max_bytes, client=client)
 
         async with gate:
             data = await (retry.run(once, is_retryable=_in_transit) if retry is not None else once())
