@@ -12,8 +12,8 @@ Nothing here asserts; the numbers are printed. Run:
 
     .venv/bin/python benchmarks/hosted_concurrency.py [--n 200] [--long-n 20] [--rounds 2]
 
-`--provider openai` or `--provider google` runs that provider's cases instead (hosted_openai.py,
-hosted_google.py: mediagen against the official client on the provider's loopback server; add
+`--provider openai`, `--provider google` or `--provider fal` runs that provider's cases instead (hosted_openai.py,
+hosted_google.py, and the fal cases below: mediagen against the official client on the provider's loopback server; add
 `--faults` for 429 every 3rd request and 500 every 5th).
 """
 
@@ -173,19 +173,159 @@ def print_table(rows: list[Row]) -> None:
     print(f"(median of {len(next(iter(groups.values())))} rounds per row)")
 
 
+# -- fal ------------------------------------------------------------------------------------------
+#
+# The official `fal_client` builds `https://` queue URLs only, from a host it reads once at import
+# (`FAL_QUEUE_RUN_HOST`), so it cannot reach a plain-http loopback server. When `openssl` (for a
+# throw-away certificate) and `fal_client` are installed, the fake serves https and every client
+# goes through TLS, the official one included (`SSL_CERT_FILE` tells httpx to trust the
+# certificate; the host is set before `fal_client` is first imported). Otherwise the comparison is
+# with a plain httpx loop doing what `fal_client.AsyncClient.subscribe` does: submit, poll the status
+# every 0.1 s (its default interval), fetch the result; the file is then downloaded.
+
+
+def _fal_tls(tmp: str) -> tuple[str, str] | None:
+    import importlib.util
+    import os
+    import shutil
+    import subprocess
+
+    if shutil.which("openssl") is None or importlib.util.find_spec("fal_client") is None:
+        return None
+    cert, key = os.path.join(tmp, "cert.pem"), os.path.join(tmp, "key.pem")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", key, "-out", cert],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+async def fal_benchmark(n: int, long_n: int, rounds: int) -> None:
+    """mediagen's fal backend vs the official client (over TLS) and a plain httpx queue loop; prints a table."""
+    import os
+    import tempfile
+
+    import httpx
+
+    from mediagen_fal import FalBackend
+    from mediagen_testkit.fal_server import FalServer, image_app
+
+    scale = 0.02
+    rows: list[tuple[str, str, int, float, int, int, int]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tls = _fal_tls(tmp)
+        with FalServer(time_scale=scale, certfile=tls[0] if tls else None, keyfile=tls[1] if tls else None) as server:
+            server.add_app(image_app("acme/slow-image", run_s=150.0))  # 3 s real
+            server.apps["fal-ai/flux/schnell"].run_s = 50.0  # 1 s real
+            official: Any = None
+            if tls is not None:
+                os.environ["SSL_CERT_FILE"] = tls[0]
+                os.environ["FAL_QUEUE_RUN_HOST"] = server.url.removeprefix("https://")
+                import fal_client  # reads FAL_QUEUE_RUN_HOST now, once
+
+                official = fal_client
+
+            def counts() -> tuple[int, int, int]:
+                snap = server.stats.snapshot()
+                files = snap["by_route"].get("GET file", 0)
+                return snap["requests"] - files, files, snap["jobs_queued"]
+
+            async def with_mediagen(case: str, app: str, count: int, seed0: int) -> None:
+                server.stats = type(server.stats)()
+                backend = FalBackend(key=server.key, base_url=server.url, storage_url=server.url)
+                async with mg.Client(backends={"fal": backend}) as client:
+                    started = time.monotonic()
+                    await asyncio.gather(
+                        *(
+                            client.generate(
+                                mg.ImageRequest(prompt="a fox", seed=seed0 + i, options={"download": True}),
+                                model=f"fal:{app}",
+                            )
+                            for i in range(count)
+                        )
+                    )
+                    wall = time.monotonic() - started
+                rows.append((case, "mediagen", count, wall, *counts()))
+
+            async def with_official(case: str, app: str, count: int, seed0: int) -> None:
+                server.stats = type(server.stats)()
+                client = official.AsyncClient(key=server.key)
+                async with httpx.AsyncClient(timeout=120) as files:
+
+                    async def one(i: int) -> bytes:
+                        result = await client.subscribe(app, {"prompt": "a fox", "seed": seed0 + i})
+                        return (await files.get(result["images"][0]["url"])).content
+
+                    started = time.monotonic()
+                    await asyncio.gather(*(one(i) for i in range(count)))
+                    wall = time.monotonic() - started
+                await (await client._client).aclose()
+                rows.append((case, "fal_client", count, wall, *counts()))
+
+            async def with_httpx_loop(case: str, app: str, count: int, seed0: int) -> None:
+                server.stats = type(server.stats)()
+                base = "/".join(app.split("/")[:2])
+                async with httpx.AsyncClient(headers={"Authorization": f"Key {server.key}"}, timeout=120) as http:
+
+                    async def one(i: int) -> bytes:
+                        answer = (await http.post(f"{server.url}/{app}", json={"prompt": "a fox", "seed": seed0 + i})).json()
+                        status_url = f"{server.url}/{base}/requests/{answer['request_id']}"
+                        while (await http.get(status_url + "/status")).json()["status"] != "COMPLETED":  # noqa: ASYNC110 - polling is the protocol
+                            await asyncio.sleep(0.1)
+                        result = (await http.get(status_url)).json()
+                        return (await http.get(result["images"][0]["url"])).content
+
+                    started = time.monotonic()
+                    await asyncio.gather(*(one(i) for i in range(count)))
+                    wall = time.monotonic() - started
+                rows.append((case, "httpx queue loop", count, wall, *counts()))
+
+            runners = [with_mediagen, with_official, with_httpx_loop] if official else [with_mediagen, with_httpx_loop]
+            for round_ in range(rounds):
+                # Rotate who goes first, so no client always meets a warm (or a tired) server.
+                order = runners[round_ % len(runners) :] + runners[: round_ % len(runners)]
+                for k, runner in enumerate(order):
+                    seed0 = 10_000 * (len(runners) * round_ + k)
+                    await runner("burst", "fal-ai/flux/schnell", n, seed0)
+                    await runner("long", "acme/slow-image", long_n, seed0 + 5_000)
+
+    print(
+        f"fake fal queue over {'https' if tls else 'http'}, time_scale={scale}: image app 1.0 s, slow app 3.0 s, "
+        "real seconds"
+    )
+    header = f"{'case':<6} {'client':<18} {'n':>4} {'wall s':>8} {'API req':>8} {'downloads':>9} {'queued':>7} {'API req/job':>12}"
+    print(header)
+    print("-" * len(header))
+    groups: dict[tuple[str, str], list[tuple[str, str, int, float, int, int, int]]] = {}
+    for row in rows:
+        groups.setdefault((row[0], row[1]), []).append(row)
+    for (case, who), runs in sorted(groups.items()):
+        wall = statistics.median(r[3] for r in runs)
+        api = round(statistics.median(r[4] for r in runs))
+        files = round(statistics.median(r[5] for r in runs))
+        queued = round(statistics.median(r[6] for r in runs))
+        count = runs[0][2]
+        print(f"{case:<6} {who:<18} {count:>4} {wall:>8.2f} {api:>8} {files:>9} {queued:>7} {api / count:>12.2f}")
+    print(f"(median of {rounds} rounds per row)")
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=200, help="concurrent image predictions")
     parser.add_argument("--long-n", type=int, default=20, help="concurrent long-running predictions")
     parser.add_argument("--rounds", type=int, default=2, help="rounds, alternating which client goes first")
     parser.add_argument(
-        "--provider", default="replicate", choices=["replicate", "openai", "google"], help="whose API and client"
+        "--provider", default="replicate", choices=["replicate", "openai", "google", "fal"], help="whose API and client"
     )
     parser.add_argument("--faults", action="store_true", help="openai/google: 429 every 3rd request, 500 every 5th")
     args = parser.parse_args()
     mg.allow_remote_requests(False)  # loopback only, whatever the environment says
     if args.provider == "replicate":
         print_table(asyncio.run(main(args.n, args.long_n, args.rounds)))
+    elif args.provider == "fal":
+        asyncio.run(fal_benchmark(args.n, args.long_n, args.rounds))
     else:
         # Each provider's cases live in their own module next door (hosted_<provider>.py).
         import importlib

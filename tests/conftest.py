@@ -15,6 +15,7 @@ mg.allow_remote_requests(False)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.pop("REPLICATE_API_TOKEN", None)
+os.environ.pop("FAL_KEY", None)
 
 
 @pytest.fixture(scope="session")

@@ -27,7 +27,7 @@ from typing import Any, TypeGuard
 
 from mediagen.artifacts import Artifact
 from mediagen.backend import Capabilities, RunContext
-from mediagen.errors import InvalidRequestError, ModelNotFoundError
+from mediagen.errors import InvalidRequestError, ModelNotFoundError, UnsupportedRequestError
 from mediagen.requests import TASKS, ImageRequest, Request, Task, VideoRequest
 from mediagen.results import GenerationWarning
 
@@ -375,6 +375,45 @@ CURATED: dict[str, Curated] = {
             "steps": "FLUX 1.1 pro sets its own number of steps",
         },
     ),
+    # Editing: an image to edit (and a mask), or reference images.
+    "black-forest-labs/flux-kontext-pro": Curated(
+        tasks=frozenset({"text-to-image", "image-to-image"}),
+        official=True,
+        inputs={"image": "input_image", "images": None, "mask": None, "negative_prompt": None, "steps": None},
+        notes={
+            "images": "FLUX Kontext [pro] edits one input_image; pass the picture as image=",
+            "mask": "FLUX Kontext edits from the prompt alone; use black-forest-labs/flux-fill-pro to paint in a mask",
+            "negative_prompt": _FLUX_NO_NEGATIVE,
+            "steps": "FLUX Kontext [pro] sets its own number of steps",
+        },
+    ),
+    "black-forest-labs/flux-fill-pro": Curated(
+        tasks=frozenset({"inpaint"}),
+        official=True,
+        inputs={"image": "image", "mask": "mask", "images": None, "negative_prompt": None},
+        notes={
+            "images": "FLUX Fill [pro] paints into one image; it takes no reference images",
+            "negative_prompt": _FLUX_NO_NEGATIVE,
+        },
+    ),
+    "google/nano-banana": Curated(
+        tasks=frozenset({"text-to-image", "image-to-image"}),
+        official=True,
+        # One array holds them all: the image to edit first, then the references.
+        inputs={
+            "image": "image_input",
+            "images": "image_input",
+            "mask": None,
+            "seed": None,
+            "negative_prompt": None,
+            "steps": None,
+            "guidance": None,
+        },
+        notes={
+            "mask": "nano-banana edits from the prompt; describe the region to change instead of masking it",
+            "seed": "nano-banana takes no seed",
+        },
+    ),
     "stability-ai/sdxl": Curated(tasks=frozenset({"text-to-image", "image-to-image", "inpaint"})),
     "minimax/video-01": Curated(
         tasks=frozenset({"text-to-video", "image-to-video"}),
@@ -458,7 +497,18 @@ _NAMES: dict[str, tuple[str, ...]] = {
     "n": ("num_outputs", "num_images", "number_of_images", "batch_size"),
     "steps": ("num_inference_steps", "steps", "num_steps", "sample_steps", "sampling_steps"),
     "guidance": ("guidance_scale", "guidance", "cfg_scale", "cfg", "sample_guide_scale"),
-    "image": ("image", "input_image", "init_image", "start_image", "first_frame_image", "image_url", "images"),
+    "image": (
+        "image",
+        "input_image",
+        "init_image",
+        "start_image",
+        "first_frame_image",
+        "image_url",
+        "images",
+        "image_input",
+    ),
+    # Reference images (edit and multi-reference models): an array input, in order.
+    "images": ("image_input", "input_images", "reference_images", "images", "image_urls"),
     "mask": ("mask", "mask_image", "inpaint_mask"),
     "strength": ("prompt_strength", "strength", "denoising_strength", "image_strength"),
     "control_image": ("control_image", "controlnet_image", "conditioning_image"),
@@ -474,7 +524,7 @@ _NAMES: dict[str, tuple[str, ...]] = {
     "loras": ("lora_weights", "hf_lora", "lora"),
 }
 _SIZE_FIELDS = ("width", "height", "aspect_ratio")
-_MEDIA_FIELDS = ("image", "mask", "control_image")
+_MEDIA_FIELDS = ("image", "mask", "control_image", "images")
 # Fields that are not settings of the model: handled by the client or by the task check.
 _NOT_INPUTS = frozenset({"options", "n", "kind"})
 
@@ -632,13 +682,24 @@ def build_inputs(
         if name in ("seed", *_SIZE_FIELDS):
             continue
         targets = target(name)
+        if name == "images":
+            targets = _reference_target(targets, schema, curated, model)
         if targets is None:
+            if name in _MEDIA_FIELDS:
+                # Media is content, not a setting: a model that cannot take it must not quietly make
+                # something else from the prompt alone.
+                raise _cannot_take(name, schema, curated, model)
             unsupported(name)
             continue
         for input_name in targets:
             converted = _convert(name, value, input_name, schema, ctx, model)
-            if converted is not _SKIP:
-                put(input_name, name, converted)
+            if converted is _SKIP:
+                continue
+            if name == "images" and isinstance(mapped.inputs.get(input_name), list):
+                # One array takes both (nano-banana's image_input): the image to edit comes first.
+                converted = [*mapped.inputs[input_name], *converted]
+                name = "image, images"
+            put(input_name, name, converted)
 
     if isinstance(request, (ImageRequest, VideoRequest)):
         _map_size(request, schema, curated, put, unsupported, ctx, model)
@@ -653,6 +714,40 @@ def build_inputs(
 
 
 _SKIP = object()
+
+
+def _reference_target(
+    targets: tuple[str, ...] | None, schema: InputSchema, curated: Curated | None, model: str
+) -> tuple[str, ...] | None:
+    """Where reference images go: an array input only (one image input cannot hold several)."""
+    if targets is None:
+        return None
+    if not schema.known:
+        if curated is not None and "images" in curated.inputs:
+            return targets  # the table says so
+        # Without a schema there is no telling whether the model takes several images.
+        return None
+    return targets if all(schema.spec(t).get("type") == "array" for t in targets) else None
+
+
+def _cannot_take(name: str, schema: InputSchema, curated: Curated | None, model: str) -> UnsupportedRequestError:
+    why = curated.notes.get(name) if curated else None
+    if why is None:
+        media = [n for n in schema.properties if any(n in names for names in (_NAMES["image"], _NAMES["images"]))]
+        why = (
+            f"its image inputs are {', '.join(media)}"
+            if media
+            else ("it takes no image" if schema.known else "its inputs are unknown")
+        )
+    hint = (
+        " (reference images need a model with an array input, such as google/nano-banana)" if name == "images" else ""
+    )
+    return UnsupportedRequestError(
+        f"{PROVIDER}:{model} cannot take {name}: {why}{hint}; nothing was sent",
+        feature=name,
+        provider=PROVIDER,
+        model=model,
+    )
 
 
 def _settings(request: Request) -> Iterable[tuple[str, Any]]:
@@ -671,6 +766,8 @@ def _convert(name: str, value: Any, input_name: str, schema: InputSchema, ctx: R
     """A request value in the form the input takes (rounded, renamed, wrapped), or `_SKIP`."""
     spec = schema.spec(input_name)
     kind = spec.get("type")
+    if name == "images":
+        return list(value)
     if name in _MEDIA_FIELDS:
         return [value] if kind == "array" else value
     if name == "loras":

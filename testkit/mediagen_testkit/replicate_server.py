@@ -78,6 +78,7 @@ __all__ = [
     "tts_model",
     "mesh_model",
     "i2v_model",
+    "edit_model",
     "default_models",
     "version_for",
     "parse_duration",
@@ -1043,6 +1044,72 @@ def i2v_model(
         fail_with=fail_with,
         description="Fake image-to-video model (wan-i2v-like).",
     )
+
+
+def edit_model(
+    *,
+    owner: str = "google",
+    name: str = "nano-banana",
+    style: str = "references",
+    official: bool = True,
+    run_seconds: float = 2.0,
+) -> FakeModel:
+    """An image-editing model, in one of three input shapes seen on Replicate.
+
+    ``style="references"`` (``google/nano-banana``): ``image_input``, an array of image URLs.
+    ``style="single"`` (``black-forest-labs/flux-kontext-pro``): ``input_image``, one URL.
+    ``style="mask"`` (``black-forest-labs/flux-fill-pro``): ``image`` and ``mask``, both required.
+    The output is one PNG whose colour comes from the prompt and every image URL it was given, so a
+    test can tell which images reached the model.
+
+    Args:
+        owner: Model owner.
+        name: Model name.
+        style: Which input shape.
+        official: Whether it can be run by name.
+        run_seconds: Model latency in model time.
+
+    Returns:
+        The model.
+    """
+    uri = {"type": "string", "format": "uri"}
+    props: dict[str, Any] = {"prompt": _p(0, "string", title="Prompt")}
+    required = ["prompt"]
+    if style == "references":
+        props["image_input"] = _p(1, "array", items=uri, default=[], title="Image Input")
+    elif style == "single":
+        props["input_image"] = _p(1, "string", format="uri", title="Input Image")
+    elif style == "mask":
+        props["image"] = _p(1, "string", format="uri", title="Image")
+        props["mask"] = _p(2, "string", format="uri", title="Mask")
+        required += ["image", "mask"]
+    else:
+        raise ValueError(f"unknown edit model style {style!r}")
+    props["output_format"] = _p(5, "string", enum=["jpg", "png"], default="png", title="output_format")
+    schema = {"type": "object", "title": "Input", "required": required, "properties": props}
+
+    def output(inp: dict[str, Any], server: ReplicateServer) -> str:
+        images = [str(v) for k in ("image_input", "input_image", "image", "mask") for v in _as_list(inp.get(k))]
+        seed = _text_seed(str(inp["prompt"]) + "|".join(images))
+        fmt = str(inp["output_format"])
+        return server.serve_bytes(_image(48, 48, seed, fmt, 90), f"edited.{fmt}")
+
+    return FakeModel(
+        owner,
+        name,
+        output=output,
+        official=official,
+        input_schema=schema,
+        output_schema=dict(_URI),
+        run_seconds=run_seconds,
+        description=f"Fake image-editing model ({style}).",
+    )
+
+
+def _as_list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, list) else [value]
 
 
 def default_models() -> list[FakeModel]:

@@ -36,7 +36,7 @@ class EchoBackend(mg.Backend):
 def test_registry_is_read_only() -> None:
     assert isinstance(mg.registry, types.MappingProxyType)
     mg.available_providers()
-    for name in ("diffusers", "transformers", "replicate", "test"):
+    for name in ("diffusers", "transformers", "replicate", "fal", "test"):
         assert name in mg.registry
     assert mg.registry["test"] == "mediagen.testing:FakeBackend"  # still a string: nothing imported
     with pytest.raises(TypeError):

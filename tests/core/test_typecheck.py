@@ -22,6 +22,8 @@ PROBED = [
     "backends/mediagen_transformers/backend.py",
     "backends/mediagen_replicate/backend.py",
     "testkit/mediagen_testkit/replicate_server.py",
+    "backends/mediagen_fal/backend.py",
+    "testkit/mediagen_testkit/fal_server.py",
 ]
 PROBE = '''
 
