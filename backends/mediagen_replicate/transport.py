@@ -449,6 +449,9 @@ class ReplicateTransport:
                 await self._land(mine)
                 error: MediagenError = transport_error(exc, model=model, secrets=self.connection.secrets)
                 unknown = not _never_sent(exc)
+            except BaseException:
+                await self._land(mine)  # refused before sending (remote requests off, another origin)
+                raise
             else:
                 await self._land(mine)
                 if response.status_code < 400:
