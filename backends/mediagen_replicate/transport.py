@@ -452,6 +452,9 @@ class ReplicateTransport:
                 await self._land(mine)
                 error: MediagenError = transport_error(exc, model=model, secrets=self.connection.secrets)
                 unknown = not _never_sent(exc)
+            except BaseException:
+                await self._land(mine)  # refused before sending (remote requests off, another origin)
+                raise
             else:
                 await self._land(mine)
                 if response.status_code < 400:
@@ -588,10 +591,11 @@ class ReplicateTransport:
         """
         after = "" if since is None else "?created_after=" + since.isoformat().replace("+00:00", "Z")
         url: str | None = "/v1/predictions" + after  # Replicate filters by it; the loopback server ignores it
-        matches: list[Prediction] = []
+        # By id: a list that grows while it is read shifts its pages, and a prediction can show twice.
+        matches: dict[str, Prediction] = {}
         for _ in range(_MAX_SCAN_PAGES):
             if url is None:
-                return matches[::-1], True
+                return list(matches.values())[::-1], True
             page = await self._json("GET", url, model=model, kind="list")
             results = page.get("results")
             for prediction in results if isinstance(results, list) else []:
@@ -599,16 +603,16 @@ class ReplicateTransport:
                     continue
                 created = parse_time(prediction.get("created_at"))
                 if since is not None and created is not None and created < since:
-                    return matches[::-1], True
+                    return list(matches.values())[::-1], True
                 if (
                     str(prediction.get("id")) not in self._claimed
                     and target.made(prediction)
                     and input_matches(create.input, prediction.get("input"))
                 ):
-                    matches.append(prediction)  # the list is newest first
+                    matches.setdefault(str(prediction.get("id")), prediction)  # the list is newest first
             found = page.get("next")
             url = found if isinstance(found, str) and found else None
-        return matches[::-1], url is None
+        return list(matches.values())[::-1], url is None
 
     async def _cancel_lost_create(self, target: Target, create: _Create, *, since: datetime | None, model: str) -> None:
         """After a cancellation during a create: find the prediction it may have made, and cancel it."""

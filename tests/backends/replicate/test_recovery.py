@@ -8,6 +8,7 @@ found nothing and sent the create again: 109-111 predictions for 100 requests.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -73,6 +74,37 @@ async def test_creates_that_ran_twice_300_under_faults_with_a_defaults_filling_s
     # Delivered: each output is the file the server made for that seed (spot-checked, not all 300).
     for seed in (0, 149, 299):
         assert results[seed].artifacts[0].read() == media.image_bytes(64, 64, seed=seed, fmt="png", quality=80)
+
+
+async def test_creates_that_ran_twice_a_list_that_shifts_while_read_is_no_ambiguity() -> None:
+    # Offset pages shift when predictions arrive while the list is read: one prediction can show on
+    # two pages. Here the first page's `next` serves it again; it is still one match, and adopted.
+    class Shifting(ReplicateServer):
+        lists = 0
+        creates = 0
+
+        def _create(self, req: Any, route: str, params: Any, drop: bool) -> Any:
+            Shifting.creates += 1
+            return super()._create(req, route, params, drop or Shifting.creates == 1)  # answer lost
+
+        def _list_predictions(self, req: Any, params: dict[str, str], drop: bool) -> Any:
+            from mediagen_testkit.replicate_server import _json_response
+
+            Shifting.lists += 1
+            body = json.loads(super()._list_predictions(req, params, drop).body)
+            if Shifting.lists == 1:
+                body["next"] = f"{self.url}/predictions?cursor=0"
+            return _json_response(200, body)
+
+    with Shifting(time_scale=0.001, models=[image_model()], echo_effective_input=True) as server:
+        backend = ReplicateBackend(api_token=server.token, base_url=server.url, reconcile_delay_s=0)
+        try:
+            res = await backend.run(mg.ImageRequest(prompt="p", seed=3, options={"wait": False}), FLUX, RunContext())
+            recovered = backend.describe()["requests"]["creates_recovered"]
+        finally:
+            await backend.aclose()
+    assert Shifting.lists == 2 and recovered == 1
+    assert server.stats.predictions_created == 1 and int(res.raw["input"]["seed"]) == 3
 
 
 async def test_creates_that_ran_twice_two_matching_predictions_adopt_neither(server: ReplicateServer) -> None:
