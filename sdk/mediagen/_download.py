@@ -11,7 +11,8 @@ these lines whatever the server does:
 - **Redirects** are followed by hand, at most 10, each checked before it is fetched: only http(s);
   never to a host more internal than the one the download started on (public → private network or
   loopback, private → loopback), never to a link-local address (cloud metadata endpoints); and the
-  `allow_remote_requests(False)` / `MEDIAGEN_ALLOW_REMOTE=0` switch holds for every hop.
+  `allow_remote_requests(False)` / `MEDIAGEN_ALLOW_REMOTE=0` switch holds for every hop. A
+  link-local address is never fetched at all, redirect or not.
 - **Content**: the body must sniff as a media type mediagen knows; an HTML page, a JSON document or
   anything else is an error, never an image.
 
@@ -320,9 +321,12 @@ async def _fetch(
     import httpx
 
     current = url
-    origin: AddressClass | None = None  # resolved on the first redirect only: most downloads have none
     taken = 0
     try:
+        origin = await _host_class(url)
+        if origin == "link-local":
+            # Where cloud metadata services answer (169.254.169.254); never a place for media.
+            raise DownloadError(f"refused to download from a link-local address: {_short(url)}", retryable=False)
         for _hop in range(MAX_REDIRECTS + 1):
             request = http.build_request("GET", current, timeout=step)
             response = await http.send(request, stream=True, follow_redirects=False)
@@ -331,7 +335,6 @@ async def _fetch(
                 if response.status_code in _REDIRECTS and location:
                     target = urllib.parse.urljoin(current, location)
                     _check_url(target)
-                    origin = origin or await _host_class(url)
                     where = await _host_class(target)
                     if not redirect_allowed(origin, where):
                         raise DownloadError(

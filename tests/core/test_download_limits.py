@@ -271,3 +271,14 @@ def test_concurrent_budget_counts_are_exact() -> None:
     assert budget.used == 1000
     with pytest.raises(mg.MediaTooLargeError):
         budget.take(1)
+
+
+@pytest.mark.parametrize("host", ["169.254.169.254", "[fe80::1]"])
+def test_link_local_address_is_never_fetched(host: str) -> None:
+    remote = mg.backend._allow_remote
+    mg.allow_remote_requests(True)  # the address rule refuses, before anything is sent
+    try:
+        with pytest.raises(mg.DownloadError, match="link-local"):
+            mg.Image(url=f"http://{host}/latest/meta-data/out.png").read()
+    finally:
+        mg.allow_remote_requests(remote)
