@@ -39,3 +39,28 @@ async def test_all_four_modalities_round_trip(start_server: Callable[..., ServeS
     async with mg.Client() as local:
         direct = await local.image("a fox", model="test:fake", seed=5, width=32, height=32, n=2)
     assert image.images[0].to_numpy().tolist() == direct.images[0].to_numpy().tolist()
+
+
+async def test_large_inputs_go_through_uploads(start_server: Callable[..., ServeServer]) -> None:
+    import httpx
+    import numpy as np
+
+    from mediagen_replicate import ReplicateBackend
+
+    server = start_server(models=[fake_model("pic", "image")])
+    # No input goes inline: every image is uploaded with POST /v1/files first.
+    backend = ReplicateBackend(api_token=TEST_TOKEN, base_url=server.url, poll_interval=0.05, data_url_max_bytes=0)
+    start = mg.Image.from_array(np.full((24, 24, 3), 90, dtype="uint8"))
+    async with mg.Client(backends={"replicate": backend}) as client:
+        result = await client.image("a fox", model="replicate:acme/pic", image=start, seed=2, width=16, height=16)
+
+    assert result.images[0].size == (16, 16)
+    async with httpx.AsyncClient() as http:
+        page = (
+            await http.get(f"{server.url}/v1/predictions", headers={"Authorization": f"Bearer {TEST_TOKEN}"})
+        ).json()
+        sent = page["results"][0]["input"]["image"]
+        assert sent.startswith(server.url + "/uploads/")
+        assert (await http.get(sent)).content == start.read()  # the upload itself, readable by its URL alone
+        wrong = sent.rsplit("/", 2)[0] + "/" + "x" * 32 + "/" + sent.rsplit("/", 1)[1]
+        assert (await http.get(wrong)).status_code == 404

@@ -202,6 +202,7 @@ def create_app(
         Route("/healthz", _healthz, methods=["GET"]),
         Route("/metrics", _metrics, methods=["GET"]),
         Route("/outputs/{id}/{key}/{filename}", _output, methods=["GET", "HEAD"]),
+        Route("/uploads/{id}/{key}/{filename}", _upload, methods=["GET", "HEAD"]),
         *replicate_api.routes(),
         *openai_api.routes(),
     ]
@@ -283,6 +284,15 @@ async def _output(request: Request) -> Response:
     if path is None:
         return error_response(request.url.path, 404, "The requested resource could not be found.")
     # Outputs never change once written: caches may keep them.
+    return FileResponse(path, headers={"cache-control": "private, max-age=86400", "x-content-type-options": "nosniff"})
+
+
+async def _upload(request: Request) -> Response:
+    state: ServeState = request.app.state.mediagen
+    params = request.path_params
+    path = await asyncio.to_thread(state.store.upload_file, params["id"], params["key"], params["filename"])
+    if path is None:
+        return error_response(request.url.path, 404, "The requested resource could not be found.")
     return FileResponse(path, headers={"cache-control": "private, max-age=86400", "x-content-type-options": "nosniff"})
 
 

@@ -23,8 +23,8 @@ __all__ = ["GuardMiddleware"]
 
 access_log = logging.getLogger("mediagen.serve.access")
 
-# Open to anyone: health checks, and outputs (their URL holds an unguessable key).
-_PUBLIC_PREFIXES = ("/healthz", "/outputs/")
+# Open to anyone: health checks, outputs and uploaded inputs (their URLs hold an unguessable key).
+_PUBLIC_PREFIXES = ("/healthz", "/outputs/", "/uploads/")
 
 
 class _TooLarge(Exception):

@@ -48,6 +48,9 @@ logger = logging.getLogger("mediagen.serve")
 
 SHUTDOWN_ERROR = "the server shut down before this prediction finished; create it again"
 _OUTPUT_PATH = re.compile(r"^/outputs/(?P<id>[a-z0-9]{26})/(?P<key>[A-Za-z0-9_-]{16,64})/(?P<name>out-\d+\.[a-z0-9]+)$")
+_UPLOAD_PATH = re.compile(
+    r"^/uploads/(?P<id>[a-z0-9]{26})/(?P<key>[A-Za-z0-9_-]{16,64})/(?P<name>[A-Za-z0-9._-]{1,200})$"
+)
 
 
 class InputError(Exception):
@@ -221,12 +224,15 @@ class PredictionService:
             data, declared = decode_data_url(value)
             media_type = sniff_media_type(data) or declared
         else:
-            match = _OUTPUT_PATH.match(urllib.parse.urlsplit(value).path)
+            where = urllib.parse.urlsplit(value).path
+            match = _OUTPUT_PATH.match(where)
             path = self.store.output_file(match["id"], match["key"], match["name"]) if match else None
+            if match is None and (upload := _UPLOAD_PATH.match(where)):
+                path = self.store.upload_file(upload["id"], upload["key"], upload["name"])
             if path is None:
                 raise ValueError(
-                    "this server fetches no URLs: send the media as a data: URL, or pass the URL of one of "
-                    "this server's own outputs"
+                    "this server fetches no URLs: send the media as a data: URL, upload it (POST /v1/files), "
+                    "or pass the URL of one of this server's own outputs"
                 )
             data = path.read_bytes()
             media_type = sniff_media_type(data)

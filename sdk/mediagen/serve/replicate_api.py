@@ -9,6 +9,7 @@
 | POST | `/v1/predictions/{id}/cancel` | cancel; a running one ends `canceled` |
 | GET | `/v1/models`, `/v1/models/{owner}/{name}` | model objects, `latest_version.openapi_schema` included |
 | GET | `/v1/models/{owner}/{name}/versions[/{id}]` | versions |
+| POST | `/v1/files` | upload an input file (multipart `content`); `urls.get` is its capability URL |
 | GET | `/v1/webhooks/default/secret` | this token's webhook signing secret |
 | GET | `/v1/account` | who the token is |
 
@@ -21,8 +22,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import json
 import re
+import time
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -32,7 +35,7 @@ from starlette.routing import Route
 
 from .auth import error_response
 from .predictions import InputError, LimitError, parse_cancel_after
-from .store import PredictionRecord
+from .store import PredictionRecord, iso
 
 if TYPE_CHECKING:
     from .app import ServeState
@@ -275,6 +278,46 @@ async def get_version(request: Request) -> Response:
     return JSONResponse(model.version_json())
 
 
+async def create_file(request: Request) -> Response:
+    """`POST /v1/files`: keep an input file (multipart `content`); its `urls.get` goes into an input."""
+    state = state_of(request)
+    form = await request.form(max_files=1, max_fields=4)
+    try:
+        content = form.get("content")
+        if content is None or isinstance(content, str):
+            return _invalid(request, [{"type": "required", "field": "content", "description": "content is required"}])
+        data = await content.read()
+        metadata_text = form.get("metadata")
+        filename = content.filename or "upload"
+        content_type = content.content_type or "application/octet-stream"
+    finally:
+        await form.close()
+    try:
+        metadata = json.loads(metadata_text) if isinstance(metadata_text, str) else {}
+    except json.JSONDecodeError:
+        return _invalid(request, [{"type": "invalid", "field": "metadata", "description": "metadata must be JSON"}])
+    file_id, key, name = await asyncio.to_thread(state.store.write_upload, data, filename)
+    now = time.time()
+    return JSONResponse(
+        {
+            "id": file_id,
+            "name": name,
+            "content_type": content_type,
+            "size": len(data),
+            "etag": hashlib.md5(data, usedforsecurity=False).hexdigest(),
+            "checksums": {
+                "sha256": hashlib.sha256(data).hexdigest(),
+                "md5": hashlib.md5(data, usedforsecurity=False).hexdigest(),
+            },
+            "metadata": metadata,
+            "created_at": iso(now),
+            "expires_at": iso(now + (state.settings.retention_days or 1.0) * 86400),
+            "urls": {"get": f"{base_url(request)}/uploads/{file_id}/{key}/{name}"},
+        },
+        status_code=201,
+    )
+
+
 async def webhook_secret(request: Request) -> Response:
     """`GET /v1/webhooks/default/secret`: the calling token's signing secret."""
     token = request.state.token
@@ -300,6 +343,7 @@ def routes() -> list[Route]:
         Route("/v1/models/{owner}/{name}", get_model, methods=["GET"]),
         Route("/v1/models/{owner}/{name}/versions", list_versions, methods=["GET"]),
         Route("/v1/models/{owner}/{name}/versions/{id}", get_version, methods=["GET"]),
+        Route("/v1/files", create_file, methods=["POST"]),
         Route("/v1/webhooks/default/secret", webhook_secret, methods=["GET"]),
         Route("/v1/account", account, methods=["GET"]),
     ]

@@ -9,12 +9,14 @@ saying so.
 
 Layout: `<db>` (SQLite, WAL) and `<db>.files/<prediction id>/<file key>/out-<i>.<ext>`, where the
 file key is a random secret of the prediction: knowing an output URL is the permission to read it.
+Uploaded inputs (`POST /v1/files`) live in `<db>.files/uploads/<id>/<key>/<name>` alike.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
 import sqlite3
@@ -36,6 +38,8 @@ INTERRUPTED_ERROR = (
 )
 
 _ID_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
+_ID = re.compile(r"^[a-z0-9]{26}$")
+_KEY = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 
 
 def new_prediction_id() -> str:
@@ -291,6 +295,10 @@ class PredictionStore:
                 )
         for prediction_id in ids:
             shutil.rmtree(self.files / prediction_id, ignore_errors=True)
+        uploads = self.files / "uploads"
+        for folder in uploads.iterdir() if uploads.is_dir() else ():
+            if folder.stat().st_mtime < older_than:
+                shutil.rmtree(folder, ignore_errors=True)
         return len(ids)
 
     # -- files ----------------------------------------------------------------------------------
@@ -312,6 +320,30 @@ class PredictionStore:
         if self.fsync:
             _fsync_dir(folder)
         return names
+
+    def write_upload(self, data: bytes, filename: str) -> tuple[str, str, str]:
+        """Keep an uploaded input file (`POST /v1/files`); returns its id, key and stored name.
+
+        Uploads have no row: their folder names (an id and a random key) are the permission to
+        read them, as with outputs.
+        """
+        from ..safety import safe_filename
+
+        file_id, key, name = new_prediction_id(), secrets.token_urlsafe(24), safe_filename(filename, "upload")
+        folder = self.files / "uploads" / file_id / key
+        folder.mkdir(parents=True)
+        _write_atomic(folder / name, data, fsync=self.fsync)
+        return file_id, key, name
+
+    def upload_file(self, file_id: str, key: str, filename: str) -> Path | None:
+        """The file behind an upload URL, or None."""
+        from ..safety import safe_filename
+
+        # Every part comes from a URL: only the shapes this store makes, so no path can climb out.
+        if not (_ID.match(file_id) and _KEY.match(key)) or safe_filename(filename) != filename:
+            return None
+        path = self.files / "uploads" / file_id / key / filename
+        return path if path.is_file() else None
 
     def output_file(self, prediction_id: str, key: str, filename: str) -> Path | None:
         """The file behind an output URL, or None when the id, key or name does not match."""
