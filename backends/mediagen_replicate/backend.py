@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from mediagen._config import DEFAULT_MAX_DOWNLOAD_BYTES, DEFAULT_MAX_OUTPUTS_PER_N, DEFAULT_MAX_RESULT_BYTES
-from mediagen._media import ByteBudget
+from mediagen._download import ByteBudget
 from mediagen.artifacts import Artifact, name_outputs
 from mediagen.backend import Backend, Capabilities, RunContext
 from mediagen.errors import GenerationFailedError, UnsupportedRequestError

@@ -14,10 +14,9 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from mediagen._config import DEFAULT_MAX_OUTPUTS_PER_N
+from mediagen._download import ByteBudget, adownload
 from mediagen._media import (
-    ByteBudget,
     Kind,
-    adownload,
     decode_data_url,
     kind_of_media_type,
     media_type_for_name,

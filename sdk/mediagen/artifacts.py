@@ -30,12 +30,10 @@ from ._config import (
     DEFAULT_MAX_DECODED_BYTES,
     DEFAULT_MAX_DOWNLOAD_BYTES,
 )
+from ._download import ByteBudget, adownload, download
 from ._media import (
-    ByteBudget,
     Kind,
-    adownload,
     decode_data_url,
-    download,
     kind_of_media_type,
     media_type_for_name,
     parse_media_type,
