@@ -19,7 +19,7 @@ if _missing:
     )
 
 from .backend import DiffusersBackend, DiffusersSettings  # noqa: E402
-from .mapping import DiffusersOptions  # noqa: E402
+from .options import DiffusersOptions  # noqa: E402
 from .speed import SpeedOptions  # noqa: E402
 
 __all__ = ["DiffusersBackend", "DiffusersOptions", "DiffusersSettings", "SpeedOptions"]

@@ -29,7 +29,8 @@ from mediagen import Audio, AudioRequest, UnsupportedRequestError
 from mediagen_local.audio import finish_audio
 
 from .loading import ModelInfo
-from .mapping import _SELECTORS, DiffusersOptions, Output, Plan, _Mapper
+from .options import SELECTORS, DiffusersOptions
+from .plan import Mapper, Output, Plan
 
 if TYPE_CHECKING:
     from mediagen import RunContext
@@ -59,7 +60,7 @@ def plan_audio(req: AudioRequest, info: ModelInfo, opts: DiffusersOptions, ctx: 
             or a warning under `strict=True`.
     """
     view = info.views[req.task]
-    m = _Mapper(info, view, ctx, req.n)
+    m = Mapper(info, view, ctx, req.n)
     name = view.class_name
 
     m.each("prompt", req.prompt, "prompt")
@@ -70,7 +71,7 @@ def plan_audio(req: AudioRequest, info: ModelInfo, opts: DiffusersOptions, ctx: 
         m.unsupported("voice", f"{name} makes sounds and music, not voices; voice was ignored")
     for option in DiffusersOptions.model_fields:
         # `normalize` is applied to the outputs here, not passed to the pipeline.
-        if option not in _SELECTORS and option != "normalize":
+        if option not in SELECTORS and option != "normalize":
             m.shared(option, getattr(opts, option), f"options.{option}")
 
     rate, longest = _audio_limits(info)

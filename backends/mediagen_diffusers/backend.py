@@ -70,8 +70,10 @@ from .loading import (
     resolve_model,
     resolve_reference,
 )
-from .mapping import Plan, parse_options, plan_request
+from .mapping import plan_request
+from .options import parse_options
 from .outputs import collect, to_artifacts
+from .plan import Plan
 from .speed import SpeedOptions, apply_speed, unfused
 
 __all__ = ["DiffusersBackend", "DiffusersSettings"]

@@ -5,22 +5,15 @@ caller sees on the result, or as an error with `strict=True`. Whether an argumen
 from the pipeline class's own `__call__` signature, so a family that lacks one (Shap-E has no
 negative prompt, SVD no prompt) is reported, never silently dropped.
 
-A `Plan` splits the arguments in two: `call`, shared by every request batched into the same call
-(size, steps, guidance, frames, strength ...: part of the batch key), and `inputs`, one entry per
-output (prompt, negative prompt, input images), which a batch concatenates. Seeds are per output
-too, so each output comes from its own generator whatever it is batched with.
-
-Provider-specific settings travel in `request.options` and are checked by `DiffusersOptions`.
+The result is a `Plan` (`plan.py`): arguments shared by a batch, and per-output inputs. Seeds are
+per output too, so each output comes from its own generator whatever it is batched with. Audio
+requests are planned by `audio.py`; provider-specific settings are checked in `options.py`.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Hashable, Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
-
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from mediagen import (
     AudioRequest,
@@ -28,92 +21,24 @@ from mediagen import (
     Image,
     ImageRequest,
     InvalidRequestError,
-    LoRA,
     MeshRequest,
     UnsupportedRequestError,
     VideoRequest,
 )
 from mediagen._config import DEFAULT_IMAGE_SIZE
 
+from .audio import plan_audio
 from .loading import CONTROLNET_SUFFIX, ModelInfo, ViewInfo
+from .options import SCHEDULER_ALIASES, DiffusersOptions
+from .plan import Mapper, Output, Plan
 
 if TYPE_CHECKING:
     import PIL.Image
 
     from mediagen import Request, RunContext
 
-    from .audio import AudioOutput
+__all__ = ["plan_request"]
 
-__all__ = ["DiffusersOptions", "Plan", "Output", "parse_options", "plan_request", "SCHEDULER_ALIASES"]
-
-
-class DiffusersOptions(BaseModel):
-    """Settings of the diffusers backend that no other backend has, passed as `request.options`.
-
-    Each reaches the pipeline's argument of the same name when the pipeline has one; otherwise it
-    comes back as a warning.
-
-    Examples:
-        >>> req = mg.ImageRequest(prompt="a fox", options={"scheduler": "euler_a", "clip_skip": 1})  # doctest: +SKIP
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    scheduler: str | None = None
-    """Sampler for this request: a scheduler class compatible with the model's own
-    (`"EulerAncestralDiscreteScheduler"`) or a short name (`euler`, `euler_a`, `ddim`, `dpm++`, `unipc` ...)."""
-    control_model: str | None = None
-    """ControlNet to use when the request does not name one in `control_model` (hub id or directory)."""
-    control_guidance_start: float | None = Field(None, ge=0.0, le=1.0)
-    """Fraction of the steps after which ControlNet starts steering."""
-    control_guidance_end: float | None = Field(None, ge=0.0, le=1.0)
-    """Fraction of the steps after which ControlNet stops steering."""
-    guidance_rescale: float | None = Field(None, ge=0.0, le=1.0)
-    """Rescales guided noise to fix over-exposure (SD, SDXL, LTX); 0.7 is the paper's value."""
-    true_cfg_scale: float | None = Field(None, ge=0.0, le=100.0)
-    """Real classifier-free guidance for guidance-distilled models (Flux): above 1 the negative prompt takes effect."""
-    clip_skip: int | None = Field(None, ge=0, le=12)
-    """CLIP layers to skip from the end when encoding the prompt (some fine-tunes expect 1 or 2)."""
-    eta: float | None = Field(None, ge=0.0, le=1.0)
-    """DDIM's eta: 0 is deterministic, 1 is DDPM-like noise."""
-    max_sequence_length: int | None = Field(None, ge=1, le=4096)
-    """Prompt tokens the T5-style text encoder reads (Flux, SD3, Wan, LTX, CogVideoX)."""
-    padding_mask_crop: int | None = Field(None, ge=0)
-    """Inpaint only a crop around the mask, with this many pixels of margin (sharper small edits)."""
-    decode_chunk_size: int | None = Field(None, ge=1)
-    """Frames the VAE decodes at once (SVD, AnimateDiff): lower saves memory."""
-    motion_bucket_id: int | None = Field(None, ge=0, le=1023)
-    """How much motion Stable Video Diffusion adds (127 by default; higher moves more)."""
-    noise_aug_strength: float | None = Field(None, ge=0.0, le=10.0)
-    """Noise added to SVD's conditioning image: more departs further from it."""
-    min_guidance_scale: float | None = Field(None, ge=0.0, le=100.0)
-    """SVD's guidance on the first frame (it rises to `guidance` on the last)."""
-    normalize: float | bool | None = None
-    """Audio: peak-normalise each sound, True to 0.99 of full scale, a number to that level."""
-
-
-# Options that are not pipeline arguments of the same name.
-_SELECTORS = frozenset({"scheduler", "control_model"})
-
-SCHEDULER_ALIASES: Mapping[str, str] = {
-    "ddim": "DDIMScheduler",
-    "ddpm": "DDPMScheduler",
-    "pndm": "PNDMScheduler",
-    "lms": "LMSDiscreteScheduler",
-    "euler": "EulerDiscreteScheduler",
-    "euler_a": "EulerAncestralDiscreteScheduler",
-    "heun": "HeunDiscreteScheduler",
-    "dpm++": "DPMSolverMultistepScheduler",
-    "dpm++_2m": "DPMSolverMultistepScheduler",
-    "dpm++_sde": "DPMSolverSDEScheduler",
-    "dpm_single": "DPMSolverSinglestepScheduler",
-    "kdpm2": "KDPM2DiscreteScheduler",
-    "kdpm2_a": "KDPM2AncestralDiscreteScheduler",
-    "deis": "DEISMultistepScheduler",
-    "unipc": "UniPCMultistepScheduler",
-    "flow_euler": "FlowMatchEulerDiscreteScheduler",
-}
-"""Short scheduler names accepted by `options.scheduler`."""
 
 # Pixel multiples the families need (their latent patch times the VAE's downscale), and video
 # frame counts of the form k * step + 1 (the VAE's temporal compression).
@@ -132,137 +57,6 @@ _DEFAULT_FPS = {"Wan": 16.0, "LTX": 25.0, "CogVideoX": 8.0, "AnimateDiff": 8.0, 
 
 def _by_prefix(table: Mapping[str, Any], class_name: str, default: Any) -> Any:
     return next((value for prefix, value in table.items() if class_name.startswith(prefix)), default)
-
-
-def parse_options(options: Mapping[str, Any]) -> DiffusersOptions:
-    """Validate `request.options` for this backend.
-
-    Raises:
-        InvalidRequestError: An unknown key (the message lists the accepted ones) or a bad value.
-    """
-    unknown = sorted(set(options) - set(DiffusersOptions.model_fields))
-    if unknown:
-        raise InvalidRequestError(
-            f"unknown option(s) {', '.join(map(repr, unknown))} for the diffusers backend; "
-            f"it accepts: {', '.join(DiffusersOptions.model_fields)}"
-        )
-    try:
-        return DiffusersOptions(**options)
-    except ValidationError as exc:
-        problems = "; ".join(f"options.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise InvalidRequestError(
-            f"invalid options for the diffusers backend: {problems}",
-            errors=[dict(e) for e in exc.errors()],
-        ) from exc
-
-
-@dataclass(frozen=True)
-class Output:
-    """What the call's outputs become."""
-
-    kind: Literal["image", "video", "mesh", "audio"]
-    format: str | None = None
-    """Image encoding (`png`, `jpeg`, `webp`) or mesh file format (`glb`, `obj`, `ply`)."""
-    fps: float | None = None
-    """Frames per second of videos."""
-    audio: AudioOutput | None = None
-    """Sample rate, length and level of sounds."""
-
-
-@dataclass
-class Plan:
-    """One request, ready to be batched and run."""
-
-    view: str
-    """Which of the model's pipelines runs it (a key of `ModelInfo.views`)."""
-    class_name: str
-    controlnet: str | None
-    """The ControlNet model to load, for ControlNet views."""
-    call: dict[str, Any]
-    """Arguments shared by the whole batch."""
-    inputs: dict[str, list[Any]]
-    """Arguments with one value per output (concatenated across a batch)."""
-    seeds: list[int]
-    """One seed per output."""
-    output: Output
-    loras: tuple[LoRA, ...] = ()
-    scheduler: str | None = None
-    """Scheduler class to swap in for the call, when not the model's own."""
-    callbacks: bool = True
-    """Whether the pipeline reports steps through `callback_on_step_end`."""
-    size: tuple[int, int] | None = None
-    """Width and height of the outputs, when known before the call."""
-
-    @property
-    def n(self) -> int:
-        """Outputs this request makes."""
-        return len(self.seeds)
-
-    @property
-    def steps(self) -> int | None:
-        """Denoising steps (for progress totals)."""
-        steps = self.call.get("num_inference_steps")
-        return int(steps) if steps is not None else None
-
-    def key(self) -> Hashable:
-        """Requests with equal keys can run in one call: everything but the per-output inputs matches."""
-        return (
-            self.view,
-            self.controlnet,
-            tuple(sorted((name, _freeze(value)) for name, value in self.call.items())),
-            tuple(sorted(self.inputs)),
-            tuple((lora.path, lora.scale, lora.weight_name) for lora in self.loras),
-            self.scheduler,
-            self.size,
-            self.output.kind,
-        )
-
-
-def _freeze(value: Any) -> Hashable:
-    try:
-        hash(value)
-    except TypeError:
-        return json.dumps(value, sort_keys=True, default=repr)
-    return value  # type: ignore[no-any-return]
-
-
-class _Mapper:
-    """Collects one request's arguments, warning about what the pipeline cannot take."""
-
-    def __init__(self, info: ModelInfo, view: ViewInfo, ctx: RunContext, n: int) -> None:
-        self.info = info
-        self.view = view
-        self.ctx = ctx
-        self.n = n
-        self.call: dict[str, Any] = {}
-        self.inputs: dict[str, list[Any]] = {}
-
-    def accepts(self, name: str) -> bool:
-        return name in self.view.params
-
-    def shared(self, name: str, value: Any, field_name: str) -> None:
-        if value is None:
-            return
-        if self.accepts(name):
-            self.call[name] = value
-        else:
-            self.unsupported(field_name, f"{self.view.class_name} has no {name} argument; it was ignored")
-
-    def each(self, name: str, value: Any, field_name: str) -> None:
-        if value is None:
-            return
-        if self.accepts(name):
-            self.inputs[name] = [value] * self.n
-        else:
-            self.unsupported(field_name, f"{self.view.class_name} has no {name} argument; it was ignored")
-
-    def unsupported(self, field_name: str, details: str) -> None:
-        self.ctx.warn(field_name, details)
-
-    def options(self, opts: DiffusersOptions) -> None:
-        for name in DiffusersOptions.model_fields:
-            if name not in _SELECTORS:
-                self.shared(name, getattr(opts, name), f"options.{name}")
 
 
 def plan_request(
@@ -300,8 +94,6 @@ def plan_request(
     elif isinstance(request, MeshRequest):
         plan = _plan_mesh(request, info, opts, ctx, seeds)
     elif isinstance(request, AudioRequest):
-        from .audio import plan_audio
-
         plan = plan_audio(request, info, opts, ctx, seeds)
     else:  # pragma: no cover - the four request types are all handled above
         raise UnsupportedRequestError(f"the diffusers backend does not make {request.modality}")
@@ -338,7 +130,7 @@ def _plan_image(
             f"{info.model} ({info.class_name}) has no ControlNet pipeline for {base}", feature="control_image"
         )
     view = info.views[view_id]
-    m = _Mapper(info, view, ctx, req.n)
+    m = Mapper(info, view, ctx, req.n)
 
     m.each("prompt", req.prompt, "prompt")
     m.each("negative_prompt", req.negative_prompt, "negative_prompt")
@@ -405,7 +197,7 @@ def _image_size(req: ImageRequest, info: ModelInfo, view: ViewInfo, ctx: RunCont
 
 def _plan_video(req: VideoRequest, info: ModelInfo, opts: DiffusersOptions, ctx: RunContext, seeds: list[int]) -> Plan:
     view = info.views[req.task]
-    m = _Mapper(info, view, ctx, req.n)
+    m = Mapper(info, view, ctx, req.n)
     name = view.class_name
 
     if m.accepts("prompt"):
@@ -491,7 +283,7 @@ def _frames(wanted: int, class_name: str, ctx: RunContext) -> int:
 
 def _plan_mesh(req: MeshRequest, info: ModelInfo, opts: DiffusersOptions, ctx: RunContext, seeds: list[int]) -> Plan:
     view = info.views[req.task]
-    m = _Mapper(info, view, ctx, req.n)
+    m = Mapper(info, view, ctx, req.n)
     if req.image is not None:
         if req.prompt:
             m.unsupported("prompt", f"{view.class_name} reconstructs the image only; the prompt was ignored")

@@ -17,7 +17,7 @@ from typing import Any
 
 from mediagen import Artifact, Image, Mesh, Video
 
-from .mapping import Output
+from .plan import Output
 
 __all__ = ["collect", "to_artifacts", "MESH_MEDIA_TYPES", "IMAGE_FORMATS"]
 

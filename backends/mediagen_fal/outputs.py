@@ -19,9 +19,9 @@ import asyncio
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from mediagen._download import adownload
 from mediagen._media import (
     Kind,
-    adownload,
     decode_data_url,
     kind_of_media_type,
     media_type_for_name,

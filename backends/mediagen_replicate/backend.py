@@ -2,10 +2,14 @@
 
 `ReplicateBackend.run` reads top to bottom: check the request against the model, map it onto the
 model's inputs and validate them, send input media, run the prediction, and turn its outputs into
-artifacts. One run is one prediction: the client splits `n` by the model's capabilities. The parts live next door: `client.py` (token and endpoint), `mapping.py` (requests into
-inputs), `transport.py` (predictions over HTTP), `outputs.py` (media in and out), `options.py` and
-`webhooks.py`. Retries and limits are mediagen's shared ones (`mediagen.policies`), set up here from
-the backend's settings.
+artifacts. One run is one prediction: the client splits `n` by the model's capabilities.
+
+The parts live next door, one concept each: `client.py` (token and endpoint), `refs.py` (model
+references), `schema.py` (a model's inputs and their check), `curated.py` (what we know beyond the
+schema), `catalog.py` (models resolved, schemas fetched once), `mapping.py` (requests into
+inputs), `inputs.py` and `outputs.py` (media in and out), `transport.py` (predictions over HTTP),
+`options.py` and `webhooks.py`. Retries and limits are mediagen's shared ones
+(`mediagen.policies`), set up here from the backend's settings.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from mediagen._config import DEFAULT_MAX_DOWNLOAD_BYTES, DEFAULT_MAX_OUTPUTS_PER_N, DEFAULT_MAX_RESULT_BYTES
-from mediagen._media import ByteBudget
+from mediagen._download import ByteBudget
 from mediagen.artifacts import Artifact, name_outputs
 from mediagen.backend import Backend, Capabilities, RunContext
 from mediagen.errors import GenerationFailedError, UnsupportedRequestError
@@ -25,18 +29,13 @@ from mediagen.policies import ConcurrencyLimiter, RateLimiter, RetryPolicy
 from mediagen.requests import TASKS, Request
 from mediagen.results import GenerationWarning, Result, Timings, Usage
 
+from .catalog import ModelCatalog, ModelInfo
 from .client import ENV_TOKEN, ReplicateConnection
 from .errors import PROVIDER
-from .mapping import MappedInputs, ModelCatalog, ModelInfo, build_inputs, inputs_per_call
+from .inputs import DEFAULT_INLINE_MAX_BYTES, media_to_inputs
+from .mapping import MappedInputs, build_inputs, inputs_per_call
 from .options import ReplicateOptions
-from .outputs import (
-    DEFAULT_INLINE_MAX_BYTES,
-    artifacts_from_output,
-    check_output_count,
-    download_all,
-    media_to_inputs,
-    output_urls,
-)
+from .outputs import artifacts_from_output, check_output_count, download_all, output_urls
 from .transport import LogReporter, PollPacer, Prediction, ReplicateTransport, Target, parse_time
 from .webhooks import webhook_fields
 

@@ -1,35 +1,26 @@
-"""Media in and out: outputs into artifacts, input artifacts into values a model can read.
+"""Outputs: a prediction's output URLs into artifacts, fetched lazily or all at once.
 
-Outputs
-    A prediction's output is a URL, a list of URLs, or an object of them (TRELLIS: a GLB and preview
-    videos). Every `https:`, `http:` or `data:` URL in it becomes a lazy artifact of the kind its
-    name says (the request's kind when the name says nothing), the main kind first. Nothing is
-    fetched until the artifact is read; `download_all` fetches them now, streamed with a size cap,
-    and re-sniffs each type from its bytes.
-
-Inputs
-    An artifact that already is an http(s) URL is passed as that URL, so a hosted output goes on to
-    the next hosted call without a download (pass-by-reference). Small media (256 kB by default) go
-    inline as `data:` URLs; larger ones are uploaded through `POST /v1/files` first.
+A prediction's output is a URL, a list of URLs, or an object of them (TRELLIS: a GLB and preview
+videos). Every `https:`, `http:` or `data:` URL in it becomes a lazy artifact of the kind its name
+says (the request's kind when the name says nothing), the main kind first. Nothing is fetched
+until the artifact is read; `download_all` fetches them now, streamed with a size cap, and
+re-sniffs each type from its bytes. Input media go the other way in `inputs.py`.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from mediagen._config import DEFAULT_MAX_OUTPUTS_PER_N
+from mediagen._download import ByteBudget, adownload
 from mediagen._media import (
-    ByteBudget,
     Kind,
-    adownload,
     decode_data_url,
     kind_of_media_type,
     media_type_for_name,
     sniff_media_type,
-    suffix_for_media_type,
-    to_data_url,
 )
 from mediagen.artifacts import Artifact, artifact_for_url, artifact_from_bytes
 from mediagen.backend import check_remote_allowed
@@ -41,23 +32,9 @@ from .errors import RETRYABLE_STATUSES
 if TYPE_CHECKING:
     import httpx
 
-__all__ = [
-    "DEFAULT_INLINE_MAX_BYTES",
-    "Upload",
-    "artifacts_from_output",
-    "check_output_count",
-    "download_all",
-    "media_to_inputs",
-    "output_urls",
-]
-
-DEFAULT_INLINE_MAX_BYTES = 256 * 1024
-"""Largest input sent inline as a data URL; Replicate asks for files above this to be uploaded."""
+__all__ = ["artifacts_from_output", "check_output_count", "download_all", "output_urls"]
 
 _URL_PREFIXES = ("https://", "http://", "data:")
-
-Upload = Callable[[bytes, str, str], Awaitable[str]]
-"""`(data, filename, media type)` → the URL of the uploaded file."""
 
 
 # -- outputs ------------------------------------------------------------------------------------
@@ -263,59 +240,3 @@ def _in_transit(error: BaseException) -> bool:
     A 404 or the size cap stays as it is however often the download is tried.
     """
     return isinstance(error, DownloadError) and (error.__cause__ is not None or error.status in RETRYABLE_STATUSES)
-
-
-# -- inputs -------------------------------------------------------------------------------------
-
-
-async def media_to_inputs(inputs: Mapping[str, Any], *, upload: Upload, inline_max_bytes: int) -> dict[str, Any]:
-    """Replace the artifacts among inputs (also inside lists) by URLs a model can read.
-
-    Args:
-        inputs: Input name → value.
-        upload: Uploads bytes and returns the file's URL (`POST /v1/files`).
-        inline_max_bytes: Largest file sent inline as a data URL.
-
-    Returns:
-        A copy of `inputs` holding strings where artifacts were.
-    """
-    done: dict[int, str] = {}
-
-    async def one(artifact: Artifact) -> str:
-        # One artifact used twice (image and control image) is sent, or uploaded, once.
-        if id(artifact) not in done:
-            done[id(artifact)] = await media_url(artifact, upload=upload, inline_max_bytes=inline_max_bytes)
-        return done[id(artifact)]
-
-    converted: dict[str, Any] = {}
-    for name, value in inputs.items():
-        if isinstance(value, Artifact):
-            converted[name] = await one(value)
-        elif isinstance(value, (list, tuple)) and any(isinstance(v, Artifact) for v in value):
-            converted[name] = [await one(v) if isinstance(v, Artifact) else v for v in value]
-        else:
-            converted[name] = value
-    return converted
-
-
-async def media_url(artifact: Artifact, *, upload: Upload, inline_max_bytes: int) -> str:
-    """The URL a model reads `artifact` from: its own, a data URL, or an uploaded file's.
-
-    Args:
-        artifact: An input artifact.
-        upload: Uploads bytes and returns the file's URL.
-        inline_max_bytes: Largest file sent inline.
-
-    Returns:
-        An http(s) or data URL.
-    """
-    url = str(artifact.url) if artifact.url else None
-    if url and url.startswith(("https://", "http://")):
-        return url
-    # Reading a path or encoding a PIL image may take a while: not on the event loop.
-    data = await asyncio.to_thread(artifact.read)
-    media_type = artifact.media_type
-    if len(data) <= inline_max_bytes:
-        return url if url and url.startswith("data:") else to_data_url(data, media_type)
-    name = artifact.path.name if artifact.path is not None else f"input{suffix_for_media_type(media_type) or ''}"
-    return await upload(data, name, media_type)

@@ -49,7 +49,7 @@ if TYPE_CHECKING:  # the lazy names below, spelled out for type checkers and IDE
     from .safety import safe_filename
     from .sync import SyncClient, SyncJob
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 __all__ = [
     "__version__",

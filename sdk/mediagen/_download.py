@@ -33,6 +33,7 @@ from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from ._config import DEFAULT_DOWNLOAD_ATTEMPTS, DEFAULT_DOWNLOAD_TIMEOUT_S, DEFAULT_MAX_DOWNLOAD_BYTES
+from ._remote import remote_allowed
 from .errors import DownloadError, MediaTooLargeError
 
 if TYPE_CHECKING:
@@ -147,18 +148,12 @@ async def _host_class(url: str) -> AddressClass:
     return min(classes, key=lambda c: (_DEPTH[c], c != "link-local"), default="public")
 
 
-def _remote_allowed() -> bool:
-    from . import backend  # the switch lives with the Backend contract; read it at call time
-
-    return bool(backend._allow_remote)
-
-
 def _check_url(url: str) -> None:
     """Refuse a URL (the first or a redirect's) that is not http(s) or is remote while remote is off."""
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise DownloadError(f"cannot download {url[:80]!r}: only http(s) and data: URLs are fetched", retryable=False)
-    if _remote_allowed():
+    if remote_allowed():
         return
     host = parts.hostname.strip("[]")
     try:

@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import math
 import subprocess
+from typing import TYPE_CHECKING, Any
 
 from ._config import DEFAULT_FFMPEG_TIMEOUT_S
 from .errors import DeadlineExceededError, GenerationFailedError, InvalidRequestError
 
-__all__ = ["ffmpeg_exe", "run_ffmpeg", "check_timeout"]
+if TYPE_CHECKING:
+    import numpy as np
+
+__all__ = ["ffmpeg_exe", "run_ffmpeg", "check_timeout", "encode_video", "pad_even"]
 
 
 def ffmpeg_exe() -> str:
@@ -76,3 +80,72 @@ def run_ffmpeg(
         tail = "\n".join(done.stderr.decode(errors="replace").strip().splitlines()[-8:])
         raise GenerationFailedError(f"ffmpeg could not {what} (exit {done.returncode}):\n{tail}", retryable=False)
     return done.stdout
+
+
+# -- encoding frames (the media layer: artifacts and mux both use it) ----------------------------
+
+
+def encode_video(
+    frames: np.ndarray[Any, Any], fps: float, media_type: str, *, timeout_s: float = DEFAULT_FFMPEG_TIMEOUT_S
+) -> bytes:
+    """Encode frames: GIF through Pillow; MP4 (H.264) and WebM (VP9) through ffmpeg, under `timeout_s`."""
+    if media_type == "image/gif":
+        try:
+            import imageio.v3 as iio
+        except ImportError as exc:  # pragma: no cover - depends on extras
+            raise ImportError("encoding video needs: pip install 'mediagen[video]'") from exc
+        return bytes(iio.imwrite("<bytes>", frames, extension=".gif", duration=1000.0 / fps, loop=0))
+    import tempfile
+    from fractions import Fraction
+
+    import numpy as np
+
+    from ._media import suffix_for_media_type
+
+    ext = suffix_for_media_type(media_type) or ".mp4"
+    # yuv420p needs even sizes; pad (never resize) so pixels keep their positions.
+    frames = np.ascontiguousarray(pad_even(frames[..., :3]).astype(np.uint8))
+    count, height, width = frames.shape[:3]
+    # The same settings imageio's writer used (quality 5 is CRF 25 for H.264), fed raw frames on stdin.
+    codec = ["-vcodec", "libvpx-vp9", "-qscale:v", "16"] if ext == ".webm" else ["-vcodec", "libx264", "-crf", "25"]
+    with tempfile.TemporaryDirectory(prefix="mediagen-encode-") as scratch:
+        out = f"{scratch}/video{ext}"
+        run_ffmpeg(
+            [
+                "-f",
+                "rawvideo",
+                "-vcodec",
+                "rawvideo",
+                "-s",
+                f"{width}x{height}",
+                "-pix_fmt",
+                "rgb24",
+                "-r",
+                str(Fraction(fps).limit_denominator()),
+                "-i",
+                "-",
+                "-an",
+                *codec,
+                "-pix_fmt",
+                "yuv420p",
+                "-v",
+                "warning",
+                out,
+            ],
+            what=f"encode {count} frames as {ext[1:].upper()}",
+            timeout_s=timeout_s,
+            stdin=frames.tobytes(),
+        )
+        with open(out, "rb") as fh:
+            return fh.read()
+
+
+def pad_even(frames: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """Frames padded (never resized) to even sides, as yuv420p needs."""
+    import numpy as np
+
+    h, w = frames.shape[1:3]
+    ph, pw = h % 2, w % 2
+    if ph or pw:
+        frames = np.pad(frames, ((0, 0), (0, ph), (0, pw), (0, 0)), mode="edge")
+    return frames

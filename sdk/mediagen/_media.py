@@ -1,6 +1,6 @@
 """Media types: sniffing bytes, parsing declared types strictly, guessing from names; `data:` URLs.
 
-Fetching URLs lives in `mediagen._download` (`download`, `adownload` are re-exported here).
+Fetching URLs lives in `mediagen._download` (`download`, `adownload`, `ByteBudget`), above this module.
 """
 
 from __future__ import annotations
@@ -24,9 +24,6 @@ __all__ = [
     "suffix_for_media_type",
     "decode_data_url",
     "to_data_url",
-    "download",
-    "adownload",
-    "ByteBudget",
 ]
 
 Kind = Literal["image", "video", "audio", "mesh"]
@@ -215,7 +212,3 @@ def decode_data_url(url: str, *, max_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES) ->
 def to_data_url(data: bytes, media_type: str | None) -> str:
     """Encode bytes as a base64 `data:` URL (a malformed media type becomes `application/octet-stream`)."""
     return f"data:{parse_media_type(media_type) or 'application/octet-stream'};base64,{base64.b64encode(data).decode()}"
-
-
-# Imported at the end of the module: `_download` reads this module's helpers at call time.
-from ._download import ByteBudget, adownload, download  # noqa: E402

@@ -19,11 +19,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._config import DEFAULT_FFMPEG_TIMEOUT_S
-from ._ffmpeg import check_timeout, ffmpeg_exe, run_ffmpeg
-from .artifacts import Audio, Video
+from ._ffmpeg import check_timeout, encode_video, ffmpeg_exe, run_ffmpeg
 
 if TYPE_CHECKING:
+    # Only for annotations: `Video.with_audio` calls `mux`, so a runtime import would close a circle.
+    # The functions build their results with the class of the clip they are given.
     import numpy as np
+
+    from .artifacts import Audio, Video
 
 __all__ = ["mux", "concat", "ffmpeg_exe"]
 
@@ -112,7 +115,7 @@ def mux(
 
     # 4. Wrap the bytes; `frames` decodes them again (the picture stream, the sound ignored).
     metadata = {**video.metadata, "audio": {**audio.metadata, "sample_rate": rate, "channels": audio.channels}}
-    return Video(data, media_type="video/mp4", fps=video.fps, metadata=metadata)
+    return type(video)(data, media_type="video/mp4", fps=video.fps, metadata=metadata)
 
 
 def concat(videos: list[Video], *, fps: float | None = None, timeout_s: float = DEFAULT_FFMPEG_TIMEOUT_S) -> Video:
@@ -146,14 +149,13 @@ def concat(videos: list[Video], *, fps: float | None = None, timeout_s: float = 
                 "generate every scene at one size"
             )
     seconds = check_timeout(timeout_s)
-    joined = Video.from_frames(np.concatenate(frames), fps=fps or videos[0].fps)
+    cls = type(videos[0])
+    joined = cls.from_frames(np.concatenate(frames), fps=fps or videos[0].fps)
     # Encoded here, under the timeout, rather than later on save; the exact frames stay in memory.
-    encoded = Video(_encode(joined.frames, joined.fps, seconds), media_type="video/mp4", fps=joined.fps)
+    encoded = cls(_encode(joined.frames, joined.fps, seconds), media_type="video/mp4", fps=joined.fps)
     encoded._frames = joined.frames
     return encoded
 
 
 def _encode(frames: np.ndarray[Any, Any], fps: float, timeout_s: float) -> bytes:
-    from .artifacts import _encode_video
-
-    return _encode_video(frames, fps, "video/mp4", timeout_s=timeout_s)
+    return encode_video(frames, fps, "video/mp4", timeout_s=timeout_s)

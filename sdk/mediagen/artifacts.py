@@ -27,16 +27,13 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from ._config import (
     DEFAULT_DOWNLOAD_TIMEOUT_S,
-    DEFAULT_FFMPEG_TIMEOUT_S,
     DEFAULT_MAX_DECODED_BYTES,
     DEFAULT_MAX_DOWNLOAD_BYTES,
 )
+from ._download import ByteBudget, adownload, download
 from ._media import (
-    ByteBudget,
     Kind,
-    adownload,
     decode_data_url,
-    download,
     kind_of_media_type,
     media_type_for_name,
     parse_media_type,
@@ -238,7 +235,7 @@ class Artifact:
         sidecar: bytes | None = None
         provenance = self.metadata.get("provenance")
         if isinstance(provenance, Mapping) and provenance:
-            from .provenance import embed, sidecar_json
+            from ._embedding import embed, sidecar_json
 
             stamped = embed(payload, wanted, provenance)
             if stamped is None:
@@ -250,7 +247,7 @@ class Artifact:
         else:
             write_atomic(target, payload, overwrite=overwrite)
         if sidecar is not None:
-            from .provenance import sidecar_path
+            from ._embedding import sidecar_path
 
             write_atomic(sidecar_path(target), sidecar, overwrite=True)
         return target
@@ -508,7 +505,9 @@ class Video(Artifact):
     def _encode_as(self, media_type: str) -> bytes:
         if media_type not in ("video/mp4", "video/webm", "image/gif"):
             return super()._encode_as(media_type)
-        return _encode_video(self.frames, self.fps, media_type)
+        from ._ffmpeg import encode_video
+
+        return encode_video(self.frames, self.fps, media_type)
 
     def _describe(self) -> str:
         if self._frames is not None:
@@ -618,71 +617,6 @@ def _has_pyav() -> bool:
     import importlib.util
 
     return importlib.util.find_spec("av") is not None
-
-
-def _encode_video(
-    frames: np.ndarray[Any, Any], fps: float, media_type: str, *, timeout_s: float = DEFAULT_FFMPEG_TIMEOUT_S
-) -> bytes:
-    """Encode frames: GIF through Pillow; MP4 (H.264) and WebM (VP9) through ffmpeg, under `timeout_s`."""
-    if media_type == "image/gif":
-        try:
-            import imageio.v3 as iio
-        except ImportError as exc:  # pragma: no cover - depends on extras
-            raise ImportError("encoding video needs: pip install 'mediagen[video]'") from exc
-        return bytes(iio.imwrite("<bytes>", frames, extension=".gif", duration=1000.0 / fps, loop=0))
-    import tempfile
-    from fractions import Fraction
-
-    import numpy as np
-
-    from ._ffmpeg import run_ffmpeg
-
-    ext = suffix_for_media_type(media_type) or ".mp4"
-    # yuv420p needs even sizes; pad (never resize) so pixels keep their positions.
-    frames = np.ascontiguousarray(_pad_even(frames[..., :3]).astype(np.uint8))
-    count, height, width = frames.shape[:3]
-    # The same settings imageio's writer used (quality 5 is CRF 25 for H.264), fed raw frames on stdin.
-    codec = ["-vcodec", "libvpx-vp9", "-qscale:v", "16"] if ext == ".webm" else ["-vcodec", "libx264", "-crf", "25"]
-    with tempfile.TemporaryDirectory(prefix="mediagen-encode-") as scratch:
-        out = f"{scratch}/video{ext}"
-        run_ffmpeg(
-            [
-                "-f",
-                "rawvideo",
-                "-vcodec",
-                "rawvideo",
-                "-s",
-                f"{width}x{height}",
-                "-pix_fmt",
-                "rgb24",
-                "-r",
-                str(Fraction(fps).limit_denominator()),
-                "-i",
-                "-",
-                "-an",
-                *codec,
-                "-pix_fmt",
-                "yuv420p",
-                "-v",
-                "warning",
-                out,
-            ],
-            what=f"encode {count} frames as {ext[1:].upper()}",
-            timeout_s=timeout_s,
-            stdin=frames.tobytes(),
-        )
-        with open(out, "rb") as fh:
-            return fh.read()
-
-
-def _pad_even(frames: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
-    import numpy as np
-
-    h, w = frames.shape[1:3]
-    ph, pw = h % 2, w % 2
-    if ph or pw:
-        frames = np.pad(frames, ((0, 0), (0, ph), (0, pw), (0, 0)), mode="edge")
-    return frames
 
 
 # ---------------------------------------------------------------------------------------------

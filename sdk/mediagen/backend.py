@@ -26,17 +26,15 @@ Examples:
 from __future__ import annotations
 
 import enum
-import ipaddress
-import os
 import threading
 import time
-import urllib.parse
 import weakref
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ._remote import allow_remote_requests, check_remote_allowed
 from .errors import DeadlineExceededError, UnsupportedRequestError
 from .events import NULL_SINK, Event, EventSink, Log, Progress
 from .requests import TASKS, Request, Task
@@ -349,38 +347,3 @@ class Backend(ABC):
     def describe(self) -> dict[str, Any]:
         """State worth showing in `mediagen backends` (loaded models, devices, limits)."""
         return {}
-
-
-# -- the switch that keeps test suites off the network ---------------------------------------
-
-_allow_remote = os.environ.get("MEDIAGEN_ALLOW_REMOTE", "1") not in ("0", "false", "no")
-
-
-def allow_remote_requests(allow: bool) -> None:
-    """Let hosted backends reach non-loopback hosts (True, the default) or refuse (False).
-
-    Test suites turn it off so that no test can reach a paid API by mistake; loopback servers
-    (`mediagen_testkit.replicate_server`) stay reachable. `MEDIAGEN_ALLOW_REMOTE=0` does the same.
-    """
-    global _allow_remote
-    _allow_remote = allow
-
-
-def check_remote_allowed(url: str) -> None:
-    """Called by hosted backends before each request.
-
-    Raises:
-        RuntimeError: Remote requests are switched off and `url` is not on this machine.
-    """
-    if _allow_remote:
-        return
-    host = urllib.parse.urlsplit(url).hostname or ""
-    try:
-        loopback = ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = host == "localhost"
-    if not loopback:
-        raise RuntimeError(
-            f"remote requests are switched off (allow_remote_requests(False) or MEDIAGEN_ALLOW_REMOTE=0); "
-            f"refusing to contact {host!r}"
-        )

@@ -20,8 +20,9 @@ import PIL.Image
 import pytest
 
 import mediagen as mg
-from mediagen._download import ByteBudget, address_class, download, redirect_allowed
-from mediagen._media import adownload, decode_data_url, parse_media_type
+from mediagen._download import ByteBudget, address_class, adownload, download, redirect_allowed
+from mediagen._media import decode_data_url, parse_media_type
+from mediagen._remote import remote_allowed
 from mediagen_testkit.media_server import MediaServer
 
 
@@ -185,7 +186,7 @@ def test_redirect_from_public_host_to_loopback_is_refused(server: MediaServer) -
     # Over real HTTP: a loopback host redirecting to the cloud metadata address is refused before
     # anything is sent there (that address is not reachable from here: the refusal must come first).
     url = server.redirect("/meta.png", "http://169.254.169.254/latest/meta-data/iam")
-    remote = mg.backend._allow_remote
+    remote = remote_allowed()
     mg.allow_remote_requests(True)  # so that what refuses is the redirect rule, not the remote switch
     try:
         with pytest.raises(mg.DownloadError, match="from a loopback host to a link-local one"):
@@ -208,7 +209,7 @@ def test_endless_redirects_stop(server: MediaServer) -> None:
 
 
 def test_remote_switch_holds_for_redirects_and_lazy_save(server: MediaServer, tmp_path: Path) -> None:
-    assert not mg.backend._allow_remote  # tests/conftest.py switched remote requests off
+    assert not remote_allowed()  # tests/conftest.py switched remote requests off
     url = server.redirect("/away.png", "http://example.com/fox.png")
     with pytest.raises(mg.DownloadError, match="switched off"):
         mg.Image(url=url).read()
@@ -275,7 +276,7 @@ def test_concurrent_budget_counts_are_exact() -> None:
 
 @pytest.mark.parametrize("host", ["169.254.169.254", "[fe80::1]"])
 def test_link_local_address_is_never_fetched(host: str) -> None:
-    remote = mg.backend._allow_remote
+    remote = remote_allowed()
     mg.allow_remote_requests(True)  # the address rule refuses, before anything is sent
     try:
         with pytest.raises(mg.DownloadError, match="link-local"):

@@ -247,7 +247,7 @@ def test_downloads_only_over_http(tmp_path: Path) -> None:
 async def test_downloads_refuse_bodies_past_the_size_cap() -> None:
     import httpx
 
-    from mediagen._media import adownload
+    from mediagen._download import adownload
 
     PNG_HEAD = b"\x89PNG\r\n\x1a\n"  # a body must be media; the cap is what is tested here
 

@@ -6,16 +6,16 @@ import json
 import os
 import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import PIL.Image
 import pytest
-from typer.testing import CliRunner
 
 import mediagen as mg
 from mediagen._files import write_atomic, write_new
 from mediagen.artifacts import name_outputs
-from mediagen.cli import app
+from mediagen.cli import main
 
 
 def image(value: int, size: int = 16) -> mg.Image:
@@ -210,19 +210,23 @@ def test_write_new_moves_on_and_never_replaces(tmp_path: Path) -> None:
 # -- the CLI ---------------------------------------------------------------------------------------
 
 
-def test_cli_refuses_to_replace_without_overwrite(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_refuses_to_replace_without_overwrite(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.chdir(tmp_path)
-    runner = CliRunner()
     args = ["image", "a fox", "-m", "test:fake", "--seed", "1", "--size", "16x16"]
-    ok = runner.invoke(app, [*args, "-o", "fox.png", "--json"])
-    assert ok.exit_code == 0, ok.output
+
+    def run(*extra: str) -> tuple[int, dict[str, Any]]:
+        code = main([*args, *extra, "--json"])
+        return code, json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+    assert run("-o", "fox.png")[0] == 0
     before = (tmp_path / "fox.png").read_bytes()
-    refused = runner.invoke(app, [*args, "--seed", "2", "-o", "fox.png", "--json"])
-    assert refused.exit_code == 2
-    assert json.loads(refused.output)["error"] == "OutputExistsError"
+    code, refused = run("--seed", "2", "-o", "fox.png")
+    assert code == 2 and refused["error"] == "OutputExistsError"
     assert (tmp_path / "fox.png").read_bytes() == before
-    replaced = runner.invoke(app, [*args, "--seed", "2", "-o", "fox.png", "--overwrite", "--json"])
-    assert replaced.exit_code == 0 and (tmp_path / "fox.png").read_bytes() != before
+    assert run("--seed", "2", "-o", "fox.png", "--overwrite")[0] == 0
+    assert (tmp_path / "fox.png").read_bytes() != before
     # Default names move on instead of replacing.
-    names = [json.loads(runner.invoke(app, [*args, "--json"]).output)["files"][0] for _ in range(2)]
+    names = [run()[1]["files"][0] for _ in range(2)]
     assert [Path(n).name for n in names] == ["image.png", "image-1.png"]

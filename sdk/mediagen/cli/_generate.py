@@ -128,7 +128,7 @@ def generate(modality: str, fields: dict[str, Any], args: argparse.Namespace) ->
     n = int(fields.get("n", 1))
     # Refuse before any work when the files we would write are already there.
     planned = output_paths(args.output, modality, n, _expected_suffix(modality, fields, args.output))
-    if not args.overwrite and _taken(planned):
+    if not args.overwrite and names_chosen(args.output) and _taken(planned):
         return fail(_exists_error(_taken(planned)), EXIT_BAD_INPUT, as_json)
     interactive = not as_json and _is_terminal()
     try:
@@ -171,14 +171,41 @@ def generate(modality: str, fields: dict[str, Any], args: argparse.Namespace) ->
 def _save(result: Any, modality: str, fields: dict[str, Any], args: argparse.Namespace) -> list[Path]:
     suffix = _suffix_for(result.artifacts[0], modality, fields) if result.artifacts else DEFAULT_SUFFIX[modality]
     targets = output_paths(args.output, modality, len(result.artifacts), suffix)
-    if not args.overwrite and _taken(targets):
+    chosen = names_chosen(args.output)
+    if chosen and not args.overwrite and _taken(targets):
         raise _exists_error(_taken(targets))
     saved = []
     for artifact, target in zip(result.artifacts, targets, strict=True):
-        # Atomic, and still refused if another process created the file since the check above.
-        artifact.save(target, overwrite=args.overwrite)
-        saved.append(target)
+        if chosen or args.overwrite:
+            # Atomic, and still refused if another process created the file since the check above.
+            artifact.save(target, overwrite=args.overwrite)
+            saved.append(target)
+        else:
+            saved.append(_save_free(artifact, target))
     return saved
+
+
+def names_chosen(output: str | None) -> bool:
+    """Whether `-o` names the file(s) (never replaced without --overwrite) or not (names are derived).
+
+    A derived name (no `-o`, or a directory) moves to the next free one instead: `image.png`, then
+    `image-1.png`, so running a command twice keeps both results.
+    """
+    return output is not None and not (output.endswith(("/", "\\")) or Path(output).is_dir() or not Path(output).suffix)
+
+
+def _save_free(artifact: Any, target: Path) -> Path:
+    from .._files import next_free_names
+    from ..errors import OutputExistsError
+
+    for name in next_free_names(target.name):
+        candidate = target.with_name(name)
+        try:
+            artifact.save(candidate)
+        except OutputExistsError:
+            continue
+        return candidate
+    raise _exists_error([target])
 
 
 def _is_terminal() -> bool:

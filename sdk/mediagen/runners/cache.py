@@ -7,6 +7,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
 
+from ..errors import DeadlineExceededError
 from ..events import Started
 from .base import ModelId, Runner
 
@@ -58,15 +59,22 @@ class Cached:
         """A stored result (`result.cached` is True), or the inner run's, stored."""
         keys: dict[ModelId, str] = {}
         if not self._refresh:
-            for member in (model, *self._fallbacks):
-                key = await self._key_for(request, member)
-                if key is None:
-                    continue
-                keys[member] = key
-                hit = await asyncio.to_thread(self._cache.get, key)
-                if hit is not None:
-                    ctx.emit(Started(provider=member.provider, model=member.model))
-                    return hit
+            # The look-up may ask a backend for its model's revision (a hosted one over the
+            # network): it counts against the job's deadline like the run it may save.
+            left = ctx.time_left()
+            try:
+                found = await asyncio.wait_for(self._lookup(request, model, keys), left)
+            except asyncio.TimeoutError:
+                ctx.cancelled.set()
+                raise DeadlineExceededError(
+                    "the job's deadline passed while looking up the result cache; raise timeout=",
+                    provider=model.provider,
+                    model=model.model,
+                ) from None
+            if found is not None:
+                member, hit = found
+                ctx.emit(Started(provider=member.provider, model=member.model))
+                return hit
         result = await self._inner.run(request, model, ctx)
         served = ModelId(result.provider, result.model)
         key = keys.get(served) or await self._key_for(request, served)
@@ -78,3 +86,17 @@ class Cached:
             except Exception as exc:  # a full disk must not fail a generation that succeeded
                 logger.warning("could not store the result in the cache at %s: %s", self._cache.directory, exc)
         return result
+
+    async def _lookup(
+        self, request: Request, model: ModelId, keys: dict[ModelId, str]
+    ) -> tuple[ModelId, Result] | None:
+        """The first member's stored result, with that member; the keys computed go into `keys`."""
+        for member in (model, *self._fallbacks):
+            key = await self._key_for(request, member)
+            if key is None:
+                continue
+            keys[member] = key
+            hit = await asyncio.to_thread(self._cache.get, key)
+            if hit is not None:
+                return member, hit
+        return None

@@ -14,12 +14,10 @@ from mediagen_testkit.replicate_server import SDXL_VERSION, FakeModel, Replicate
 
 pytest.importorskip("replicate")
 from mediagen_replicate import ReplicateBackend
-from mediagen_replicate.mapping import (
-    InputSchema,
-    ModelInfo,
-    ModelRef,
-    build_inputs,
-)
+from mediagen_replicate.catalog import ModelInfo
+from mediagen_replicate.mapping import build_inputs
+from mediagen_replicate.refs import ModelRef
+from mediagen_replicate.schema import InputSchema
 
 
 @pytest.fixture

@@ -228,6 +228,6 @@ async def test_download_option_sniffs_the_real_kind(server: ReplicateServer) -> 
 
 
 def test_every_default_model_is_curated() -> None:
-    from mediagen_replicate.mapping import CURATED
+    from mediagen_replicate.curated import CURATED
 
     assert {m.ref for m in default_models()} <= set(CURATED)
