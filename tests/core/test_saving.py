@@ -10,12 +10,11 @@ from pathlib import Path
 import numpy as np
 import PIL.Image
 import pytest
-from typer.testing import CliRunner
 
 import mediagen as mg
 from mediagen._files import write_atomic, write_new
 from mediagen.artifacts import name_outputs
-from mediagen.cli import app
+from mediagen.cli import main
 
 
 def image(value: int, size: int = 16) -> mg.Image:
@@ -210,19 +209,25 @@ def test_write_new_moves_on_and_never_replaces(tmp_path: Path) -> None:
 # -- the CLI ---------------------------------------------------------------------------------------
 
 
-def test_cli_refuses_to_replace_without_overwrite(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    code = main(args)
+    return code, capsys.readouterr().out
+
+
+def test_cli_refuses_to_replace_without_overwrite(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.chdir(tmp_path)
-    runner = CliRunner()
     args = ["image", "a fox", "-m", "test:fake", "--seed", "1", "--size", "16x16"]
-    ok = runner.invoke(app, [*args, "-o", "fox.png", "--json"])
-    assert ok.exit_code == 0, ok.output
+    code, out = run_cli([*args, "-o", "fox.png", "--json"], capsys)
+    assert code == 0, out
     before = (tmp_path / "fox.png").read_bytes()
-    refused = runner.invoke(app, [*args, "--seed", "2", "-o", "fox.png", "--json"])
-    assert refused.exit_code == 2
-    assert json.loads(refused.output)["error"] == "OutputExistsError"
+    code, out = run_cli([*args, "--seed", "2", "-o", "fox.png", "--json"], capsys)
+    assert code == 2
+    assert json.loads(out)["error"] == "OutputExistsError"
     assert (tmp_path / "fox.png").read_bytes() == before
-    replaced = runner.invoke(app, [*args, "--seed", "2", "-o", "fox.png", "--overwrite", "--json"])
-    assert replaced.exit_code == 0 and (tmp_path / "fox.png").read_bytes() != before
+    code, out = run_cli([*args, "--seed", "2", "-o", "fox.png", "--overwrite", "--json"], capsys)
+    assert code == 0 and (tmp_path / "fox.png").read_bytes() != before
     # Default names move on instead of replacing.
-    names = [json.loads(runner.invoke(app, [*args, "--json"]).output)["files"][0] for _ in range(2)]
+    names = [json.loads(run_cli([*args, "--json"], capsys)[1])["files"][0] for _ in range(2)]
     assert [Path(n).name for n in names] == ["image.png", "image-1.png"]

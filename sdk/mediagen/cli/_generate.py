@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -107,7 +108,15 @@ def _suffix_for(artifact: Any, modality: str, fields: dict[str, Any]) -> str:
 
 
 def _taken(paths: list[Path]) -> list[Path]:
-    return [p for p in paths if p.exists()]
+    return [p for p in paths if os.path.lexists(p)]
+
+
+def names_chosen(output: str | None) -> bool:
+    """Whether `-o` names the file(s) (never replaced without --overwrite) or not (names derived).
+
+    A derived name (no `-o`, or a directory) moves on to the next free one instead of failing.
+    """
+    return output is not None and output_paths(output, "image", 1, ".png")[0] == Path(output)
 
 
 def _exists_error(paths: list[Path]) -> Exception:
@@ -128,7 +137,7 @@ def generate(modality: str, fields: dict[str, Any], args: argparse.Namespace) ->
     n = int(fields.get("n", 1))
     # Refuse before any work when the files we would write are already there.
     planned = output_paths(args.output, modality, n, _expected_suffix(modality, fields, args.output))
-    if not args.overwrite and _taken(planned):
+    if not args.overwrite and names_chosen(args.output) and _taken(planned):
         return fail(_exists_error(_taken(planned)), EXIT_BAD_INPUT, as_json)
     interactive = not as_json and _is_terminal()
     try:
@@ -171,14 +180,32 @@ def generate(modality: str, fields: dict[str, Any], args: argparse.Namespace) ->
 def _save(result: Any, modality: str, fields: dict[str, Any], args: argparse.Namespace) -> list[Path]:
     suffix = _suffix_for(result.artifacts[0], modality, fields) if result.artifacts else DEFAULT_SUFFIX[modality]
     targets = output_paths(args.output, modality, len(result.artifacts), suffix)
-    if not args.overwrite and _taken(targets):
+    chosen = names_chosen(args.output)
+    if not args.overwrite and chosen and _taken(targets):
         raise _exists_error(_taken(targets))
     saved = []
     for artifact, target in zip(result.artifacts, targets, strict=True):
-        # Atomic, and still refused if another process created the file since the check above.
-        artifact.save(target, overwrite=args.overwrite)
-        saved.append(target)
+        if chosen or args.overwrite:
+            # Atomic, and still refused if another process created the file since the check above.
+            artifact.save(target, overwrite=args.overwrite)
+            saved.append(target)
+        else:
+            saved.append(_save_free(artifact, target))
     return saved
+
+
+def _save_free(artifact: Any, target: Path) -> Path:
+    """Save under `target`'s name or the next free one after it (`image.png`, `image-1.png` ...)."""
+    from .._files import next_free_names
+    from ..errors import OutputExistsError
+
+    for name in next_free_names(target.name):
+        try:
+            artifact.save(target.with_name(name))
+        except OutputExistsError:
+            continue
+        return target.with_name(name)  # as the user would type it, not resolved
+    raise OutputExistsError(f"no free name left for {target.name} in {target.parent}", path=str(target))
 
 
 def _is_terminal() -> bool:
