@@ -109,6 +109,19 @@ def test_an_existing_file_is_never_replaced_silently(tmp_path: Path) -> None:
     assert out.read_bytes() != first
 
 
+def test_a_derived_name_moves_on_to_a_free_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    runs = [invoke("image", "fox", "-m", "test:fake", "-o", "shots") for _ in range(2)]
+    runs += [invoke("image", "fox", "-m", "test:fake") for _ in range(2)]
+    assert [r.exit_code for r in runs] == [0, 0, 0, 0], runs[-1].output
+    assert [r.stdout.strip() for r in runs] == [
+        os.path.join("shots", "image.png"),
+        os.path.join("shots", "image-1.png"),
+        "image.png",
+        "image-1.png",
+    ]
+
+
 def test_numbered_outputs_are_checked_too(tmp_path: Path) -> None:
     (tmp_path / "fox-1.png").write_bytes(b"mine")
     result = invoke("image", "fox", "-m", "test:fake", "-n", "2", "-o", str(tmp_path / "fox.png"), "--json")

@@ -80,7 +80,9 @@ def shell_lines() -> list[str]:
     return lines
 
 
-MEDIAGEN_LINES = [line for line in shell_lines() if line.startswith("mediagen ")]
+# Commands that keep running (a server) are exercised by their own tests, not started from here.
+LONG_RUNNING = ("mediagen serve",)
+MEDIAGEN_LINES = [line for line in shell_lines() if line.startswith("mediagen ") and not line.startswith(LONG_RUNNING)]
 
 
 @pytest.mark.parametrize("line", MEDIAGEN_LINES)
@@ -116,3 +118,14 @@ def test_install_lines_work_from_a_clone() -> None:
             assert "-e" in words or any("@" in w for w in words), line
     for page in [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]:
         assert not re.search(r"pip install \"?mediagen\[[\w,]*\]\"?(?! @)", page.read_text()), page.name
+
+
+@pytest.mark.parametrize("line", [line for line in shell_lines() if line.startswith(LONG_RUNNING)])
+def test_long_running_commands_exist(line: str, tmp_path: Path) -> None:
+    if not CLI.exists():
+        pytest.skip("the mediagen script is not installed next to this interpreter")
+    command = shlex.split(line)[1]
+    proc = subprocess.run(
+        [str(CLI), command, "--help"], cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0 and f"usage: mediagen {command}" in proc.stdout, proc.stderr
