@@ -35,6 +35,7 @@ from mediagen import (
 )
 from mediagen._config import DEFAULT_IMAGE_SIZE
 
+from .families import MULTI_IMAGE_CLASSES, batches_image_lists
 from .loading import CONTROLNET_SUFFIX, ModelInfo, ViewInfo
 
 if TYPE_CHECKING:
@@ -57,7 +58,9 @@ class DiffusersOptions(BaseModel):
         >>> req = mg.ImageRequest(prompt="a fox", options={"scheduler": "euler_a", "clip_skip": 1})  # doctest: +SKIP
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Keys that are not fields here are the pipeline's own `__call__` arguments
+    # (`use_resolution_binning`, `max_area` ...), checked against its signature in `plan_request`.
+    model_config = ConfigDict(extra="allow", frozen=True)
 
     scheduler: str | None = None
     """Sampler for this request: a scheduler class compatible with the model's own
@@ -94,6 +97,61 @@ class DiffusersOptions(BaseModel):
 
 # Options that are not pipeline arguments of the same name.
 _SELECTORS = frozenset({"scheduler", "control_model"})
+
+# Pipeline arguments the mapping sets from request fields (or must own: generators, callbacks,
+# outputs); `options` cannot set them, and the error says which request field does.
+_OWNED: Mapping[str, str] = {
+    "prompt": "prompt",
+    "negative_prompt": "negative_prompt",
+    "image": "image",
+    "images": "images",
+    "mask_image": "mask",
+    "control_image": "control_image",
+    "height": "height",
+    "width": "width",
+    "num_inference_steps": "steps",
+    "guidance_scale": "guidance",
+    "max_guidance_scale": "guidance",
+    "strength": "strength",
+    "controlnet_conditioning_scale": "control_scale",
+    "num_frames": "frames",
+    "fps": "fps",
+    "frame_rate": "fps",
+    "audio_end_in_s": "duration_s",
+    "audio_length_in_s": "duration_s",
+    "num_images_per_prompt": "n",
+    "num_videos_per_prompt": "n",
+    "num_waveforms_per_prompt": "n",
+    "generator": "seed",
+    "latents": "",
+    "output_type": "",
+    "return_dict": "",
+    "callback": "",
+    "callback_steps": "",
+    "callback_on_step_end": "",
+    "callback_on_step_end_tensor_inputs": "",
+}
+
+
+def _pipeline_kwargs(opts: DiffusersOptions, view: ViewInfo) -> dict[str, Any]:
+    """The options that are the pipeline's own arguments, checked against its `__call__`.
+
+    Raises:
+        InvalidRequestError: A key the pipeline does not take, or one a request field sets.
+    """
+    extra = dict(opts.model_extra or {})
+    for name in sorted(extra):
+        if name in _OWNED:
+            field_name = _OWNED[name]
+            hint = f"set it through the request field {field_name!r}" if field_name else "the backend sets it"
+            raise InvalidRequestError(f"options.{name} cannot be passed to {view.class_name}: {hint}")
+        if name not in view.params or name.startswith("__"):
+            accepted = sorted(p for p in view.params if p not in _OWNED and p not in ("self", "kwargs"))
+            raise InvalidRequestError(
+                f"unknown option {name!r} for the diffusers backend with {view.class_name}; it accepts "
+                f"{', '.join(DiffusersOptions.model_fields)} and the pipeline's own arguments: {', '.join(accepted)}"
+            )
+    return extra
 
 SCHEDULER_ALIASES: Mapping[str, str] = {
     "ddim": "DDIMScheduler",
@@ -137,15 +195,12 @@ def _by_prefix(table: Mapping[str, Any], class_name: str, default: Any) -> Any:
 def parse_options(options: Mapping[str, Any]) -> DiffusersOptions:
     """Validate `request.options` for this backend.
 
+    Keys that are not `DiffusersOptions` fields are kept as pipeline arguments; `plan_request`
+    checks them against the pipeline's `__call__` once it knows the pipeline.
+
     Raises:
-        InvalidRequestError: An unknown key (the message lists the accepted ones) or a bad value.
+        InvalidRequestError: A bad value.
     """
-    unknown = sorted(set(options) - set(DiffusersOptions.model_fields))
-    if unknown:
-        raise InvalidRequestError(
-            f"unknown option(s) {', '.join(map(repr, unknown))} for the diffusers backend; "
-            f"it accepts: {', '.join(DiffusersOptions.model_fields)}"
-        )
     try:
         return DiffusersOptions(**options)
     except ValidationError as exc:
@@ -192,6 +247,11 @@ class Plan:
     """Whether the pipeline reports steps through `callback_on_step_end`."""
     size: tuple[int, int] | None = None
     """Width and height of the outputs, when known before the call."""
+    per_prompt: str | None = None
+    """When set, the call takes one set of inputs and makes all outputs through this argument
+    (`num_images_per_prompt` ...): for pipelines that cannot take one input image per output."""
+    group: Hashable = None
+    """What else must match for requests to share a call (the inputs themselves, with `per_prompt`)."""
 
     @property
     def n(self) -> int:
@@ -215,6 +275,8 @@ class Plan:
             self.scheduler,
             self.size,
             self.output.kind,
+            self.per_prompt,
+            self.group,
         )
 
 
@@ -259,10 +321,12 @@ class _Mapper:
     def unsupported(self, field_name: str, details: str) -> None:
         self.ctx.warn(field_name, details)
 
-    def options(self, opts: DiffusersOptions) -> None:
+    def options(self, opts: DiffusersOptions, *, skip: frozenset[str] = frozenset()) -> None:
         for name in DiffusersOptions.model_fields:
-            if name not in _SELECTORS:
+            if name not in _SELECTORS and name not in skip:
                 self.shared(name, getattr(opts, name), f"options.{name}")
+        # The pipeline's own arguments, already checked against its signature.
+        self.call.update(_pipeline_kwargs(opts, self.view))
 
 
 def plan_request(
@@ -294,7 +358,7 @@ def plan_request(
             feature=request.task,
         )
     if isinstance(request, ImageRequest):
-        plan = _plan_image(request, info, opts, ctx, seeds, opts.control_model or default_control_model)
+        plan = _plan_image(request, info, opts, ctx, seeds, default_control_model)
     elif isinstance(request, VideoRequest):
         plan = _plan_video(request, info, opts, ctx, seeds)
     elif isinstance(request, MeshRequest):
@@ -318,21 +382,25 @@ def _plan_image(
     opts: DiffusersOptions,
     ctx: RunContext,
     seeds: list[int],
-    fallback_control: str | None,
+    default_control: str | None,
 ) -> Plan:
     base = "inpaint" if req.mask is not None else "image-to-image" if req.image is not None else "text-to-image"
     controlnet: str | None = None
     if req.control_image is not None:
-        controlnet = req.control_model or fallback_control
-        if controlnet is None:
-            raise UnsupportedRequestError(
-                "control_image needs a ControlNet: pass control_model='<hub id or directory>' "
-                "(or options={'control_model': ...}, or set default_control_model for the backend)",
-                feature="control_model",
-            )
+        # A ControlNet the request names wins; else the checkpoint's own (saved in its directory);
+        # else the backend's default.
+        controlnet = req.control_model or opts.control_model
+        if controlnet is None and not info.own_controlnet:
+            controlnet = default_control
+            if controlnet is None:
+                raise UnsupportedRequestError(
+                    "control_image needs a ControlNet: pass control_model='<hub id or directory>' "
+                    "(or options={'control_model': ...}, or set default_control_model for the backend)",
+                    feature="control_model",
+                )
     elif req.control_model is not None:
         ctx.warn("control_model", "control_model is used only with control_image; it was ignored")
-    view_id = base + (CONTROLNET_SUFFIX if controlnet else "")
+    view_id = base + (CONTROLNET_SUFFIX if req.control_image is not None else "")
     if view_id not in info.views:
         raise UnsupportedRequestError(
             f"{info.model} ({info.class_name}) has no ControlNet pipeline for {base}", feature="control_image"
@@ -358,6 +426,10 @@ def _plan_image(
         m.call["width"], m.call["height"] = size
     if req.image is not None:
         m.inputs["image"] = [_rgb(req.image, size)] * req.n
+    _reference_images(req, m, size)
+    if size is not None and m.accepts("max_area") and "max_area" not in m.call:
+        # FLUX.1 Kontext sizes its output by area (1 MP by default) and aspect ratio: the size asked for.
+        m.call["max_area"] = size[0] * size[1]
     if req.mask is not None:
         m.inputs["mask_image"] = [_mask(req.mask, size)] * req.n
     if req.control_image is not None:
@@ -372,17 +444,20 @@ def _plan_image(
         for lora in loras:
             ctx.warn("loras", f"{view.class_name} cannot load LoRA adapters; {lora.path} was not applied")
         loras = ()
-    return Plan(
-        view=view_id,
-        class_name=view.class_name,
-        controlnet=controlnet,
-        call=m.call,
-        inputs=m.inputs,
-        seeds=seeds,
-        output=Output(kind="image", format=req.output_format),
-        loras=loras,
-        callbacks=view.callbacks,
-        size=size,
+    return _per_prompt(
+        Plan(
+            view=view_id,
+            class_name=view.class_name,
+            controlnet=controlnet,
+            call=m.call,
+            inputs=m.inputs,
+            seeds=seeds,
+            output=Output(kind="image", format=req.output_format),
+            loras=loras,
+            callbacks=view.callbacks,
+            size=size,
+        ),
+        view,
     )
 
 
@@ -394,6 +469,8 @@ def _image_size(req: ImageRequest, info: ModelInfo, view: ViewInfo, ctx: RunCont
     # Without a size, follow the input image (rounded to what the model can make); with no input
     # the pipeline's own default applies.
     first = req.image if req.image is not None else req.control_image
+    if first is None and req.images:
+        first = req.images[0]
     if first is not None:
         pil = first.to_pil()
         return _round(pil.width, multiple), _round(pil.height, multiple)
@@ -440,16 +517,19 @@ def _plan_video(req: VideoRequest, info: ModelInfo, opts: DiffusersOptions, ctx:
     elif m.accepts("frame_rate"):
         m.call["frame_rate"] = max(1, round(fps))
     m.call["output_type"] = "np"
-    return Plan(
-        view=req.task,
-        class_name=name,
-        controlnet=None,
-        call=m.call,
-        inputs=m.inputs,
-        seeds=seeds,
-        output=Output(kind="video", fps=float(fps)),
-        callbacks=view.callbacks,
-        size=size,
+    return _per_prompt(
+        Plan(
+            view=req.task,
+            class_name=name,
+            controlnet=None,
+            call=m.call,
+            inputs=m.inputs,
+            seeds=seeds,
+            output=Output(kind="video", fps=float(fps)),
+            callbacks=view.callbacks,
+            size=size,
+        ),
+        view,
     )
 
 
@@ -503,16 +583,75 @@ def _plan_mesh(req: MeshRequest, info: ModelInfo, opts: DiffusersOptions, ctx: R
     m.shared("guidance_scale", req.guidance, "guidance")
     m.options(opts)
     m.call["output_type"] = "mesh"
-    return Plan(
-        view=req.task,
-        class_name=view.class_name,
-        controlnet=None,
-        call=m.call,
-        inputs=m.inputs,
-        seeds=seeds,
-        output=Output(kind="mesh", format=req.format),
-        callbacks=view.callbacks,
+    return _per_prompt(
+        Plan(
+            view=req.task,
+            class_name=view.class_name,
+            controlnet=None,
+            call=m.call,
+            inputs=m.inputs,
+            seeds=seeds,
+            output=Output(kind="mesh", format=req.format),
+            callbacks=view.callbacks,
+        ),
+        view,
     )
+
+
+# -- inputs: reference images, and pipelines that take one input per call --------------------------
+
+_IMAGE_INPUTS = ("image", "mask_image", "control_image")
+_PER_PROMPT_ARGS = ("num_images_per_prompt", "num_videos_per_prompt", "num_waveforms_per_prompt")
+
+
+def _reference_images(req: ImageRequest, m: _Mapper, size: tuple[int, int] | None) -> None:
+    """`images`: several reference images, for the pipelines that take a list of them as `image`."""
+    references = list(req.images or [])
+    if not references:
+        return
+    if m.view.class_name not in MULTI_IMAGE_CLASSES:
+        takes = ", ".join(sorted(MULTI_IMAGE_CLASSES))
+        raise UnsupportedRequestError(
+            f"{m.info.model} ({m.view.class_name}) takes no reference images; `images` works with "
+            f"pipelines that edit from several images ({takes}); for one input image use `image`",
+            feature="images",
+        )
+    pictures = ([m.inputs["image"][0]] if "image" in m.inputs else []) + [_rgb(r, None) for r in references]
+    # One list per output: the pipeline reads a list of images as the references of one prompt.
+    m.inputs["image"] = [pictures] * m.n
+
+
+def _per_prompt(plan: Plan, view: ViewInfo) -> Plan:
+    """Switch a plan with input images to one-input calls where the pipeline needs that.
+
+    Pipelines outside diffusers' auto-pipeline image tables may not take one input image per
+    output (Shap-E keeps the first of a list; Wan repeats the image latents per prompt), and a list
+    of reference images is one input already. Such a plan passes its inputs once with
+    `num_*_per_prompt = n`, and only requests with the very same inputs share a call.
+    """
+    has_images = any(name in plan.inputs for name in _IMAGE_INPUTS)
+    multi = any(isinstance(value, list) for value in plan.inputs.get("image", []))
+    if not has_images or (batches_image_lists(plan.class_name) and not multi):
+        return plan
+    argument = next((name for name in _PER_PROMPT_ARGS if name in view.params), None)
+    if argument is None:
+        return plan
+    plan.per_prompt = argument
+    plan.group = tuple((name, _fingerprint(values[0])) for name, values in sorted(plan.inputs.items()))
+    return plan
+
+
+def _fingerprint(value: Any) -> Hashable:
+    """Identity of an input value: text as is, pictures by a hash of their pixels."""
+    import hashlib
+
+    if isinstance(value, list):
+        return tuple(_fingerprint(item) for item in value)
+    if hasattr(value, "tobytes") and hasattr(value, "size"):
+        digest = hashlib.sha256(value.tobytes())
+        digest.update(f"{value.mode}{value.size}".encode())
+        return digest.hexdigest()
+    return _freeze(value)
 
 
 # -- helpers ---------------------------------------------------------------------------------------

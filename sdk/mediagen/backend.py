@@ -85,6 +85,7 @@ class RunContext:
         provider: The provider running the job (put on warnings and errors).
         model: The model running the job.
         job_id: The job's id, stamped on events.
+        previews: Emit a `Preview` every this many steps, where the backend can; None for none.
     """
 
     def __init__(
@@ -96,8 +97,11 @@ class RunContext:
         provider: str = "",
         model: str = "",
         job_id: str = "",
+        previews: int | None = None,
     ) -> None:
         self.deadline = deadline
+        self.previews = previews
+        """Steps between `Preview` events the job asked for (None: none)."""
         self._emit = emit
         self.strict = strict
         self.provider = provider

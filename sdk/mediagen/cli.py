@@ -71,6 +71,7 @@ def _generate(
     as_json: bool,
     timeout: float | None,
     strict: bool,
+    previews: str | None = None,
 ) -> None:
     import mediagen as mg
 
@@ -78,8 +79,8 @@ def _generate(
     try:
         with mg.SyncClient(strict=strict or None) as client:
             request = client.client.build_request(modality, **{k: v for k, v in fields.items() if v is not None})
-            job = client.submit(request, model=model, timeout=timeout)
-            result = _follow(job, quiet=as_json)
+            job = client.submit(request, model=model, timeout=timeout, previews=1 if previews else None)
+            result = _follow(job, quiet=as_json, previews=Path(previews) if previews else None)
     except mg.InvalidRequestError as exc:
         fail(exc, EXIT_BAD_INPUT, as_json)
     except mg.ModelNotFoundError as exc:
@@ -122,11 +123,14 @@ def _suffix_for(artifact: Any, modality: str, fields: dict[str, Any]) -> str:
     return suffix_for_media_type(artifact.media_type) or _SUFFIX[modality]
 
 
-def _follow(job: Any, *, quiet: bool) -> Any:
-    """Show a progress bar fed by the job's events, then return its result."""
+def _follow(job: Any, *, quiet: bool, previews: Path | None = None) -> Any:
+    """Show a progress bar fed by the job's events (saving previews into `previews`), then return its result."""
     import mediagen as mg
 
     if quiet or not sys.stderr.isatty():
+        if previews is not None:
+            for event in job.events():
+                _save_preview(event, previews)
         return job.result()
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -143,11 +147,26 @@ def _follow(job: Any, *, quiet: bool) -> Any:
                 bar.update(task, description=f"{event.provider}:{event.model}")
             elif isinstance(event, mg.Progress):
                 bar.update(task, completed=event.step, total=event.total)
+            elif isinstance(event, mg.Preview) and previews is not None:
+                _save_preview(event, previews)
             elif isinstance(event, mg.Log):
                 bar.console.print(f"[dim]{event.message}[/]")
     return job.result()
 
 
+def _save_preview(event: Any, directory: Path) -> None:
+    """Write a `Preview` event's picture as `<directory>/preview-<output>-<step>.png` (never over a file)."""
+    import mediagen as mg
+
+    if not isinstance(event, mg.Preview):
+        return
+    target = directory / f"preview-{event.index}-{event.step:04d}.png"
+    if target.exists():
+        return  # a preview is disposable; whatever is there already stays
+    event.image.save(target)
+
+
+_previews_opt = typer.Option(None, "--previews", help="Save a rough preview of each step here (local models).")
 _model_opt = typer.Option(None, "--model", "-m", help="provider:model, an alias, or omit for the configured default.")
 _n_opt = typer.Option(1, "-n", help="How many outputs.")
 _seed_opt = typer.Option(None, "--seed", help="Seed of the first output.")
@@ -185,6 +204,7 @@ def image(
     as_json: bool = _json_opt,
     timeout: Optional[float] = _timeout_opt,
     strict: bool = _strict_opt,
+    previews: Optional[str] = _previews_opt,
 ) -> None:
     """Generate images."""
     loras = []
@@ -209,7 +229,7 @@ def image(
         "guidance": guidance,
         "options": _parse_options(option) or None,
     }
-    _generate("image", fields, model, output, as_json, timeout, strict)
+    _generate("image", fields, model, output, as_json, timeout, strict, previews)
 
 
 def _is_float(text: str) -> bool:
@@ -239,6 +259,7 @@ def video(
     as_json: bool = _json_opt,
     timeout: Optional[float] = _timeout_opt,
     strict: bool = _strict_opt,
+    previews: Optional[str] = _previews_opt,
 ) -> None:
     """Generate a video."""
     fields = {
@@ -255,7 +276,7 @@ def video(
         "guidance": guidance,
         "options": _parse_options(option) or None,
     }
-    _generate("video", fields, model, output, as_json, timeout, strict)
+    _generate("video", fields, model, output, as_json, timeout, strict, previews)
 
 
 @app.command()

@@ -61,7 +61,7 @@ CacheArg = bool | Literal["refresh"] | _UseClientDefault
 """Per call: True uses the result cache (even without a seed), False bypasses it, "refresh"
 recomputes and replaces the entry; USE_CLIENT_DEFAULT caches seeded requests when the client has a cache."""
 
-_CALL_OPTIONS = ("cache", "provenance", "policy")
+_CALL_OPTIONS = ("cache", "provenance", "policy", "previews")
 
 
 @dataclass(frozen=True)
@@ -332,6 +332,7 @@ class Client(_BaseClient):
         cache: CacheArg = USE_CLIENT_DEFAULT,
         provenance: bool | None = None,
         policy: Policy | Mapping[str, Any] | None = None,
+        previews: int | None = None,
     ) -> Job:
         """Start a generation in the background and return its `Job` at once.
 
@@ -346,6 +347,9 @@ class Client(_BaseClient):
             provenance: Override the client's `provenance` for this job.
             policy: Overrides of the providers' policies for this job (`retry`,
                 `attempt_timeout`, `attempt_share`, `cooldown_s`).
+            previews: Ask for a `Preview` event (a small rough picture of each output) every
+                this many steps, where the backend can make one (local diffusers pipelines);
+                None for none.
 
         Raises:
             InvalidRequestError: `request` is not a request (or fails validation), or a per-call
@@ -365,7 +369,9 @@ class Client(_BaseClient):
             raise InvalidRequestError(f"timeout must be positive seconds or None, got {seconds}")
         call = self._call_options(chain, cache, provenance, policy)
         deadline = None if seconds is None else time.monotonic() + seconds
-        ctx = RunContext(deadline=deadline, strict=self.strict if strict is None else strict)
+        if previews is not None and (isinstance(previews, bool) or not isinstance(previews, int) or previews < 1):
+            raise InvalidRequestError(f"previews must be a whole number of steps >= 1, or None; got {previews!r}")
+        ctx = RunContext(deadline=deadline, strict=self.strict if strict is None else strict, previews=previews)
         reservation = self._ledger.reserve(self._ledger.prices.estimate(request, *chain[0]))
 
         async def runner(job: Job) -> Result:
@@ -406,6 +412,7 @@ class Client(_BaseClient):
         cache: CacheArg = USE_CLIENT_DEFAULT,
         provenance: bool | None = None,
         policy: Policy | Mapping[str, Any] | None = None,
+        previews: int | None = None,
     ) -> Result:
         """Generate what `request` asks for and wait for the result.
 
@@ -418,13 +425,21 @@ class Client(_BaseClient):
             cache: Use (True), bypass (False) or refresh ("refresh") the result cache; see `submit`.
             provenance: Override the client's `provenance` for this call.
             policy: Overrides of the providers' policies for this call; see `submit`.
+            previews: `Preview` events every this many steps, where the backend can; see `submit`.
 
         Raises:
             MediagenError: The generation failed (see the error tree).
             asyncio.CancelledError: The call was cancelled; the job is cancelled with it.
         """
         job = self.submit(
-            request, model=model, timeout=timeout, strict=strict, cache=cache, provenance=provenance, policy=policy
+            request,
+            model=model,
+            timeout=timeout,
+            strict=strict,
+            cache=cache,
+            provenance=provenance,
+            policy=policy,
+            previews=previews,
         )
         try:
             if on_event is not None:

@@ -170,7 +170,7 @@ class SyncClient:
     ) -> SyncJob:
         """Start a generation and return its job at once (see `Client.submit`).
 
-        `options` are `Client.submit`'s `cache`, `provenance` and `policy`.
+        `options` are `Client.submit`'s `cache`, `provenance`, `policy` and `previews`.
         """
 
         async def submit() -> Job:
