@@ -125,8 +125,10 @@ async def test_instruction_edit_on_kontext_follows_the_image(tiny_model: TinyMod
         other = await client.image("make it night", model=model, image=_picture(seed=1), steps=2, seed=5, options=opts)
     assert day.artifacts[0].to_pil().size == (32, 32)
     assert day.raw["pipeline"] == "FluxKontextPipeline"
-    # Same prompt and seed, another input picture: the edit starts from the image it was given.
-    assert np.abs(_pixels(day.artifacts[0]) - _pixels(other.artifacts[0])).max() > 1
+    # Same prompt and seed, another input picture: the edit starts from the image it was given. (Random
+    # weights attend to the image tokens only weakly, so the difference is small; were the image
+    # ignored, the two outputs would be bit-identical.)
+    assert np.abs(_pixels(day.artifacts[0]) - _pixels(other.artifacts[0])).max() > 0
 
 
 async def test_reference_images_are_refused_by_a_pipeline_without_them(tiny_model: TinyModel) -> None:
