@@ -367,16 +367,25 @@ class DiffusersBackend(Backend):
             for name in plan.inputs:
                 kwargs[name] = [value for work in batch.payloads for value in work.plan.inputs[name]]
         # One CPU generator per output: the same noise on any device, whatever the batch.
-        kwargs["generator"] = [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
-
-        result = self._call(pipe, kwargs, batch, info, plan)
-        with self._errors(info, plan, batch.size):
-            values = collect(result, plan.output.kind)
+        generators = [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
+        values: list[Any] = []
+        nsfw: list[bool | None] = []
+        # A pipeline that cannot make several outputs of one input in a call (Wan 2.1 image-to-video
+        # repeats its image embeddings per prompt only) makes them one call each.
+        calls = [[g] for g in generators] if plan.one_at_a_time else [generators]
+        for call_generators in calls:
+            if plan.one_at_a_time:
+                kwargs[plan.per_prompt or "num_images_per_prompt"] = 1
+            kwargs["generator"] = call_generators
+            result = self._call(pipe, kwargs, batch, info, plan)
+            with self._errors(info, plan, batch.size):
+                made = collect(result, plan.output.kind)
+            values += made
+            nsfw += safety_flags(result, len(made))
         if len(values) != len(seeds):
             raise GenerationFailedError(
                 f"{plan.class_name} returned {len(values)} outputs for {len(seeds)} requested", model=info.model
             )
-        nsfw = safety_flags(result, len(values))
         shares: list[_Share] = []
         start = 0
         for work in batch.payloads:
@@ -397,7 +406,8 @@ class DiffusersBackend(Backend):
 
         total = plan.steps or int(info.views[plan.view].defaults.get("num_inference_steps") or 0)
         if plan.callbacks:
-            previews = _Previewer(self, info, plan, batch)
+            # One output per call: the batch's output indices do not apply, so no previews.
+            previews = _Previewer(self, info, plan, batch if not plan.one_at_a_time else None)
 
             def on_step(p: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
                 steps = getattr(p, "_num_timesteps", None) or total
@@ -596,14 +606,14 @@ class DiffusersBackend(Backend):
 class _Previewer:
     """Sends each request of a batch a `Preview` of its outputs every `previews` steps (on the worker)."""
 
-    def __init__(self, backend: DiffusersBackend, info: ModelInfo, plan: Plan, batch: Batch[_Work]) -> None:
+    def __init__(self, backend: DiffusersBackend, info: ModelInfo, plan: Plan, batch: Batch[_Work] | None) -> None:
         self.backend = backend
         self.info = info
         self.plan = plan
         # (request, index of its first output in the batch)
         self.wanted: list[tuple[_Work, int]] = []
         start = 0
-        for work in batch.payloads:
+        for work in batch.payloads if batch is not None else []:
             if work.previews and work.emit is not None:
                 self.wanted.append((work, start))
             start += work.plan.n

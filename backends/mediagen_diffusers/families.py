@@ -38,6 +38,7 @@ __all__ = [
     "views_of",
     "family_table",
     "batches_image_lists",
+    "one_output_per_call",
     "MULTI_IMAGE_CLASSES",
 ]
 
@@ -152,6 +153,16 @@ def batches_image_lists(class_name: str) -> bool:
     return any(class_name in names for names in (tables["text-to-image"], tables["image-to-image"], tables["inpaint"]))
 
 
+def one_output_per_call(class_name: str, components: Mapping[str, Any]) -> bool:
+    """Whether a checkpoint can make only one output of an input image per call.
+
+    Wan 2.1 image-to-video (the checkpoints with a CLIP `image_encoder`) repeats the image
+    embeddings per prompt, not per output, so `num_videos_per_prompt > 1` fails inside the
+    pipeline; Wan 2.2 (no image encoder) does not have that problem.
+    """
+    return class_name == "WanImageToVideoPipeline" and _has_component(components, "image_encoder")
+
+
 # -- 1. diffusers' auto-pipeline tables ----------------------------------------------------------
 
 
@@ -183,10 +194,8 @@ def _from_auto_tables(class_name: str) -> Views | None:
     if family.endswith("-control"):
         # FLUX.1 Canny / Depth: the control is built into the transformer; every view takes a control image.
         own_control = True
-        views = {
-            task + CONTROLNET_SUFFIX: table[family] for task, table in tables.items() if family in table
-        }
-        return Views("image", views, own_controlnet=own_control)
+        control = {task + CONTROLNET_SUFFIX: table[family] for task, table in tables.items() if family in table}
+        return Views("image", control, own_controlnet=own_control)
     for variant in _FAMILY_VARIANTS:
         family = family.removesuffix(variant)
     views: dict[str, str] = {}
@@ -251,7 +260,7 @@ def _from_signature(class_name: str) -> Views | Refusal:
 
 
 def _call_params(cls: type) -> dict[str, inspect.Parameter]:
-    signature = inspect.signature(cls.__call__)  # type: ignore[operator]
+    signature = inspect.signature(cls.__call__)
     return {name: p for name, p in signature.parameters.items() if name != "self"}
 
 
@@ -276,7 +285,7 @@ _TASK_COLUMNS = (
 
 
 def family_table() -> str:
-    """A Markdown table: every pipeline class of the installed diffusers × the tasks it serves.
+    """A Markdown table: every pipeline class of the installed diffusers, by the tasks it serves.
 
     Deprecated classes are left out (the backend refuses them unless `allow_deprecated`); classes
     that serve nothing are listed last with the reason.
@@ -320,4 +329,3 @@ def family_table() -> str:
         *refused,
     ]
     return "\n".join(lines) + "\n"
-

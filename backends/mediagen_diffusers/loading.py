@@ -27,10 +27,10 @@ from pathlib import Path
 from typing import Any
 
 from mediagen.errors import ModelNotFoundError, UnsupportedRequestError
-
-from .families import CONTROLNET_SUFFIX, Kind, Refusal, views_of
 from mediagen_local.hub import hub_errors, resolve_reference
 from mediagen_local.imports import one_at_a_time
+
+from .families import CONTROLNET_SUFFIX, Kind, Refusal, views_of
 
 __all__ = [
     "ModelInfo",

@@ -35,8 +35,8 @@ from mediagen import (
 )
 from mediagen._config import DEFAULT_IMAGE_SIZE
 
-from .families import MULTI_IMAGE_CLASSES, batches_image_lists
-from .loading import CONTROLNET_SUFFIX, ModelInfo, ViewInfo
+from .families import CONTROLNET_SUFFIX, MULTI_IMAGE_CLASSES, batches_image_lists, one_output_per_call
+from .loading import ModelInfo, ViewInfo
 
 if TYPE_CHECKING:
     import PIL.Image
@@ -153,6 +153,7 @@ def _pipeline_kwargs(opts: DiffusersOptions, view: ViewInfo) -> dict[str, Any]:
             )
     return extra
 
+
 SCHEDULER_ALIASES: Mapping[str, str] = {
     "ddim": "DDIMScheduler",
     "ddpm": "DDPMScheduler",
@@ -252,6 +253,8 @@ class Plan:
     (`num_images_per_prompt` ...): for pipelines that cannot take one input image per output."""
     group: Hashable = None
     """What else must match for requests to share a call (the inputs themselves, with `per_prompt`)."""
+    one_at_a_time: bool = False
+    """Make each output in a call of its own (pipelines that cannot make several of one input)."""
 
     @property
     def n(self) -> int:
@@ -458,6 +461,7 @@ def _plan_image(
             size=size,
         ),
         view,
+        info,
     )
 
 
@@ -530,6 +534,7 @@ def _plan_video(req: VideoRequest, info: ModelInfo, opts: DiffusersOptions, ctx:
             size=size,
         ),
         view,
+        info,
     )
 
 
@@ -595,6 +600,7 @@ def _plan_mesh(req: MeshRequest, info: ModelInfo, opts: DiffusersOptions, ctx: R
             callbacks=view.callbacks,
         ),
         view,
+        info,
     )
 
 
@@ -621,13 +627,14 @@ def _reference_images(req: ImageRequest, m: _Mapper, size: tuple[int, int] | Non
     m.inputs["image"] = [pictures] * m.n
 
 
-def _per_prompt(plan: Plan, view: ViewInfo) -> Plan:
+def _per_prompt(plan: Plan, view: ViewInfo, info: ModelInfo) -> Plan:
     """Switch a plan with input images to one-input calls where the pipeline needs that.
 
     Pipelines outside diffusers' auto-pipeline image tables may not take one input image per
     output (Shap-E keeps the first of a list; Wan repeats the image latents per prompt), and a list
     of reference images is one input already. Such a plan passes its inputs once with
-    `num_*_per_prompt = n`, and only requests with the very same inputs share a call.
+    `num_*_per_prompt = n` (or once per output, where even that fails: `one_output_per_call`), and
+    only requests with the very same inputs share a call.
     """
     has_images = any(name in plan.inputs for name in _IMAGE_INPUTS)
     multi = any(isinstance(value, list) for value in plan.inputs.get("image", []))
@@ -637,6 +644,7 @@ def _per_prompt(plan: Plan, view: ViewInfo) -> Plan:
     if argument is None:
         return plan
     plan.per_prompt = argument
+    plan.one_at_a_time = one_output_per_call(plan.class_name, info.components)
     plan.group = tuple((name, _fingerprint(values[0])) for name, values in sorted(plan.inputs.items()))
     return plan
 

@@ -74,7 +74,6 @@ def _t5(tokenizer: Any, d_model: int = 32) -> Any:
             relative_attention_num_buckets=8,
             pad_token_id=0,
             eos_token_id=1,
-            decoder_start_token_id=0,
         )
     ).eval()
 
@@ -87,7 +86,12 @@ def _vae(latent_channels: int = 4, *, levels: int = 2, channels: int = 4, flow: 
     torch.manual_seed(0)
     extra: dict[str, Any] = {}
     if flow:
-        extra = {"use_quant_conv": False, "use_post_quant_conv": False, "shift_factor": 0.0609, "scaling_factor": 1.5035}
+        extra = {
+            "use_quant_conv": False,
+            "use_post_quant_conv": False,
+            "shift_factor": 0.0609,
+            "scaling_factor": 1.5035,
+        }
     return AutoencoderKL(
         block_out_channels=(channels,) * levels,
         in_channels=3,
@@ -144,8 +148,12 @@ def build_sd_safety(path: Path, sd_path: Path) -> pathlib.Path:
         config = CLIPConfig(
             text_config={"hidden_size": 8, "intermediate_size": 16, "num_attention_heads": 2, "num_hidden_layers": 1},
             vision_config={
-                "hidden_size": 8, "intermediate_size": 16, "num_attention_heads": 2, "num_hidden_layers": 1,
-                "image_size": 32, "patch_size": 8,
+                "hidden_size": 8,
+                "intermediate_size": 16,
+                "num_attention_heads": 2,
+                "num_hidden_layers": 1,
+                "image_size": 32,
+                "patch_size": 8,
             },
             projection_dim=8,
         )
@@ -337,15 +345,17 @@ def build_sdxl_refiner(path: Path) -> pathlib.Path:
 
 
 def build_pixart(path: Path) -> pathlib.Path:
-    """PixArt-Sigma (`PixArtSigmaPipeline`): a DiT with a T5. Its resolution binning knows real sizes only, so
-    requests pass `options={"use_resolution_binning": False}`."""
+    """PixArt-Sigma (`PixArtSigmaPipeline`): a DiT with a T5.
+
+    Its resolution binning knows real sizes only: requests pass `options={"use_resolution_binning": False}`.
+    """
 
     def make() -> Any:
         import torch
         from diffusers import DDIMScheduler, PixArtSigmaPipeline, PixArtTransformer2DModel
 
         torch.manual_seed(0)
-        transformer = PixArtTransformer2DModel(
+        transformer: Any = PixArtTransformer2DModel(
             sample_size=16,
             num_layers=2,
             patch_size=2,
@@ -387,8 +397,10 @@ def _gemma_tokenizer() -> Any:
 
 
 def build_sana(path: Path) -> pathlib.Path:
-    """Sana (`SanaPipeline`): a linear DiT, the DC autoencoder and a Gemma-2 text encoder. Like PixArt, its
-    resolution binning knows real sizes only (`options={"use_resolution_binning": False}`)."""
+    """Sana (`SanaPipeline`): a linear DiT, the DC autoencoder and a Gemma-2 text encoder.
+
+    Like PixArt, its resolution binning knows real sizes only (`options={"use_resolution_binning": False}`).
+    """
 
     def make() -> Any:
         import torch
@@ -443,7 +455,6 @@ def build_sana(path: Path) -> pathlib.Path:
                 pad_token_id=0,
                 eos_token_id=1,
                 bos_token_id=2,
-                attn_implementation="eager",
             )
         ).eval()
         return SanaPipeline(
@@ -480,8 +491,12 @@ def build_flux2_klein(path: Path) -> pathlib.Path:
 
     def make() -> Any:
         import torch
-        from diffusers import AutoencoderKLFlux2, FlowMatchEulerDiscreteScheduler, Flux2KleinPipeline
-        from diffusers import Flux2Transformer2DModel
+        from diffusers import (
+            AutoencoderKLFlux2,
+            FlowMatchEulerDiscreteScheduler,
+            Flux2KleinPipeline,
+            Flux2Transformer2DModel,
+        )
         from transformers import Qwen3Config, Qwen3ForCausalLM
 
         tokenizer = _qwen_tokenizer()
@@ -556,8 +571,16 @@ def build_wan_i2v(path: Path) -> pathlib.Path:
         torch.manual_seed(0)
         text_encoder = UMT5EncoderModel(
             UMT5Config(
-                vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=32, num_layers=2, num_heads=4,
-                relative_attention_num_buckets=8, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
+                vocab_size=len(tokenizer),
+                d_model=32,
+                d_kv=8,
+                d_ff=32,
+                num_layers=2,
+                num_heads=4,
+                relative_attention_num_buckets=8,
+                pad_token_id=0,
+                eos_token_id=1,
+                decoder_start_token_id=0,
             )
         ).eval()
         torch.manual_seed(0)
@@ -583,8 +606,13 @@ def build_wan_i2v(path: Path) -> pathlib.Path:
         torch.manual_seed(0)
         image_encoder = CLIPVisionModelWithProjection(
             CLIPVisionConfig(
-                hidden_size=4, projection_dim=4, num_hidden_layers=2, num_attention_heads=2,
-                image_size=32, intermediate_size=16, patch_size=8,
+                hidden_size=4,
+                projection_dim=4,
+                num_hidden_layers=2,
+                num_attention_heads=2,
+                image_size=32,
+                intermediate_size=16,
+                patch_size=8,
             )
         ).eval()
         return WanImageToVideoPipeline(
@@ -614,8 +642,15 @@ def build_ltx(path: Path) -> pathlib.Path:
 
         torch.manual_seed(0)
         transformer = LTXVideoTransformer3DModel(
-            in_channels=8, out_channels=8, patch_size=1, patch_size_t=1, num_attention_heads=4,
-            attention_head_dim=8, cross_attention_dim=32, num_layers=1, caption_channels=32,
+            in_channels=8,
+            out_channels=8,
+            patch_size=1,
+            patch_size_t=1,
+            num_attention_heads=4,
+            attention_head_dim=8,
+            cross_attention_dim=32,
+            num_layers=1,
+            caption_channels=32,
         )
         torch.manual_seed(0)
         vae = AutoencoderKLLTXVideo(
@@ -686,7 +721,11 @@ def build_cogvideox(path: Path) -> pathlib.Path:
         )
         tokenizer = _t5_tokenizer(model_max_length=226)
         return CogVideoXPipeline(
-            transformer=transformer, vae=vae, scheduler=DDIMScheduler(), text_encoder=_t5(tokenizer), tokenizer=tokenizer
+            transformer=transformer,
+            vae=vae,
+            scheduler=DDIMScheduler(),
+            text_encoder=_t5(tokenizer),
+            tokenizer=tokenizer,
         )
 
     return _pipeline(path, make)
@@ -697,10 +736,15 @@ def build_mochi(path: Path) -> pathlib.Path:
 
     def make() -> Any:
         import torch
-        from diffusers import AutoencoderKLMochi, FlowMatchEulerDiscreteScheduler, MochiPipeline, MochiTransformer3DModel
+        from diffusers import (
+            AutoencoderKLMochi,
+            FlowMatchEulerDiscreteScheduler,
+            MochiPipeline,
+            MochiTransformer3DModel,
+        )
 
         torch.manual_seed(0)
-        transformer = MochiTransformer3DModel(
+        transformer: Any = MochiTransformer3DModel(
             patch_size=2,
             num_attention_heads=2,
             attention_head_dim=8,
@@ -796,8 +840,15 @@ def build_hunyuan_video(path: Path) -> pathlib.Path:
         torch.manual_seed(0)
         text_encoder = LlamaModel(
             LlamaConfig(
-                bos_token_id=1, eos_token_id=2, pad_token_id=2, hidden_size=16, intermediate_size=32,
-                num_attention_heads=4, num_hidden_layers=2, vocab_size=len(tokenizer), hidden_act="gelu",
+                bos_token_id=1,
+                eos_token_id=2,
+                pad_token_id=2,
+                hidden_size=16,
+                intermediate_size=32,
+                num_attention_heads=4,
+                num_hidden_layers=2,
+                vocab_size=len(tokenizer),
+                hidden_act="gelu",
             )
         ).eval()
         return HunyuanVideoPipeline(

@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import mediagen as mg
 import numpy as np
 import pytest
+
+import mediagen as mg
 
 TinyModel = Callable[[str], Path]
 
@@ -105,8 +106,14 @@ CASES = [
     Case(
         "wan-i2v",
         _video(image=_picture(16), frames=5),
-        {"prompt": "waves", "image": _picture(16), "num_inference_steps": 2, "height": 16, "width": 16,
-         "num_frames": 5},
+        {
+            "prompt": "waves",
+            "image": _picture(16),
+            "num_inference_steps": 2,
+            "height": 16,
+            "width": 16,
+            "num_frames": 5,
+        },
     ),
     Case(
         "ltx",

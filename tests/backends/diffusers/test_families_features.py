@@ -10,11 +10,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import mediagen as mg
 import numpy as np
 import pytest
-from mediagen.cli import app
 from typer.testing import CliRunner
+
+import mediagen as mg
+from mediagen.cli import app
 
 TinyModel = Callable[[str], Path]
 
@@ -211,8 +212,20 @@ def test_cli_saves_previews(tiny_model: TinyModel, tmp_path: Path) -> None:
     out = tmp_path / "fox.png"
     result = CliRunner().invoke(
         app,
-        ["image", "a fox", "-m", f"diffusers:{tiny_model('sd')}", "--steps", "2", "--size", "32x32",
-         "-o", str(out), "--previews", str(tmp_path / "previews")],
+        [
+            "image",
+            "a fox",
+            "-m",
+            f"diffusers:{tiny_model('sd')}",
+            "--steps",
+            "2",
+            "--size",
+            "32x32",
+            "-o",
+            str(out),
+            "--previews",
+            str(tmp_path / "previews"),
+        ],
         catch_exceptions=False,
     )
     assert result.exit_code == 0, result.output
