@@ -428,8 +428,10 @@ def _plan_image(
     if size is not None and m.accepts("height"):
         m.call["width"], m.call["height"] = size
     if req.image is not None:
-        m.inputs["image"] = [_rgb(req.image, size)] * req.n
-    _reference_images(req, m, size)
+        # Multi-reference pipelines size their condition images themselves (FLUX.2 wants >= 64 px).
+        resize_to = None if view.class_name in MULTI_IMAGE_CLASSES else size
+        m.inputs["image"] = [_rgb(req.image, resize_to)] * req.n
+    _reference_images(req, m)
     if size is not None and m.accepts("max_area") and "max_area" not in m.call:
         # FLUX.1 Kontext sizes its output by area (1 MP by default) and aspect ratio: the size asked for.
         m.call["max_area"] = size[0] * size[1]
@@ -610,7 +612,7 @@ _IMAGE_INPUTS = ("image", "mask_image", "control_image")
 _PER_PROMPT_ARGS = ("num_images_per_prompt", "num_videos_per_prompt", "num_waveforms_per_prompt")
 
 
-def _reference_images(req: ImageRequest, m: _Mapper, size: tuple[int, int] | None) -> None:
+def _reference_images(req: ImageRequest, m: _Mapper) -> None:
     """`images`: several reference images, for the pipelines that take a list of them as `image`."""
     references = list(req.images or [])
     if not references:

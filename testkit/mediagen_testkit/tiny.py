@@ -85,6 +85,7 @@ TINY_MODEL_NAMES: tuple[str, ...] = (
     "pixart",
     "sana",
     "flux2-klein",
+    "kolors",
     "wan-i2v",
     "ltx",
     "cogvideox",

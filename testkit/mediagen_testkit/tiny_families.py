@@ -468,6 +468,71 @@ def build_sana(path: Path) -> pathlib.Path:
     return _pipeline(path, make)
 
 
+def _chatglm_tokenizer(directory: pathlib.Path) -> Any:
+    """Kolors' ChatGLM tokenizer over a tiny SentencePiece model trained here, in memory, on a few sentences."""
+    import io
+
+    import sentencepiece
+    from diffusers.pipelines.kolors.tokenizer import ChatGLMTokenizer
+
+    from .tiny import _TEXT_CHARS
+
+    model = io.BytesIO()
+    sentences = ["a red fox in the snow", "make it night", "waves on a beach", _TEXT_CHARS, " ".join(_TEXT_CHARS)]
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter(sentences),
+        model_writer=model,
+        model_type="char",
+        vocab_size=len(set("".join(sentences))) + 4,
+        character_coverage=1.0,
+        byte_fallback=False,
+        minloglevel=2,
+    )
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "tokenizer.model").write_bytes(model.getvalue())
+    return ChatGLMTokenizer(str(directory / "tokenizer.model"))
+
+
+def build_kolors(path: Path) -> pathlib.Path:
+    """Kolors (`KolorsPipeline`): an SDXL-style UNet with a ChatGLM3 text encoder (needs `sentencepiece`)."""
+
+    def write(out: pathlib.Path) -> None:
+        import tempfile
+
+        import torch
+        from diffusers import KolorsPipeline
+        from diffusers.pipelines.kolors.text_encoder import ChatGLMConfig, ChatGLMModel
+
+        # The tokenizer copies its SentencePiece file when saved, so the file outlives the save.
+        with tempfile.TemporaryDirectory() as scratch:
+            tokenizer = _chatglm_tokenizer(pathlib.Path(scratch))
+            torch.manual_seed(0)
+            text_encoder = ChatGLMModel(
+                ChatGLMConfig(
+                    num_layers=2,
+                    padded_vocab_size=len(tokenizer) + 16,
+                    hidden_size=32,
+                    ffn_hidden_size=32,
+                    kv_channels=8,
+                    num_attention_heads=4,
+                    seq_length=256,
+                    multi_query_attention=True,
+                    multi_query_group_num=2,
+                    original_rope=True,  # in every ChatGLM3 config.json; the model reads it
+                )
+            ).eval()
+            pipe = KolorsPipeline(
+                vae=_vae(4),
+                text_encoder=text_encoder,
+                tokenizer=tokenizer,
+                unet=_sdxl_unet(32, time_ids=6),
+                scheduler=_euler(),
+            )
+            pipe.save_pretrained(out)
+
+    return _build_atomically(path, _PIPELINE_MARKER, write)
+
+
 def _qwen_tokenizer() -> Any:
     """A byte-level Qwen2 tokenizer over single bytes (no merges), with the chat template's special tokens."""
     from tokenizers.pre_tokenizers import ByteLevel
@@ -920,6 +985,7 @@ FAMILY_BUILDERS: dict[str, Callable[[Path], pathlib.Path]] = {
     "pixart": build_pixart,
     "sana": build_sana,
     "flux2-klein": build_flux2_klein,
+    "kolors": build_kolors,
     "wan-i2v": build_wan_i2v,
     "ltx": build_ltx,
     "cogvideox": build_cogvideox,

@@ -96,6 +96,8 @@ CASES = [
         _image(prompt="make it night", image=PICTURE, options={"_auto_resize": False}),
         {**_T2I, "prompt": "make it night", "image": PICTURE, "max_area": 32 * 32, "_auto_resize": False},
     ),
+    Case("kolors", _image(width=32, height=32), _T2I),
+    Case("flux2-klein", _image(width=32, height=32), _T2I),
     Case("pixart", _image(width=32, height=32, options=_NO_BINNING), {**_T2I, **_NO_BINNING}),
     Case("sana", _image(width=32, height=32, options=_NO_BINNING), {**_T2I, **_NO_BINNING}),
     Case(

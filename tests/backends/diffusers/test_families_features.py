@@ -145,6 +145,35 @@ async def test_reference_images_are_refused_by_a_pipeline_without_them(tiny_mode
     assert info.value.feature == "images"
 
 
+async def test_reference_images_reach_a_multi_reference_pipeline(tiny_model: TinyModel) -> None:
+    import diffusers
+    import torch
+
+    directory = tiny_model("flux2-klein")
+    model = f"diffusers:{directory}"
+    # FLUX.2 wants condition images of at least 64 px; the output is 32 px.
+    first, second = _picture(64, seed=1), _picture(64, seed=2)
+    fields: dict[str, Any] = {"image": first, "width": 32, "height": 32, "steps": 2}
+    async with _client() as client:
+        both = await client.image("put the cat on the sofa", model=model, images=[second], seed=4, n=2, **fields)
+        alone = await client.image("put the cat on the sofa", model=model, images=[second], seed=5, **fields)
+        one = await client.image("put the cat on the sofa", model=model, seed=4, **fields)
+    pipe = diffusers.Flux2KleinPipeline.from_pretrained(directory)
+    pipe.set_progress_bar_config(disable=True)
+    raw = pipe(
+        prompt="put the cat on the sofa",
+        image=[first.to_pil().convert("RGB"), second.to_pil().convert("RGB")],
+        height=32,
+        width=32,
+        num_inference_steps=2,
+        generator=[torch.Generator("cpu").manual_seed(4)],
+    ).images[0]
+    assert np.abs(_pixels(both.artifacts[0]) - np.asarray(raw.convert("RGB"), dtype=np.int16)).max() <= 1
+    assert np.abs(_pixels(both.artifacts[1]) - _pixels(alone.artifacts[0])).max() <= 1  # n=2 == seed 5 alone
+    # The second reference counts: without it, the same seed makes another picture.
+    assert np.abs(_pixels(both.artifacts[0]) - _pixels(one.artifacts[0])).max() > 0
+
+
 # -- pipeline arguments in options -----------------------------------------------------------------
 
 
