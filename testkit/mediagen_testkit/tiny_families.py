@@ -521,6 +521,15 @@ def build_kolors(path: Path) -> pathlib.Path:
                     original_rope=True,  # in every ChatGLM3 config.json; the model reads it
                 )
             ).eval()
+            # ChatGLM builds its layers with `skip_init` (uninitialised memory, NaN as often as not):
+            # give every weight matrix small random values and every norm weight ones.
+            torch.manual_seed(0)
+            with torch.no_grad():
+                for param in text_encoder.parameters():
+                    if param.ndim >= 2:
+                        param.normal_(std=0.02)
+                    else:
+                        param.fill_(1.0)
             pipe = KolorsPipeline(
                 vae=_vae(4),
                 text_encoder=text_encoder,
