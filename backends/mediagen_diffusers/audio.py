@@ -29,7 +29,7 @@ from mediagen import Audio, AudioRequest, UnsupportedRequestError
 from mediagen_local.audio import finish_audio
 
 from .loading import ModelInfo
-from .mapping import _SELECTORS, DiffusersOptions, Output, Plan, _Mapper
+from .mapping import _SELECTORS, DiffusersOptions, Output, Plan, _Mapper, _pipeline_kwargs
 
 if TYPE_CHECKING:
     from mediagen import RunContext
@@ -72,6 +72,7 @@ def plan_audio(req: AudioRequest, info: ModelInfo, opts: DiffusersOptions, ctx: 
         # `normalize` is applied to the outputs here, not passed to the pipeline.
         if option not in _SELECTORS and option != "normalize":
             m.shared(option, getattr(opts, option), f"options.{option}")
+    m.call.update(_pipeline_kwargs(opts, view))  # the pipeline's own arguments, checked against __call__
 
     rate, longest = _audio_limits(info)
     duration = req.duration_s

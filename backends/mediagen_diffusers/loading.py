@@ -118,8 +118,8 @@ def resolve_model(model: str, *, allow_deprecated: bool = False) -> ModelInfo:
     Raises:
         ModelNotFoundError: Nothing there, or not a complete diffusers pipeline (the message says what
             is missing).
-        UnsupportedRequestError: The pipeline is deprecated, unknown to this diffusers, or of a kind
-            this backend does not serve (audio ...).
+        UnsupportedRequestError: The pipeline is deprecated, unknown to this diffusers, or serves
+            no mediagen task (an upscaler, a depth estimator ...: the message says what it is).
         DownloadError: The hub could not be reached.
     """
     import diffusers

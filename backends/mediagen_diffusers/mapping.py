@@ -151,7 +151,31 @@ def _pipeline_kwargs(opts: DiffusersOptions, view: ViewInfo) -> dict[str, Any]:
                 f"unknown option {name!r} for the diffusers backend with {view.class_name}; it accepts "
                 f"{', '.join(DiffusersOptions.model_fields)} and the pipeline's own arguments: {', '.join(accepted)}"
             )
+        _check_plain(f"options.{name}", extra[name])
     return extra
+
+
+# The largest number an option may hold: the request fields cap sides at 8192 px, so an area
+# (FLUX.1 Kontext's `max_area`) or any count beyond 8192 x 8192 is a mistake or an attack.
+_LARGEST_NUMBER = 8192 * 8192
+
+
+def _check_plain(where: str, value: Any, depth: int = 0) -> None:
+    """Options reach the pipeline as given: allow plain JSON-like data only, with bounded numbers."""
+    if value is None or isinstance(value, (bool, str)):
+        return
+    if isinstance(value, (int, float)):
+        if not abs(value) <= _LARGEST_NUMBER:  # also refuses NaN
+            raise InvalidRequestError(f"{where} = {value!r} is out of range (at most {_LARGEST_NUMBER})")
+        return
+    if isinstance(value, (list, tuple, dict)) and depth < 4 and len(value) <= 1024:
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        for key, item in items:
+            _check_plain(f"{where}[{key!r}]", item, depth + 1)
+        return
+    raise InvalidRequestError(
+        f"{where} must be plain data (numbers, strings, lists, dicts), not {type(value).__name__}"
+    )
 
 
 SCHEDULER_ALIASES: Mapping[str, str] = {
@@ -324,9 +348,9 @@ class _Mapper:
     def unsupported(self, field_name: str, details: str) -> None:
         self.ctx.warn(field_name, details)
 
-    def options(self, opts: DiffusersOptions, *, skip: frozenset[str] = frozenset()) -> None:
+    def options(self, opts: DiffusersOptions) -> None:
         for name in DiffusersOptions.model_fields:
-            if name not in _SELECTORS and name not in skip:
+            if name not in _SELECTORS:
                 self.shared(name, getattr(opts, name), f"options.{name}")
         # The pipeline's own arguments, already checked against its signature.
         self.call.update(_pipeline_kwargs(opts, self.view))

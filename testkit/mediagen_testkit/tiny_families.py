@@ -530,7 +530,7 @@ def build_kolors(path: Path) -> pathlib.Path:
                         param.normal_(std=0.02)
                     else:
                         param.fill_(1.0)
-            pipe = KolorsPipeline(
+            pipe: Any = KolorsPipeline(
                 vae=_vae(4),
                 text_encoder=text_encoder,
                 tokenizer=tokenizer,

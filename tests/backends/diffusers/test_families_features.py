@@ -189,6 +189,8 @@ async def test_options_pass_pipeline_arguments_checked_against_call(tiny_model: 
             await client.image("a fox", model=model, steps=2, options={"no_such_argument": 1})
         with pytest.raises(mg.InvalidRequestError, match="request field 'height'"):
             await client.image("a fox", model=model, steps=2, options={"height": 64})
+        with pytest.raises(mg.InvalidRequestError, match="out of range"):
+            await client.image("a fox", model=model, steps=2, options={"use_resolution_binning": 10**12})
 
 
 # -- safety flags ----------------------------------------------------------------------------------
