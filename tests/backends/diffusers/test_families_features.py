@@ -274,3 +274,37 @@ def test_the_family_table_in_the_docs_is_up_to_date() -> None:
     assert with_family_table(page) == page, (
         "docs/backends/diffusers.md is out of date: run python -m mediagen_diffusers.family_doc docs/backends/diffusers.md"
     )
+
+
+@pytest.mark.parametrize(
+    ("class_name", "index", "tasks"),
+    [
+        ("FluxPipeline", {}, {"text-to-image", "image-to-image", "inpaint", "controlnet"}),
+        ("FluxControlPipeline", {}, {"controlnet"}),  # FLUX.1 Canny/Depth: the control is built in
+        ("FluxFillPipeline", {}, {"inpaint"}),
+        ("QwenImageEditPlusPipeline", {}, {"image-to-image"}),
+        ("HeliosPipeline", {}, {"text-to-video"}),  # listed in the text-to-image table, but a video model
+        ("LattePipeline", {}, {"text-to-video"}),  # video_length, no num_frames
+        ("WanImageToVideoPipeline", {}, {"image-to-video"}),
+        ("HunyuanVideoPipeline", {}, {"text-to-video"}),
+        ("StableDiffusionXLImg2ImgPipeline", {"requires_aesthetics_score": True}, {"image-to-image", "inpaint"}),
+        ("StableDiffusionXLImg2ImgPipeline", {}, {"text-to-image", "image-to-image", "inpaint", "controlnet"}),
+    ],
+)
+def test_tasks_from_the_class_and_its_config(class_name: str, index: dict[str, Any], tasks: set[str]) -> None:
+    from mediagen_diffusers.families import CONTROLNET_SUFFIX, Views, views_of
+
+    found = views_of(class_name, index)
+    assert isinstance(found, Views)
+    served = {v for v in found.views if CONTROLNET_SUFFIX not in v}
+    served |= {"controlnet"} if any(CONTROLNET_SUFFIX in v for v in found.views) else set()
+    assert served == tasks
+
+
+def test_a_controlnet_component_makes_the_checkpoint_its_own_controlnet() -> None:
+    from mediagen_diffusers.families import Views, views_of
+
+    found = views_of("StableDiffusionControlNetPipeline", {"controlnet": ["diffusers", "ControlNetModel"]})
+    assert isinstance(found, Views) and found.own_controlnet
+    bare = views_of("StableDiffusionControlNetPipeline", {"controlnet": [None, None]})
+    assert isinstance(bare, Views) and not bare.own_controlnet
