@@ -86,6 +86,7 @@ TINY_MODEL_NAMES: tuple[str, ...] = (
     "sana",
     "flux2-klein",
     "kolors",
+    "qwen-image",
     "wan-i2v",
     "ltx",
     "cogvideox",

@@ -625,6 +625,84 @@ def build_flux2_klein(path: Path) -> pathlib.Path:
     return _pipeline(path, make)
 
 
+def build_qwen_image(path: Path) -> pathlib.Path:
+    """Qwen-Image text-to-image (`QwenImagePipeline`): an MMDiT, a Qwen2.5-VL text encoder, a Wan-style VAE."""
+
+    def make() -> Any:
+        import torch
+        from diffusers import (
+            AutoencoderKLQwenImage,
+            FlowMatchEulerDiscreteScheduler,
+            QwenImagePipeline,
+            QwenImageTransformer2DModel,
+        )
+        from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+        tokenizer = _qwen_tokenizer()
+        tokenizer.add_special_tokens(
+            {"additional_special_tokens": ["<|vision_start|>", "<|vision_end|>", "<|image_pad|>"]}
+        )
+        torch.manual_seed(0)
+        transformer = QwenImageTransformer2DModel(
+            patch_size=2,
+            in_channels=16,
+            out_channels=4,
+            num_layers=2,
+            attention_head_dim=16,
+            num_attention_heads=3,
+            joint_attention_dim=16,
+            guidance_embeds=False,
+            axes_dims_rope=(8, 4, 4),
+        )
+        torch.manual_seed(0)
+        vae = AutoencoderKLQwenImage(
+            base_dim=24,
+            z_dim=4,
+            dim_mult=[1, 2, 4],
+            num_res_blocks=1,
+            temperal_downsample=[False, True],
+            latents_mean=[0.0] * 4,
+            latents_std=[1.0] * 4,
+        )
+        ids = tokenizer.convert_tokens_to_ids(["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|im_end|>"])
+        torch.manual_seed(0)
+        text_encoder = Qwen2_5_VLForConditionalGeneration(
+            Qwen2_5_VLConfig(
+                text_config={
+                    "hidden_size": 16,
+                    "intermediate_size": 16,
+                    "num_hidden_layers": 2,
+                    "num_attention_heads": 2,
+                    "num_key_value_heads": 2,
+                    "rope_scaling": {"mrope_section": [1, 1, 2], "rope_type": "default", "type": "default"},
+                    "rope_theta": 1000000.0,
+                    "vocab_size": len(tokenizer),
+                    "bos_token_id": ids[3],
+                    "eos_token_id": ids[3],
+                },
+                vision_config={
+                    "depth": 2,
+                    "hidden_size": 16,
+                    "intermediate_size": 16,
+                    "num_heads": 2,
+                    "out_hidden_size": 16,
+                },
+                vision_start_token_id=ids[0],
+                vision_end_token_id=ids[1],
+                image_token_id=ids[2],
+            )
+        ).eval()
+        return QwenImagePipeline(
+            transformer=transformer,
+            vae=vae,
+            scheduler=FlowMatchEulerDiscreteScheduler(),
+            text_encoder=text_encoder,
+            tokenizer=tokenizer,
+        )
+
+    return _pipeline(path, make)
+
+
 # -- video -------------------------------------------------------------------------------------------
 
 
@@ -995,6 +1073,7 @@ FAMILY_BUILDERS: dict[str, Callable[[Path], pathlib.Path]] = {
     "sana": build_sana,
     "flux2-klein": build_flux2_klein,
     "kolors": build_kolors,
+    "qwen-image": build_qwen_image,
     "wan-i2v": build_wan_i2v,
     "ltx": build_ltx,
     "cogvideox": build_cogvideox,

@@ -98,6 +98,7 @@ CASES = [
     ),
     Case("kolors", _image(width=32, height=32), _T2I),
     Case("flux2-klein", _image(width=32, height=32), _T2I),
+    Case("qwen-image", _image(width=32, height=32), _T2I),
     Case("pixart", _image(width=32, height=32, options=_NO_BINNING), {**_T2I, **_NO_BINNING}),
     Case("sana", _image(width=32, height=32, options=_NO_BINNING), {**_T2I, **_NO_BINNING}),
     Case(
