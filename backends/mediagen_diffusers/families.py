@@ -158,8 +158,12 @@ def one_output_per_call(class_name: str, components: Mapping[str, Any]) -> bool:
 
     Wan 2.1 image-to-video (the checkpoints with a CLIP `image_encoder`) repeats the image
     embeddings per prompt, not per output, so `num_videos_per_prompt > 1` fails inside the
-    pipeline; Wan 2.2 (no image encoder) does not have that problem.
+    pipeline; Wan 2.2 (no image encoder) does not have that problem. Stable Video Diffusion draws
+    its conditioning-image noise from the first generator of the call only, so a video would depend
+    on its place in a batch.
     """
+    if class_name == "StableVideoDiffusionPipeline":
+        return True
     return class_name == "WanImageToVideoPipeline" and _has_component(components, "image_encoder")
 
 
