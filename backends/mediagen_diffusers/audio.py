@@ -29,7 +29,7 @@ from mediagen import Audio, AudioRequest, UnsupportedRequestError
 from mediagen_local.audio import finish_audio
 
 from .loading import ModelInfo
-from .options import SELECTORS, DiffusersOptions
+from .options import SELECTORS, DiffusersOptions, pipeline_kwargs
 from .plan import Mapper, Output, Plan
 
 if TYPE_CHECKING:
@@ -73,6 +73,7 @@ def plan_audio(req: AudioRequest, info: ModelInfo, opts: DiffusersOptions, ctx: 
         # `normalize` is applied to the outputs here, not passed to the pipeline.
         if option not in SELECTORS and option != "normalize":
             m.shared(option, getattr(opts, option), f"options.{option}")
+    m.call.update(pipeline_kwargs(opts, view))  # the pipeline's own arguments, checked against __call__
 
     rate, longest = _audio_limits(info)
     duration = req.duration_s

@@ -22,7 +22,7 @@ import secrets
 import threading
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, TypeAlias
 
@@ -31,11 +31,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from mediagen import (
     Backend,
     Capabilities,
+    Event,
     GenerationFailedError,
+    GenerationWarning,
+    Image,
     InvalidRequestError,
     LoRA,
     MediagenError,
     ModelNotFoundError,
+    Preview,
     Request,
     Result,
     RunContext,
@@ -72,8 +76,9 @@ from .loading import (
 )
 from .mapping import plan_request
 from .options import parse_options
-from .outputs import collect, to_artifacts
+from .outputs import collect, safety_flags, to_artifacts
 from .plan import Plan
+from .previews import RGBFit, fit_rgb, latent_preview
 from .speed import SpeedOptions, apply_speed, unfused
 
 __all__ = ["DiffusersBackend", "DiffusersSettings"]
@@ -135,6 +140,20 @@ class _Work:
 
     info: ModelInfo
     plan: Plan
+    previews: int | None = None
+    """Emit a `Preview` every this many steps (the request's `previews`), or None."""
+    emit: Callable[[Event], None] | None = None
+    """Thread-safe way to the request's event sink (for previews)."""
+
+
+@dataclass(frozen=True)
+class _Share:
+    """One request's part of a batch's outputs."""
+
+    values: list[Any]
+    load_s: float
+    nsfw: list[bool | None]
+    """Per output: whether the pipeline's safety checker flagged it (None: the pipeline has none)."""
 
 
 @dataclass
@@ -147,7 +166,7 @@ class _Loaded:
 
 
 # The device, its worker, this backend's pipeline cache and its batcher of `_Work`.
-_Runtime: TypeAlias = LocalRuntime[_Work, tuple[list[Any], float]]
+_Runtime: TypeAlias = LocalRuntime[_Work, _Share]
 
 
 class _Interrupted(Exception):
@@ -191,6 +210,7 @@ class DiffusersBackend(Backend):
         self.config = parse_settings(DiffusersSettings, settings, "diffusers")
         self._models: dict[str, ModelInfo] = {}
         self._loaded: dict[str, _Loaded] = {}
+        self._rgb_fits: dict[str, RGBFit | None] = {}
         self._runtime: _Runtime | None = None
         self._setup_lock = threading.Lock()
         self._closed = False
@@ -232,19 +252,28 @@ class DiffusersBackend(Backend):
         # 3. Queue it: compatible requests arriving together share one pipeline call.
         done = await runtime.batcher.submit(
             (model, plan.key()),
-            _Work(info, plan),
+            _Work(info, plan, previews=ctx.previews, emit=_threadsafe(ctx) if ctx.previews else None),
             size=plan.n,
             cancelled=ctx.cancelled,
             progress=ctx.progress,
         )
-        values, load_s = done.value
+        share: _Share = done.value
+        values, load_s = share.values, share.load_s
 
         # 4. Turn the outputs into artifacts (converting frames and encoding meshes take a while:
-        #    off the loop; images are cheap enough to wrap here).
+        #    off the loop; images are cheap enough to wrap here). A safety checker's flags are kept.
         if plan.output.kind == "image":
-            artifacts = to_artifacts(values, plan.output, seeds)
+            artifacts = to_artifacts(values, plan.output, seeds, nsfw=share.nsfw)
         else:
-            artifacts = await asyncio.to_thread(to_artifacts, values, plan.output, seeds)
+            artifacts = await asyncio.to_thread(to_artifacts, values, plan.output, seeds, nsfw=share.nsfw)
+        flagged = [i for i, flag in enumerate(share.nsfw) if flag]
+        if flagged:
+            ctx.warn(
+                GenerationWarning.other(
+                    f"{plan.class_name}'s safety checker flagged output(s) {', '.join(map(str, flagged))} "
+                    "(nsfw_content_detected) and blanked them; see each artifact's metadata"
+                )
+            )
 
         # 5. Report what it cost.
         run_s = max(0.0, done.run_s - load_s)
@@ -329,7 +358,7 @@ class DiffusersBackend(Backend):
 
     # -- on the device worker -------------------------------------------------------------------
 
-    def _run_batch(self, batch: Batch[_Work]) -> list[tuple[list[Any], float]]:
+    def _run_batch(self, batch: Batch[_Work]) -> list[_Share]:
         import torch
 
         first = batch.payloads[0]
@@ -340,24 +369,42 @@ class DiffusersBackend(Backend):
         load_s = time.monotonic() - started
 
         kwargs = dict(plan.call)
-        for name in plan.inputs:
-            kwargs[name] = [value for work in batch.payloads for value in work.plan.inputs[name]]
-        # One CPU generator per output: the same noise on any device, whatever the batch.
         seeds = [seed for work in batch.payloads for seed in work.plan.seeds]
-        kwargs["generator"] = [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
-
-        result = self._call(pipe, kwargs, batch, info, plan)
-        with self._errors(info, plan, batch.size):
-            values = collect(result, plan.output.kind)
+        if plan.per_prompt:
+            # Every request of this batch has the very same inputs (they are in the batch key):
+            # pass them once, and ask for all the outputs through `num_*_per_prompt`.
+            for name in plan.inputs:
+                kwargs[name] = plan.inputs[name][0]
+            kwargs[plan.per_prompt] = len(seeds)
+        else:
+            for name in plan.inputs:
+                kwargs[name] = [value for work in batch.payloads for value in work.plan.inputs[name]]
+        # One CPU generator per output: the same noise on any device, whatever the batch.
+        generators = [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
+        values: list[Any] = []
+        nsfw: list[bool | None] = []
+        # A pipeline that cannot make several outputs of one input in a call (Wan 2.1 image-to-video
+        # repeats its image embeddings per prompt only) makes them one call each.
+        calls = [[g] for g in generators] if plan.one_at_a_time else [generators]
+        for call_generators in calls:
+            if plan.one_at_a_time:
+                kwargs[plan.per_prompt or "num_images_per_prompt"] = 1
+            kwargs["generator"] = call_generators
+            result = self._call(pipe, kwargs, batch, info, plan)
+            with self._errors(info, plan, batch.size):
+                made = collect(result, plan.output.kind)
+            values += made
+            nsfw += safety_flags(result, len(made))
         if len(values) != len(seeds):
             raise GenerationFailedError(
                 f"{plan.class_name} returned {len(values)} outputs for {len(seeds)} requested", model=info.model
             )
-        shares: list[tuple[list[Any], float]] = []
+        shares: list[_Share] = []
         start = 0
         for work in batch.payloads:
-            shares.append((values[start : start + work.plan.n], load_s))
-            start += work.plan.n
+            end = start + work.plan.n
+            shares.append(_Share(values[start:end], load_s, nsfw[start:end]))
+            start = end
         logger.debug(
             "%s: %d request(s), %d output(s) in %.3f s",
             plan.class_name,
@@ -372,9 +419,13 @@ class DiffusersBackend(Backend):
 
         total = plan.steps or int(info.views[plan.view].defaults.get("num_inference_steps") or 0)
         if plan.callbacks:
+            # One output per call: the batch's output indices do not apply, so no previews.
+            previews = _Previewer(self, info, plan, batch if not plan.one_at_a_time else None)
 
             def on_step(p: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
-                batch.progress(step + 1, getattr(p, "_num_timesteps", None) or total)
+                steps = getattr(p, "_num_timesteps", None) or total
+                batch.progress(step + 1, steps)
+                previews(p, step + 1, steps, tensors)
                 if batch.all_cancelled():
                     p._interrupt = True  # the loop skips the remaining steps (and still decodes)
                 return tensors
@@ -469,6 +520,16 @@ class DiffusersBackend(Backend):
         runtime.cache.put(key, model, size_bytes=size, label=f"{ref} (ControlNet)")
         return model
 
+    def _rgb_fit(self, info: ModelInfo, pipe: Any) -> RGBFit | None:
+        # Fitted once per model, the first time a request asks for previews (on the device worker).
+        if info.model not in self._rgb_fits:
+            try:
+                self._rgb_fits[info.model] = fit_rgb(getattr(pipe, "vae", None))
+            except Exception:  # a preview is a nicety: never fail a generation over it
+                logger.debug("no latent->RGB fit for %s", info.model, exc_info=True)
+                self._rgb_fits[info.model] = None
+        return self._rgb_fits[info.model]
+
     def _place(self, model: str, size: int, largest: int) -> Placement:
         runtime = self._runtime
         assert runtime is not None
@@ -550,6 +611,54 @@ class DiffusersBackend(Backend):
             yield
         except Exception as exc:
             raise GenerationFailedError(f"could not place {what} on the device: {exc}", model=what) from exc
+
+
+# -- previews --------------------------------------------------------------------------------------
+
+
+class _Previewer:
+    """Sends each request of a batch a `Preview` of its outputs every `previews` steps (on the worker)."""
+
+    def __init__(self, backend: DiffusersBackend, info: ModelInfo, plan: Plan, batch: Batch[_Work] | None) -> None:
+        self.backend = backend
+        self.info = info
+        self.plan = plan
+        # (request, index of its first output in the batch)
+        self.wanted: list[tuple[_Work, int]] = []
+        start = 0
+        for work in batch.payloads if batch is not None else []:
+            if work.previews and work.emit is not None:
+                self.wanted.append((work, start))
+            start += work.plan.n
+
+    def __call__(self, pipe: Any, step: int, total: int, tensors: dict[str, Any]) -> None:
+        latents = tensors.get("latents")
+        due = [(w, s) for w, s in self.wanted if w.previews and (step % w.previews == 0 or step == total)]
+        if latents is None or not due:
+            return
+        fit = self.backend._rgb_fit(self.info, pipe)
+        vae_config = getattr(getattr(pipe, "vae", None), "config", None)
+        channels = getattr(vae_config, "latent_channels", None) or getattr(vae_config, "z_dim", None)
+        for work, start in due:
+            for offset in range(work.plan.n):
+                picture = latent_preview(
+                    latents, start + offset, size=self.plan.size, latent_channels=channels, fit=fit
+                )
+                if picture is None:
+                    return  # a latent layout previews do not know: say nothing rather than garbage
+                assert work.emit is not None
+                work.emit(Preview(image=Image.from_pil(picture), step=step, total=total, index=offset))
+
+
+def _threadsafe(ctx: RunContext) -> Callable[[Event], None]:
+    """`ctx.emit`, callable from the device worker: the event is handed to the request's loop."""
+    loop = asyncio.get_running_loop()
+
+    def emit(event: Event) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop closed: nobody listens any more
+            loop.call_soon_threadsafe(ctx.emit, event)
+
+    return emit
 
 
 # -- helpers of a call, each undoing what it did ---------------------------------------------------
@@ -670,6 +779,8 @@ async def _fetch_inputs(request: Request) -> None:
         artifact = getattr(request, name, None)
         if artifact is not None:
             await artifact.aread()
+    for reference in getattr(request, "images", None) or []:
+        await reference.aread()
 
 
 def _seeds(request: Request) -> list[int]:

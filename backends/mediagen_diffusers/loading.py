@@ -3,9 +3,9 @@
 A model is a hub id (`stabilityai/stable-diffusion-xl-base-1.0`) or a directory written by a
 pipeline's `save_pretrained`. Its `model_index.json` names the pipeline class; from that class
 `resolve_model` works out, without loading weights, which tasks the model serves and with which
-pipeline class each (`ModelInfo.views`): image models through diffusers' auto-pipeline tables (text to
-image, image to image, inpainting, and their ControlNet variants), video and 3D models through the
-tables below. `HF_HUB_OFFLINE=1` is honoured by huggingface_hub itself: only the local cache is read.
+pipeline class each (`ModelInfo.views`, worked out by families.py from the class, its `__call__`
+signature and the checkpoint's config). `HF_HUB_OFFLINE=1` is honoured by huggingface_hub itself:
+only the local cache is read.
 
 Related tasks share weights: the image-to-image pipeline of a model is made from its text-to-image
 pipeline with `from_pipe`, which costs no memory. Deprecated pipelines (diffusers'
@@ -24,11 +24,13 @@ import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from mediagen.errors import ModelNotFoundError, UnsupportedRequestError
 from mediagen_local.hub import hub_errors, resolve_reference
 from mediagen_local.imports import one_at_a_time
+
+from .families import CONTROLNET_SUFFIX, Kind, Refusal, views_of
 
 __all__ = [
     "ModelInfo",
@@ -43,35 +45,6 @@ __all__ = [
     "quiet_logger",
 ]
 
-Kind = Literal["image", "video", "mesh", "audio"]
-
-# View ids: the task, plus "+controlnet" for the ControlNet variant of an image task.
-CONTROLNET_SUFFIX = "+controlnet"
-
-# Video and 3D pipelines have no public auto-pipeline class in diffusers 0.42, so the model's own
-# class decides; where one checkpoint serves two tasks (LTX), the other pipeline is made with from_pipe.
-_VIDEO_VIEWS: dict[str, dict[str, str]] = {
-    "WanPipeline": {"text-to-video": "WanPipeline"},
-    "WanImageToVideoPipeline": {"image-to-video": "WanImageToVideoPipeline"},
-    "LTXPipeline": {"text-to-video": "LTXPipeline", "image-to-video": "LTXImageToVideoPipeline"},
-    "LTXImageToVideoPipeline": {"text-to-video": "LTXPipeline", "image-to-video": "LTXImageToVideoPipeline"},
-    "CogVideoXPipeline": {"text-to-video": "CogVideoXPipeline"},
-    "CogVideoXImageToVideoPipeline": {"image-to-video": "CogVideoXImageToVideoPipeline"},
-    "AnimateDiffPipeline": {"text-to-video": "AnimateDiffPipeline"},
-    "AnimateDiffSDXLPipeline": {"text-to-video": "AnimateDiffSDXLPipeline"},
-    "StableVideoDiffusionPipeline": {"image-to-video": "StableVideoDiffusionPipeline"},
-}
-_MESH_VIEWS: dict[str, dict[str, str]] = {
-    "ShapEPipeline": {"text-to-3d": "ShapEPipeline"},
-    "ShapEImg2ImgPipeline": {"image-to-3d": "ShapEImg2ImgPipeline"},
-}
-# Audio pipelines make sound effects and music alike (see audio.py).
-_AUDIO_VIEWS: dict[str, dict[str, str]] = {
-    name: {"text-to-audio": name, "text-to-sound": name, "text-to-music": name}
-    for name in ("StableAudioPipeline", "AudioLDM2Pipeline")
-}
-# Suffixes of auto-pipeline family names that are variants of a base family.
-_FAMILY_VARIANTS = ("-controlnet-union", "-controlnet-pag", "-controlnet", "-pag")
 _WEIGHT_SUFFIXES = (".safetensors", ".bin")
 _CONFIG_ONLY_PATTERNS = ["*.json", "*.txt", "*.model"]
 
@@ -116,12 +89,14 @@ class ModelInfo:
     default_frames: int | None = None
     """Frames the denoiser was trained with, where its config says."""
     components: Mapping[str, Any] = field(default_factory=dict)
+    own_controlnet: bool = False
+    """The checkpoint holds its own ControlNet (a `controlnet` folder), used when a request names none."""
 
     @property
     def tasks(self) -> frozenset[str]:
         """The request tasks this model serves."""
         tasks = {view for view in self.views if CONTROLNET_SUFFIX not in view}
-        if "text-to-image" + CONTROLNET_SUFFIX in self.views:
+        if any(CONTROLNET_SUFFIX in view for view in self.views):
             tasks.add("controlnet")
         return frozenset(tasks)
 
@@ -143,8 +118,8 @@ def resolve_model(model: str, *, allow_deprecated: bool = False) -> ModelInfo:
     Raises:
         ModelNotFoundError: Nothing there, or not a complete diffusers pipeline (the message says what
             is missing).
-        UnsupportedRequestError: The pipeline is deprecated, unknown to this diffusers, or of a kind
-            this backend does not serve (audio ...).
+        UnsupportedRequestError: The pipeline is deprecated, unknown to this diffusers, or serves
+            no mediagen task (an upscaler, a depth estimator ...: the message says what it is).
         DownloadError: The hub could not be reached.
     """
     import diffusers
@@ -171,12 +146,10 @@ def resolve_model(model: str, *, allow_deprecated: bool = False) -> ModelInfo:
         )
     _check_not_deprecated(model, cls, allow_deprecated)
 
-    kind, view_classes = _views_of(class_name)
-    if not view_classes:
-        raise UnsupportedRequestError(
-            f"{model} is a {class_name}: the diffusers backend serves image, video and 3D pipelines "
-            "(Stable Diffusion, SDXL, SD3, Flux, Wan, LTX, CogVideoX, AnimateDiff, SVD, Shap-E ...)"
-        )
+    found = views_of(class_name, index)
+    if isinstance(found, Refusal):
+        raise UnsupportedRequestError(found.message(model, class_name))
+    kind, view_classes = found.kind, found.views
     views = {view: _view_info(name) for view, name in view_classes.items()}
     lora = all(hasattr(getattr(diffusers, v.class_name), "load_lora_weights") for v in views.values())
     return ModelInfo(
@@ -191,6 +164,7 @@ def resolve_model(model: str, *, allow_deprecated: bool = False) -> ModelInfo:
         default_size=_default_size(config_dir) if kind == "image" else None,
         default_frames=_read_json(config_dir / "unet" / "config.json").get("num_frames"),
         components={k: v for k, v in index.items() if not k.startswith("_")},
+        own_controlnet=found.own_controlnet,
     )
 
 
@@ -245,40 +219,6 @@ def _check_not_deprecated(model: str, cls: type, allow_deprecated: bool) -> None
             "pipeline (Wan, LTX, CogVideoX for video), or set allow_deprecated = true under "
             "[providers.diffusers] to run it anyway"
         )
-
-
-def _views_of(class_name: str) -> tuple[Kind, dict[str, str]]:
-    if class_name in _VIDEO_VIEWS:
-        return "video", dict(_VIDEO_VIEWS[class_name])
-    if class_name in _MESH_VIEWS:
-        return "mesh", dict(_MESH_VIEWS[class_name])
-    if class_name in _AUDIO_VIEWS:
-        return "audio", dict(_AUDIO_VIEWS[class_name])
-    from diffusers.pipelines.auto_pipeline import (
-        AUTO_IMAGE2IMAGE_PIPELINES_MAPPING,
-        AUTO_INPAINT_PIPELINES_MAPPING,
-        AUTO_TEXT2IMAGE_PIPELINES_MAPPING,
-    )
-
-    tables = {
-        "text-to-image": AUTO_TEXT2IMAGE_PIPELINES_MAPPING,
-        "image-to-image": AUTO_IMAGE2IMAGE_PIPELINES_MAPPING,
-        "inpaint": AUTO_INPAINT_PIPELINES_MAPPING,
-    }
-    family = next(
-        (name for table in tables.values() for name, cls in table.items() if cls.__name__ == class_name), None
-    )
-    if family is None:
-        return "image", {}
-    for variant in _FAMILY_VARIANTS:
-        family = family.removesuffix(variant)
-    views: dict[str, str] = {}
-    for task, table in tables.items():
-        if family in table:
-            views[task] = table[family].__name__
-        if family + "-controlnet" in table:
-            views[task + CONTROLNET_SUFFIX] = table[family + "-controlnet"].__name__
-    return "image", views
 
 
 def _view_info(class_name: str) -> ViewInfo:

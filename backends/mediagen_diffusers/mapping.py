@@ -12,7 +12,7 @@ requests are planned by `audio.py`; provider-specific settings are checked in `o
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from mediagen import (
@@ -28,9 +28,10 @@ from mediagen import (
 from mediagen._config import DEFAULT_IMAGE_SIZE
 
 from .audio import plan_audio
-from .loading import CONTROLNET_SUFFIX, ModelInfo, ViewInfo
+from .families import CONTROLNET_SUFFIX, MULTI_IMAGE_CLASSES, batches_image_lists, one_output_per_call
+from .loading import ModelInfo, ViewInfo
 from .options import SCHEDULER_ALIASES, DiffusersOptions
-from .plan import Mapper, Output, Plan
+from .plan import Mapper, Output, Plan, freeze
 
 if TYPE_CHECKING:
     import PIL.Image
@@ -88,7 +89,7 @@ def plan_request(
             feature=request.task,
         )
     if isinstance(request, ImageRequest):
-        plan = _plan_image(request, info, opts, ctx, seeds, opts.control_model or default_control_model)
+        plan = _plan_image(request, info, opts, ctx, seeds, default_control_model)
     elif isinstance(request, VideoRequest):
         plan = _plan_video(request, info, opts, ctx, seeds)
     elif isinstance(request, MeshRequest):
@@ -110,21 +111,25 @@ def _plan_image(
     opts: DiffusersOptions,
     ctx: RunContext,
     seeds: list[int],
-    fallback_control: str | None,
+    default_control: str | None,
 ) -> Plan:
     base = "inpaint" if req.mask is not None else "image-to-image" if req.image is not None else "text-to-image"
     controlnet: str | None = None
     if req.control_image is not None:
-        controlnet = req.control_model or fallback_control
-        if controlnet is None:
-            raise UnsupportedRequestError(
-                "control_image needs a ControlNet: pass control_model='<hub id or directory>' "
-                "(or options={'control_model': ...}, or set default_control_model for the backend)",
-                feature="control_model",
-            )
+        # A ControlNet the request names wins; else the checkpoint's own (saved in its directory);
+        # else the backend's default.
+        controlnet = req.control_model or opts.control_model
+        if controlnet is None and not info.own_controlnet:
+            controlnet = default_control
+            if controlnet is None:
+                raise UnsupportedRequestError(
+                    "control_image needs a ControlNet: pass control_model='<hub id or directory>' "
+                    "(or options={'control_model': ...}, or set default_control_model for the backend)",
+                    feature="control_model",
+                )
     elif req.control_model is not None:
         ctx.warn("control_model", "control_model is used only with control_image; it was ignored")
-    view_id = base + (CONTROLNET_SUFFIX if controlnet else "")
+    view_id = base + (CONTROLNET_SUFFIX if req.control_image is not None else "")
     if view_id not in info.views:
         raise UnsupportedRequestError(
             f"{info.model} ({info.class_name}) has no ControlNet pipeline for {base}", feature="control_image"
@@ -149,7 +154,13 @@ def _plan_image(
     if size is not None and m.accepts("height"):
         m.call["width"], m.call["height"] = size
     if req.image is not None:
-        m.inputs["image"] = [_rgb(req.image, size)] * req.n
+        # Multi-reference pipelines size their condition images themselves (FLUX.2 wants >= 64 px).
+        resize_to = None if view.class_name in MULTI_IMAGE_CLASSES else size
+        m.inputs["image"] = [_rgb(req.image, resize_to)] * req.n
+    _reference_images(req, m)
+    if size is not None and m.accepts("max_area") and "max_area" not in m.call:
+        # FLUX.1 Kontext sizes its output by area (1 MP by default) and aspect ratio: the size asked for.
+        m.call["max_area"] = size[0] * size[1]
     if req.mask is not None:
         m.inputs["mask_image"] = [_mask(req.mask, size)] * req.n
     if req.control_image is not None:
@@ -164,17 +175,21 @@ def _plan_image(
         for lora in loras:
             ctx.warn("loras", f"{view.class_name} cannot load LoRA adapters; {lora.path} was not applied")
         loras = ()
-    return Plan(
-        view=view_id,
-        class_name=view.class_name,
-        controlnet=controlnet,
-        call=m.call,
-        inputs=m.inputs,
-        seeds=seeds,
-        output=Output(kind="image", format=req.output_format),
-        loras=loras,
-        callbacks=view.callbacks,
-        size=size,
+    return _per_prompt(
+        Plan(
+            view=view_id,
+            class_name=view.class_name,
+            controlnet=controlnet,
+            call=m.call,
+            inputs=m.inputs,
+            seeds=seeds,
+            output=Output(kind="image", format=req.output_format),
+            loras=loras,
+            callbacks=view.callbacks,
+            size=size,
+        ),
+        view,
+        info,
     )
 
 
@@ -186,6 +201,8 @@ def _image_size(req: ImageRequest, info: ModelInfo, view: ViewInfo, ctx: RunCont
     # Without a size, follow the input image (rounded to what the model can make); with no input
     # the pipeline's own default applies.
     first = req.image if req.image is not None else req.control_image
+    if first is None and req.images:
+        first = req.images[0]
     if first is not None:
         pil = first.to_pil()
         return _round(pil.width, multiple), _round(pil.height, multiple)
@@ -232,16 +249,20 @@ def _plan_video(req: VideoRequest, info: ModelInfo, opts: DiffusersOptions, ctx:
     elif m.accepts("frame_rate"):
         m.call["frame_rate"] = max(1, round(fps))
     m.call["output_type"] = "np"
-    return Plan(
-        view=req.task,
-        class_name=name,
-        controlnet=None,
-        call=m.call,
-        inputs=m.inputs,
-        seeds=seeds,
-        output=Output(kind="video", fps=float(fps)),
-        callbacks=view.callbacks,
-        size=size,
+    return _per_prompt(
+        Plan(
+            view=req.task,
+            class_name=name,
+            controlnet=None,
+            call=m.call,
+            inputs=m.inputs,
+            seeds=seeds,
+            output=Output(kind="video", fps=float(fps)),
+            callbacks=view.callbacks,
+            size=size,
+        ),
+        view,
+        info,
     )
 
 
@@ -295,16 +316,78 @@ def _plan_mesh(req: MeshRequest, info: ModelInfo, opts: DiffusersOptions, ctx: R
     m.shared("guidance_scale", req.guidance, "guidance")
     m.options(opts)
     m.call["output_type"] = "mesh"
-    return Plan(
-        view=req.task,
-        class_name=view.class_name,
-        controlnet=None,
-        call=m.call,
-        inputs=m.inputs,
-        seeds=seeds,
-        output=Output(kind="mesh", format=req.format),
-        callbacks=view.callbacks,
+    return _per_prompt(
+        Plan(
+            view=req.task,
+            class_name=view.class_name,
+            controlnet=None,
+            call=m.call,
+            inputs=m.inputs,
+            seeds=seeds,
+            output=Output(kind="mesh", format=req.format),
+            callbacks=view.callbacks,
+        ),
+        view,
+        info,
     )
+
+
+# -- inputs: reference images, and pipelines that take one input per call --------------------------
+
+_IMAGE_INPUTS = ("image", "mask_image", "control_image")
+_PER_PROMPT_ARGS = ("num_images_per_prompt", "num_videos_per_prompt", "num_waveforms_per_prompt")
+
+
+def _reference_images(req: ImageRequest, m: Mapper) -> None:
+    """`images`: several reference images, for the pipelines that take a list of them as `image`."""
+    references = list(req.images or [])
+    if not references:
+        return
+    if m.view.class_name not in MULTI_IMAGE_CLASSES:
+        takes = ", ".join(sorted(MULTI_IMAGE_CLASSES))
+        raise UnsupportedRequestError(
+            f"{m.info.model} ({m.view.class_name}) takes no reference images; `images` works with "
+            f"pipelines that edit from several images ({takes}); for one input image use `image`",
+            feature="images",
+        )
+    pictures = ([m.inputs["image"][0]] if "image" in m.inputs else []) + [_rgb(r, None) for r in references]
+    # One list per output: the pipeline reads a list of images as the references of one prompt.
+    m.inputs["image"] = [pictures] * m.n
+
+
+def _per_prompt(plan: Plan, view: ViewInfo, info: ModelInfo) -> Plan:
+    """Switch a plan with input images to one-input calls where the pipeline needs that.
+
+    Pipelines outside diffusers' auto-pipeline image tables may not take one input image per
+    output (Shap-E keeps the first of a list; Wan repeats the image latents per prompt), and a list
+    of reference images is one input already. Such a plan passes its inputs once with
+    `num_*_per_prompt = n` (or once per output, where even that fails: `one_output_per_call`), and
+    only requests with the very same inputs share a call.
+    """
+    has_images = any(name in plan.inputs for name in _IMAGE_INPUTS)
+    multi = any(isinstance(value, list) for value in plan.inputs.get("image", []))
+    if not has_images or (batches_image_lists(plan.class_name) and not multi):
+        return plan
+    argument = next((name for name in _PER_PROMPT_ARGS if name in view.params), None)
+    if argument is None:
+        return plan
+    plan.per_prompt = argument
+    plan.one_at_a_time = one_output_per_call(plan.class_name, info.components)
+    plan.group = tuple((name, _fingerprint(values[0])) for name, values in sorted(plan.inputs.items()))
+    return plan
+
+
+def _fingerprint(value: Any) -> Hashable:
+    """Identity of an input value: text as is, pictures by a hash of their pixels."""
+    import hashlib
+
+    if isinstance(value, list):
+        return tuple(_fingerprint(item) for item in value)
+    if hasattr(value, "tobytes") and hasattr(value, "size"):
+        digest = hashlib.sha256(value.tobytes())
+        digest.update(f"{value.mode}{value.size}".encode())
+        return digest.hexdigest()
+    return freeze(value)
 
 
 # -- helpers ---------------------------------------------------------------------------------------

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mediagen import InvalidRequestError
 
-__all__ = ["DiffusersOptions", "SCHEDULER_ALIASES", "SELECTORS", "parse_options"]
+if TYPE_CHECKING:
+    from .loading import ViewInfo
+
+__all__ = ["DiffusersOptions", "SCHEDULER_ALIASES", "SELECTORS", "parse_options", "pipeline_kwargs"]
 
 
 class DiffusersOptions(BaseModel):
@@ -22,7 +25,9 @@ class DiffusersOptions(BaseModel):
         >>> req = mg.ImageRequest(prompt="a fox", options={"scheduler": "euler_a", "clip_skip": 1})  # doctest: +SKIP
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Keys that are not fields here are the pipeline's own `__call__` arguments
+    # (`use_resolution_binning`, `max_area` ...), checked against its signature in `plan_request`.
+    model_config = ConfigDict(extra="allow", frozen=True)
 
     scheduler: str | None = None
     """Sampler for this request: a scheduler class compatible with the model's own
@@ -58,6 +63,87 @@ class DiffusersOptions(BaseModel):
 
 
 SELECTORS = frozenset({"scheduler", "control_model"})
+
+# Pipeline arguments the mapping sets from request fields (or must own: generators, callbacks,
+# outputs); `options` cannot set them, and the error says which request field does.
+_OWNED: Mapping[str, str] = {
+    "prompt": "prompt",
+    "negative_prompt": "negative_prompt",
+    "image": "image",
+    "images": "images",
+    "mask_image": "mask",
+    "control_image": "control_image",
+    "height": "height",
+    "width": "width",
+    "num_inference_steps": "steps",
+    "guidance_scale": "guidance",
+    "max_guidance_scale": "guidance",
+    "strength": "strength",
+    "controlnet_conditioning_scale": "control_scale",
+    "num_frames": "frames",
+    "fps": "fps",
+    "frame_rate": "fps",
+    "audio_end_in_s": "duration_s",
+    "audio_length_in_s": "duration_s",
+    "num_images_per_prompt": "n",
+    "num_videos_per_prompt": "n",
+    "num_waveforms_per_prompt": "n",
+    "generator": "seed",
+    "latents": "",
+    "output_type": "",
+    "return_dict": "",
+    "callback": "",
+    "callback_steps": "",
+    "callback_on_step_end": "",
+    "callback_on_step_end_tensor_inputs": "",
+}
+
+
+def pipeline_kwargs(opts: DiffusersOptions, view: ViewInfo) -> dict[str, Any]:
+    """The options that are the pipeline's own arguments, checked against its `__call__`.
+
+    Raises:
+        InvalidRequestError: A key the pipeline does not take, or one a request field sets.
+    """
+    extra = dict(opts.model_extra or {})
+    for name in sorted(extra):
+        if name in _OWNED:
+            field_name = _OWNED[name]
+            hint = f"set it through the request field {field_name!r}" if field_name else "the backend sets it"
+            raise InvalidRequestError(f"options.{name} cannot be passed to {view.class_name}: {hint}")
+        if name not in view.params or name.startswith("__"):
+            accepted = sorted(p for p in view.params if p not in _OWNED and p not in ("self", "kwargs"))
+            raise InvalidRequestError(
+                f"unknown option {name!r} for the diffusers backend with {view.class_name}; it accepts "
+                f"{', '.join(DiffusersOptions.model_fields)} and the pipeline's own arguments: {', '.join(accepted)}"
+            )
+        _check_plain(f"options.{name}", extra[name])
+    return extra
+
+
+# The largest number an option may hold: the request fields cap sides at 8192 px, so an area
+# (FLUX.1 Kontext's `max_area`) or any count beyond 8192 x 8192 is a mistake or an attack.
+_LARGEST_NUMBER = 8192 * 8192
+
+
+def _check_plain(where: str, value: Any, depth: int = 0) -> None:
+    """Options reach the pipeline as given: allow plain JSON-like data only, with bounded numbers."""
+    if value is None or isinstance(value, (bool, str)):
+        return
+    if isinstance(value, (int, float)):
+        if not abs(value) <= _LARGEST_NUMBER:  # also refuses NaN
+            raise InvalidRequestError(f"{where} = {value!r} is out of range (at most {_LARGEST_NUMBER})")
+        return
+    if isinstance(value, (list, tuple, dict)) and depth < 4 and len(value) <= 1024:
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        for key, item in items:
+            _check_plain(f"{where}[{key!r}]", item, depth + 1)
+        return
+    raise InvalidRequestError(
+        f"{where} must be plain data (numbers, strings, lists, dicts), not {type(value).__name__}"
+    )
+
+
 """Options that are not pipeline arguments of the same name (they select a component)."""
 
 SCHEDULER_ALIASES: Mapping[str, str] = {
@@ -84,15 +170,12 @@ SCHEDULER_ALIASES: Mapping[str, str] = {
 def parse_options(options: Mapping[str, Any]) -> DiffusersOptions:
     """Validate `request.options` for this backend.
 
+    Keys that are not `DiffusersOptions` fields are kept as pipeline arguments; `plan_request`
+    checks them against the pipeline's `__call__` once it knows the pipeline.
+
     Raises:
-        InvalidRequestError: An unknown key (the message lists the accepted ones) or a bad value.
+        InvalidRequestError: A bad value.
     """
-    unknown = sorted(set(options) - set(DiffusersOptions.model_fields))
-    if unknown:
-        raise InvalidRequestError(
-            f"unknown option(s) {', '.join(map(repr, unknown))} for the diffusers backend; "
-            f"it accepts: {', '.join(DiffusersOptions.model_fields)}"
-        )
     try:
         return DiffusersOptions(**options)
     except ValidationError as exc:

@@ -19,7 +19,7 @@ from mediagen import Artifact, Image, Mesh, Video
 
 from .plan import Output
 
-__all__ = ["collect", "to_artifacts", "MESH_MEDIA_TYPES", "IMAGE_FORMATS"]
+__all__ = ["collect", "safety_flags", "to_artifacts", "MESH_MEDIA_TYPES", "IMAGE_FORMATS"]
 
 MESH_MEDIA_TYPES = {"glb": "model/gltf-binary", "obj": "model/obj", "ply": "model/ply"}
 IMAGE_FORMATS = {"png": ("PNG", "image/png"), "jpeg": ("JPEG", "image/jpeg"), "webp": ("WEBP", "image/webp")}
@@ -69,17 +69,36 @@ def _mesh_arrays(mesh: Any) -> tuple[Any, Any, Any | None]:
     return vertices, faces, colours
 
 
-def to_artifacts(values: Sequence[Any], output: Output, seeds: Sequence[int]) -> list[Artifact]:
+def safety_flags(result: Any, count: int) -> list[bool | None]:
+    """Per output, whether the pipeline's safety checker flagged it; None where it has no checker.
+
+    Stable Diffusion-style pipelines with a `safety_checker` return `nsfw_content_detected` (and a
+    blank image in place of each flagged one); the flags are kept, never dropped.
+    """
+    flags = getattr(result, "nsfw_content_detected", None)
+    if not isinstance(flags, (list, tuple)) or len(flags) != count:
+        return [None] * count
+    return [None if flag is None else bool(flag) for flag in flags]
+
+
+def to_artifacts(
+    values: Sequence[Any], output: Output, seeds: Sequence[int], *, nsfw: Sequence[bool | None] | None = None
+) -> list[Artifact]:
     """Wrap collected values as artifacts, each tagged with its seed (meshes: blocking, use a thread).
 
     Args:
         values: What `collect` returned for one request.
         output: What the request asked the outputs to be.
         seeds: The seed of each output.
+        nsfw: The safety checker's flag of each output (`safety_flags`); kept as
+            `metadata["nsfw_content_detected"]` where the pipeline has a checker.
     """
     artifacts: list[Artifact] = []
-    for value, seed in zip(values, seeds, strict=True):
-        metadata = {"seed": seed}
+    flags = list(nsfw) if nsfw is not None else [None] * len(values)
+    for value, seed, flag in zip(values, seeds, flags, strict=True):
+        metadata: dict[str, Any] = {"seed": seed}
+        if flag is not None:
+            metadata["nsfw_content_detected"] = flag
         if output.kind == "image":
             artifacts.append(_image(value, output.format, metadata))
         elif output.kind == "video":

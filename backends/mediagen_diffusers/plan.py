@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from mediagen import LoRA
 
-from .options import SELECTORS, DiffusersOptions
+from .options import SELECTORS, DiffusersOptions, pipeline_kwargs
 
 if TYPE_CHECKING:
     from mediagen import RunContext
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from .audio import AudioOutput
     from .loading import ModelInfo, ViewInfo
 
-__all__ = ["Mapper", "Output", "Plan"]
+__all__ = ["Mapper", "Output", "Plan", "freeze"]
 
 
 @dataclass(frozen=True)
@@ -63,6 +63,13 @@ class Plan:
     """Whether the pipeline reports steps through `callback_on_step_end`."""
     size: tuple[int, int] | None = None
     """Width and height of the outputs, when known before the call."""
+    per_prompt: str | None = None
+    """When set, the call takes one set of inputs and makes all outputs through this argument
+    (`num_images_per_prompt` ...): for pipelines that cannot take one input image per output."""
+    group: Hashable = None
+    """What else must match for requests to share a call (the inputs themselves, with `per_prompt`)."""
+    one_at_a_time: bool = False
+    """Make each output in a call of its own (pipelines that cannot make several of one input)."""
 
     @property
     def n(self) -> int:
@@ -80,16 +87,19 @@ class Plan:
         return (
             self.view,
             self.controlnet,
-            tuple(sorted((name, _freeze(value)) for name, value in self.call.items())),
+            tuple(sorted((name, freeze(value)) for name, value in self.call.items())),
             tuple(sorted(self.inputs)),
             tuple((lora.path, lora.scale, lora.weight_name) for lora in self.loras),
             self.scheduler,
             self.size,
             self.output.kind,
+            self.per_prompt,
+            self.group,
         )
 
 
-def _freeze(value: Any) -> Hashable:
+def freeze(value: Any) -> Hashable:
+    """A hashable stand-in for a call argument (JSON for lists and dicts)."""
     try:
         hash(value)
     except TypeError:
@@ -134,3 +144,5 @@ class Mapper:
         for name in DiffusersOptions.model_fields:
             if name not in SELECTORS:
                 self.shared(name, getattr(opts, name), f"options.{name}")
+        # The pipeline's own arguments, checked against its signature.
+        self.call.update(pipeline_kwargs(opts, self.view))

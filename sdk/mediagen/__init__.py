@@ -34,7 +34,7 @@ from .errors import (
     RateLimitedError,
     UnsupportedRequestError,
 )
-from .events import Cancelled, Completed, Event, Failed, Log, Progress, Queued, Started
+from .events import Cancelled, Completed, Event, Failed, Log, Preview, Progress, Queued, Started
 from .requests import AudioRequest, ImageRequest, LoRA, MeshRequest, Request, VideoRequest
 from .results import GenerationWarning, Result, Timings, Usage
 
@@ -86,6 +86,7 @@ __all__ = [
     "Queued",
     "Started",
     "Progress",
+    "Preview",
     "Log",
     "Completed",
     "Failed",

@@ -134,6 +134,7 @@ class RunContext:
         policy: The provider's policy for this call; None for the defaults.
         cancelled: The cancel flag; a new one by default.
         fallbacks_left: How many members of a fallback chain wait behind this one (0: the last or only).
+        previews: Emit a `Preview` every this many steps, where the backend can; None for none.
     """
 
     def __init__(
@@ -148,8 +149,11 @@ class RunContext:
         policy: Policy | None = None,
         cancelled: Cancellation | None = None,
         fallbacks_left: int = 0,
+        previews: int | None = None,
     ) -> None:
         self.deadline = deadline
+        self.previews = previews
+        """Steps between `Preview` events the job asked for (None: none)."""
         self._emit = emit
         self.strict = strict
         self.provider = provider
@@ -195,6 +199,7 @@ class RunContext:
             policy=self._policy if policy is None else policy,
             cancelled=self.cancelled.child(),
             fallbacks_left=self.fallbacks_left if fallbacks_left is None else fallbacks_left,
+            previews=self.previews,
         )
         copy._notes = self._notes  # one journal per job: what each layer did on the way
         return copy

@@ -377,6 +377,7 @@ class Client(_BaseClient):
         cache: CacheArg = USE_CLIENT_DEFAULT,
         provenance: bool | None = None,
         policy: Policy | Mapping[str, Any] | None = None,
+        previews: int | None = None,
     ) -> Job:
         """Start a generation in the background and return its `Job` at once.
 
@@ -391,6 +392,9 @@ class Client(_BaseClient):
             provenance: Override the client's `provenance` for this job.
             policy: Overrides of the providers' policies for this job (`retry`,
                 `attempt_timeout`, `attempt_share`, `cooldown_s`).
+            previews: Ask for a `Preview` event (a small rough picture of each output) every
+                this many steps, where the backend can make one (local diffusers pipelines);
+                None for none.
 
         Raises:
             InvalidRequestError: `request` is not a request (or fails validation), or a per-call
@@ -410,10 +414,19 @@ class Client(_BaseClient):
         deadline = None if seconds is None else time.monotonic() + seconds
         strictness = self.strict if strict is None else strict
         cancelled = Cancellation()
+        if previews is not None and (isinstance(previews, bool) or not isinstance(previews, int) or previews < 1):
+            raise InvalidRequestError(f"previews must be a whole number of steps >= 1, or None; got {previews!r}")
         reservation = self._ledger.reserve(self._ledger.prices.estimate(request, *chain[0]))
 
         async def runner(job: Job) -> Result:
-            ctx = RunContext(deadline=deadline, emit=job.emit, strict=strictness, job_id=job.id, cancelled=cancelled)
+            ctx = RunContext(
+                deadline=deadline,
+                emit=job.emit,
+                strict=strictness,
+                job_id=job.id,
+                cancelled=cancelled,
+                previews=previews,
+            )
             return await self._execute(request, chain, ctx, seconds, call)
 
         try:
@@ -449,6 +462,7 @@ class Client(_BaseClient):
         cache: CacheArg = USE_CLIENT_DEFAULT,
         provenance: bool | None = None,
         policy: Policy | Mapping[str, Any] | None = None,
+        previews: int | None = None,
     ) -> Result:
         """Generate what `request` asks for and wait for the result.
 
@@ -461,13 +475,21 @@ class Client(_BaseClient):
             cache: Use (True), bypass (False) or refresh ("refresh") the result cache; see `submit`.
             provenance: Override the client's `provenance` for this call.
             policy: Overrides of the providers' policies for this call; see `submit`.
+            previews: `Preview` events every this many steps, where the backend can; see `submit`.
 
         Raises:
             MediagenError: The generation failed (see the error tree).
             asyncio.CancelledError: The call was cancelled; the job is cancelled with it.
         """
         job = self.submit(
-            request, model=model, timeout=timeout, strict=strict, cache=cache, provenance=provenance, policy=policy
+            request,
+            model=model,
+            timeout=timeout,
+            strict=strict,
+            cache=cache,
+            provenance=provenance,
+            policy=policy,
+            previews=previews,
         )
         try:
             if on_event is not None:

@@ -1,7 +1,8 @@
 """Events a job emits, the same whatever the backend.
 
-`Queued → Started → (Progress | Log)* → Completed | Failed | Cancelled`. The last three are
-terminal: exactly one ends every job.
+`Queued → Started → (Progress | Preview | Log)* → Completed | Failed | Cancelled`. The last three
+are terminal: exactly one ends every job. `Preview` events come only when the job asked for them
+(`client.submit(..., previews=k)`) and the backend can make them.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, Union
 
 if TYPE_CHECKING:
+    from .artifacts import Image
     from .results import Result
 
 __all__ = [
@@ -17,6 +19,7 @@ __all__ = [
     "Queued",
     "Started",
     "Progress",
+    "Preview",
     "Log",
     "Completed",
     "Failed",
@@ -60,6 +63,22 @@ class Progress:
 
 
 @dataclass(frozen=True)
+class Preview:
+    """A rough, small picture of output `index` after `step` of `total` steps (opt-in: `previews=k`).
+
+    Local diffusers pipelines make it from the latents with a cheap linear map (no VAE decode), so
+    it is blurry and low-resolution: meant for a progress display, not as a result.
+    """
+
+    image: Image
+    step: int
+    total: int
+    index: int = 0
+    """Which output of the request (0 .. n-1)."""
+    job_id: str = ""
+
+
+@dataclass(frozen=True)
 class Log:
     """A line the backend or the provider logged."""
 
@@ -91,7 +110,7 @@ class Cancelled:
     job_id: str = ""
 
 
-Event = Union[Queued, Started, Progress, Log, Completed, Failed, Cancelled]
+Event = Union[Queued, Started, Progress, Preview, Log, Completed, Failed, Cancelled]
 """Any event."""
 TERMINAL_EVENTS = (Completed, Failed, Cancelled)
 

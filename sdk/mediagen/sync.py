@@ -171,6 +171,7 @@ class SyncClient:
         cache: CacheArg = USE_CLIENT_DEFAULT,
         provenance: bool | None = None,
         policy: Policy | Mapping[str, Any] | None = None,
+        previews: int | None = None,
     ) -> SyncJob:
         """Start a generation and return its job at once (see `Client.submit`)."""
 
@@ -183,6 +184,7 @@ class SyncClient:
                 cache=cache,
                 provenance=provenance,
                 policy=policy,
+                previews=previews,
             )
 
         return SyncJob(_run(submit()))
@@ -198,6 +200,7 @@ class SyncClient:
         cache: CacheArg = USE_CLIENT_DEFAULT,
         provenance: bool | None = None,
         policy: Policy | Mapping[str, Any] | None = None,
+        previews: int | None = None,
     ) -> Result:
         """Generate and wait (see `Client.generate`); `on_event` runs on the client's loop thread."""
         return _run(
@@ -210,6 +213,7 @@ class SyncClient:
                 cache=cache,
                 provenance=provenance,
                 policy=policy,
+                previews=previews,
             )
         )
 

@@ -73,6 +73,26 @@ TINY_MODEL_NAMES: tuple[str, ...] = (
     "musicgen",
     "vits",
     "vits-speakers",
+    # The other diffusers families (mediagen_testkit.tiny_families).
+    "sd-controlnet",
+    "sd-safety",
+    "flux",
+    "flux-fill",
+    "flux-kontext",
+    "sd3",
+    "sdxl",
+    "sdxl-refiner",
+    "pixart",
+    "sana",
+    "flux2-klein",
+    "kolors",
+    "qwen-image",
+    "wan-i2v",
+    "ltx",
+    "cogvideox",
+    "mochi",
+    "hunyuan-video",
+    "animatediff",
 )
 
 _PIPELINE_MARKER = "model_index.json"
@@ -1310,6 +1330,8 @@ def default_cache_dir() -> pathlib.Path:
 
 
 def _builders(root: pathlib.Path) -> dict[str, Callable[[pathlib.Path], pathlib.Path]]:
+    from .tiny_families import family_builders
+
     sd = root / "sd"
     return {
         "sd": build_sd,
@@ -1324,6 +1346,7 @@ def _builders(root: pathlib.Path) -> dict[str, Callable[[pathlib.Path], pathlib.
         "musicgen": build_musicgen,
         "vits": build_vits,
         "vits-speakers": lambda p: build_vits(p, speakers=2),
+        **family_builders(root),
     }
 
 
@@ -1359,7 +1382,7 @@ def ensure_tiny_model(name: str, cache_dir: str | os.PathLike[str] | None = None
         raise KeyError(f"unknown tiny model {name!r}; known: {', '.join(TINY_MODEL_NAMES)}")
     target = root / name
     with _build_lock(root / f".{name}.lock"):
-        if name in ("controlnet", "lora"):
+        if name in ("controlnet", "lora", "sd-controlnet", "sd-safety"):
             # Build the base pipeline under its own lock, so that two processes do not both build it.
             with _build_lock(root / ".sd.lock"):
                 build_sd(root / "sd")

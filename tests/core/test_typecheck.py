@@ -16,14 +16,14 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+# One file in every backend package (its backend module, else its __init__), plus the test kit.
 PROBED = [
-    "backends/mediagen_local/worker.py",
-    "backends/mediagen_diffusers/backend.py",
-    "backends/mediagen_transformers/backend.py",
-    "backends/mediagen_replicate/backend.py",
+    *sorted(
+        str((pkg / "backend.py" if (pkg / "backend.py").exists() else pkg / "__init__.py").relative_to(ROOT))
+        for pkg in (ROOT / "backends").glob("mediagen_*")
+        if pkg.is_dir()
+    ),
     "testkit/mediagen_testkit/replicate_server.py",
-    "backends/mediagen_fal/backend.py",
-    "testkit/mediagen_testkit/fal_server.py",
 ]
 PROBE = '''
 
@@ -52,4 +52,5 @@ def test_a_missing_method_on_a_mediagen_type_fails_mypy_in_every_package(tmp_pat
     )
     assert proc.returncode == 1, proc.stdout + proc.stderr
     flagged = set(re.findall(r'^(\S+\.py):\d+: error: "RunContext" has no attribute "no_such_method"', proc.stdout, re.M))
+    assert len(PROBED) >= 8  # local, diffusers, transformers, replicate, openai, google, fal + the test kit
     assert flagged == set(PROBED), proc.stdout

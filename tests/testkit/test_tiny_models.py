@@ -77,7 +77,7 @@ def test_names_cover_every_model(tiny_models: dict[str, pathlib.Path]) -> None:
 
 def test_unknown_name_is_a_key_error(tmp_path: pathlib.Path) -> None:
     with pytest.raises(KeyError, match="unknown tiny model"):
-        tiny.ensure_tiny_model("sdxl", tmp_path)
+        tiny.ensure_tiny_model("no-such-model", tmp_path)
 
 
 def test_builders_are_idempotent_and_deterministic(tmp_path: pathlib.Path) -> None:

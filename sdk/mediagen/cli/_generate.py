@@ -13,7 +13,7 @@ from typing import Any
 
 from ._common import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, echo, echo_json, fail
 
-__all__ = ["add_common", "add_sampling", "generate", "option_pairs", "output_paths", "size"]
+__all__ = ["add_common", "add_previews", "add_sampling", "generate", "option_pairs", "output_paths", "size"]
 
 DEFAULT_SUFFIX = {"image": ".png", "video": ".mp4", "audio": ".wav", "mesh": ".glb"}
 _IMAGE_SUFFIX = {"png": ".png", "jpeg": ".jpg", "webp": ".webp"}
@@ -63,6 +63,26 @@ def add_common(parser: argparse.ArgumentParser, *, n: bool = True) -> None:
     parser.add_argument("--json", action="store_true", dest="as_json", help="Print one JSON object, no progress.")
     parser.add_argument("--timeout", type=float, metavar="S", help="Deadline in seconds for the whole job.")
     parser.add_argument("--strict", action="store_true", help="Fail instead of warning when a setting is not honoured.")
+
+
+def add_previews(parser: argparse.ArgumentParser) -> None:
+    """`--previews DIR`: rough pictures of each step, where the backend makes them (local diffusers)."""
+    parser.add_argument(
+        "--previews", metavar="DIR", help="Save a rough preview of each step here (local diffusers models)."
+    )
+
+
+def _save_preview(event: Any, directory: Path) -> None:
+    """Write a `Preview` event's picture as `<directory>/preview-<output>-<step>.png` (never over a file)."""
+    import mediagen as mg
+
+    if not isinstance(event, mg.Preview):
+        return
+    directory.mkdir(parents=True, exist_ok=True)
+    target = directory / f"preview-{event.index}-{event.step:04d}.png"
+    if target.exists():
+        return  # a preview is disposable; whatever is there already stays
+    event.image.save(target)
 
 
 def add_sampling(parser: argparse.ArgumentParser, *, negative: bool = True) -> None:
@@ -134,15 +154,22 @@ def generate(modality: str, fields: dict[str, Any], args: argparse.Namespace) ->
     try:
         with mg.SyncClient(strict=args.strict or None) as client:
             request = client.client.build_request(modality, **fields)
-            job = client.submit(request, model=args.model, timeout=args.timeout)
+            preview_dir = Path(args.previews) if getattr(args, "previews", None) else None
+            job = client.submit(
+                request, model=args.model, timeout=args.timeout, previews=1 if preview_dir is not None else None
+            )
+            on_event = None if preview_dir is None else (lambda event: _save_preview(event, preview_dir))
             if interactive:
                 from ._progress import Display
 
                 with Display() as display:
-                    result = display.follow(job)
+                    result = display.follow(job, on_event)
                     display.phase("saving")
                     paths = _save(result, modality, fields, args)
             else:
+                if on_event is not None:
+                    for event in job.events():
+                        on_event(event)
                 result = job.result()
                 paths = _save(result, modality, fields, args)
     except (mg.InvalidRequestError, mg.UnsupportedRequestError, mg.ModelNotFoundError, mg.OutputExistsError) as exc:

@@ -78,12 +78,19 @@ class Display:
         self.task = self.bar.add_task(description, total=total)
         self.bar.refresh()
 
-    def follow(self, job: Any) -> Any:
-        """Update the line from the job's events until it ends; return its result (or raise its error)."""
+    def follow(self, job: Any, on_event: Any = None) -> Any:
+        """Update the line from the job's events until it ends; return its result (or raise its error).
+
+        Args:
+            job: The job to follow.
+            on_event: Also called with every event (e.g. to save previews).
+        """
         import mediagen as mg
 
         stepping = False
         for event in job.events():
+            if on_event is not None:
+                on_event(event)
             if isinstance(event, mg.Queued) and event.position is not None:
                 self.phase(f"queued (position {event.position})")
             elif isinstance(event, mg.Started):

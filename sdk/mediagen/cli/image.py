@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._generate import add_common, add_sampling, generate, size
+from ._generate import add_common, add_previews, add_sampling, generate, size
 
 __all__ = ["add_arguments", "run"]
 
@@ -29,6 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="Image encoding.",
     )
     add_sampling(parser)
+    add_previews(parser)
 
 
 def _lora(item: str) -> dict[str, object]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._generate import add_common, add_sampling, generate, size
+from ._generate import add_common, add_previews, add_sampling, generate, size
 
 __all__ = ["add_arguments", "run"]
 
@@ -19,6 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fps", type=float, metavar="F", help="Frames per second.")
     parser.add_argument("--image", dest="image_in", metavar="PATH", help="First frame (image-to-video).")
     add_sampling(parser)
+    add_previews(parser)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,0 +1,1084 @@
+"""Tiny random-weight pipelines for the diffusers families beyond Stable Diffusion 1.x.
+
+Each builder follows the `get_dummy_components` recipe of the family's own test in diffusers
+(`tests/pipelines/<family>/test_*.py`), with two changes: tokenizers come from an in-memory
+vocabulary (no hub download), and the sizes are cut further where the recipe allows, so that a
+2-step generation at 16-32 px takes well under a second on a CPU. Every builder writes a standard
+directory with `save_pretrained`, atomically (see `tiny._build_atomically`).
+
+torch, diffusers and transformers are imported inside the functions only.
+"""
+
+# diffusers and transformers are mostly unannotated; calling into them is expected here.
+# mypy: disable-error-code="no-untyped-call"
+
+from __future__ import annotations
+
+import os
+import pathlib
+from collections.abc import Callable
+from typing import Any
+
+from .tiny import (
+    _PIPELINE_MARKER,
+    _build_atomically,
+    _clip_image_processor,
+    _t5_tokenizer,
+    build_controlnet,
+    build_sd,
+    clip_tokenizer,
+)
+
+__all__ = ["FAMILY_BUILDERS", "family_builders"]
+
+Path = str | os.PathLike[str]
+
+
+# -- shared parts ------------------------------------------------------------------------------------
+
+
+def _clip_text(hidden: int = 32, *, projection: bool = False, layers: int = 2) -> Any:
+    import torch
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    config = CLIPTextConfig(
+        bos_token_id=0,
+        eos_token_id=1,  # not 2: see tiny.build_sd (legacy argmax pooling)
+        pad_token_id=1,
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_attention_heads=2,
+        num_hidden_layers=layers,
+        projection_dim=hidden,
+        vocab_size=1000,
+        max_position_embeddings=77,
+        hidden_act="gelu",
+    )
+    torch.manual_seed(0)
+    return (CLIPTextModelWithProjection if projection else CLIPTextModel)(config).eval()
+
+
+def _t5(tokenizer: Any, d_model: int = 32) -> Any:
+    import torch
+    from transformers import T5Config, T5EncoderModel
+
+    torch.manual_seed(0)
+    return T5EncoderModel(
+        T5Config(
+            vocab_size=len(tokenizer),
+            d_model=d_model,
+            d_kv=8,
+            d_ff=2 * d_model,
+            num_layers=2,
+            num_heads=4,
+            relative_attention_num_buckets=8,
+            pad_token_id=0,
+            eos_token_id=1,
+        )
+    ).eval()
+
+
+def _vae(latent_channels: int = 4, *, levels: int = 2, channels: int = 4, flow: bool = False) -> Any:
+    """An `AutoencoderKL` that downsamples by 2**(levels-1); `flow` gives Flux/SD3's layout (no quant convs)."""
+    import torch
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(0)
+    extra: dict[str, Any] = {}
+    if flow:
+        extra = {
+            "use_quant_conv": False,
+            "use_post_quant_conv": False,
+            "shift_factor": 0.0609,
+            "scaling_factor": 1.5035,
+        }
+    return AutoencoderKL(
+        block_out_channels=(channels,) * levels,
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * levels,
+        up_block_types=("UpDecoderBlock2D",) * levels,
+        latent_channels=latent_channels,
+        layers_per_block=1,
+        norm_num_groups=2 if channels % 2 == 0 else 1,
+        sample_size=32,
+        **extra,
+    )
+
+
+def _save(pipe: Any, out: pathlib.Path) -> None:
+    pipe.save_pretrained(out)
+
+
+def _pipeline(path: Path, make: Callable[[], Any]) -> pathlib.Path:
+    return _build_atomically(path, _PIPELINE_MARKER, lambda out: _save(make(), out))
+
+
+# -- image -------------------------------------------------------------------------------------------
+
+
+def build_sd_controlnet(path: Path, sd_path: Path, controlnet_path: Path) -> pathlib.Path:
+    """A `StableDiffusionControlNetPipeline` directory holding its own ControlNet (the tiny SD and ControlNet)."""
+
+    def make() -> Any:
+        from diffusers import ControlNetModel, StableDiffusionControlNetPipeline, StableDiffusionPipeline
+
+        base = StableDiffusionPipeline.from_pretrained(build_sd(sd_path))
+        controlnet = ControlNetModel.from_pretrained(build_controlnet(controlnet_path, sd_path))
+        return StableDiffusionControlNetPipeline(**base.components, controlnet=controlnet)
+
+    return _pipeline(path, make)
+
+
+def build_sd_safety(path: Path, sd_path: Path) -> pathlib.Path:
+    """The tiny SD with a safety checker that flags every image (its concept thresholds are below any score).
+
+    The pipeline then reports `nsfw_content_detected=[True, ...]` and blanks the images, as a real
+    checker does for a flagged one.
+    """
+
+    def make() -> Any:
+        import torch
+        from diffusers import StableDiffusionPipeline
+        from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
+        from transformers import CLIPConfig
+
+        base = StableDiffusionPipeline.from_pretrained(build_sd(sd_path))
+        torch.manual_seed(0)
+        config = CLIPConfig(
+            text_config={"hidden_size": 8, "intermediate_size": 16, "num_attention_heads": 2, "num_hidden_layers": 1},
+            vision_config={
+                "hidden_size": 8,
+                "intermediate_size": 16,
+                "num_attention_heads": 2,
+                "num_hidden_layers": 1,
+                "image_size": 32,
+                "patch_size": 8,
+            },
+            projection_dim=8,
+        )
+        checker = StableDiffusionSafetyChecker(config).eval()
+        with torch.no_grad():
+            # cosine distance >= -1 > threshold: every concept fires.
+            checker.concept_embeds_weights.fill_(-2.0)
+            checker.special_care_embeds_weights.fill_(-2.0)
+        components = dict(base.components)
+        components["safety_checker"] = checker
+        components["feature_extractor"] = _clip_image_processor(crop_size=32, size={"shortest_edge": 32})
+        return StableDiffusionPipeline(**components, requires_safety_checker=True)
+
+    return _pipeline(path, make)
+
+
+def _flux_parts(in_channels: int, out_channels: int | None, latent_channels: int) -> dict[str, Any]:
+    import torch
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
+
+    torch.manual_seed(0)
+    transformer = FluxTransformer2DModel(
+        patch_size=1,
+        in_channels=in_channels,
+        out_channels=out_channels,
+        num_layers=1,
+        num_single_layers=1,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=32,
+        pooled_projection_dim=32,
+        axes_dims_rope=[4, 4, 8],
+    )
+    tokenizer_2 = _t5_tokenizer(model_max_length=512)
+    return {
+        "transformer": transformer,
+        "text_encoder": _clip_text(32),
+        "tokenizer": clip_tokenizer(),
+        "text_encoder_2": _t5(tokenizer_2),
+        "tokenizer_2": tokenizer_2,
+        "vae": _vae(latent_channels, flow=True),
+        "scheduler": FlowMatchEulerDiscreteScheduler(),
+    }
+
+
+def build_flux(path: Path) -> pathlib.Path:
+    """FLUX.1 text-to-image (`FluxPipeline`): 1+1 transformer layers, CLIP + T5, a 2x VAE (32 px default... sizes in multiples of 4)."""
+
+    def make() -> Any:
+        from diffusers import FluxPipeline
+
+        return FluxPipeline(**_flux_parts(4, None, 1))
+
+    return _pipeline(path, make)
+
+
+def build_flux_fill(path: Path) -> pathlib.Path:
+    """FLUX.1 Fill (`FluxFillPipeline`): inpainting and outpainting; the transformer also reads the masked image."""
+
+    def make() -> Any:
+        from diffusers import FluxFillPipeline
+
+        # Packed 2x2: noisy latents (2 * 4) + masked image latents (2 * 4) + the mask, one channel per
+        # pixel of a packed patch (2x VAE: 4 * 2 * 2), 32 in all; the output is the latents (8).
+        return FluxFillPipeline(**_flux_parts(32, 8, 2))
+
+    return _pipeline(path, make)
+
+
+def build_flux_kontext(path: Path) -> pathlib.Path:
+    """FLUX.1 Kontext (`FluxKontextPipeline`): instruction editing of an input image (or text-to-image)."""
+
+    def make() -> Any:
+        from diffusers import FluxKontextPipeline
+
+        return FluxKontextPipeline(**_flux_parts(4, None, 1), image_encoder=None, feature_extractor=None)
+
+    return _pipeline(path, make)
+
+
+def build_sd3(path: Path) -> pathlib.Path:
+    """Stable Diffusion 3 (`StableDiffusion3Pipeline`): MMDiT, two CLIPs and a T5."""
+
+    def make() -> Any:
+        import torch
+        from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
+
+        torch.manual_seed(0)
+        transformer = SD3Transformer2DModel(
+            sample_size=16,
+            patch_size=1,
+            in_channels=4,
+            num_layers=1,
+            attention_head_dim=8,
+            num_attention_heads=4,
+            caption_projection_dim=32,
+            joint_attention_dim=32,
+            pooled_projection_dim=64,
+            out_channels=4,
+        )
+        tokenizer_3 = _t5_tokenizer(model_max_length=256)
+        return StableDiffusion3Pipeline(
+            transformer=transformer,
+            text_encoder=_clip_text(32, projection=True),
+            tokenizer=clip_tokenizer(),
+            text_encoder_2=_clip_text(32, projection=True),
+            tokenizer_2=clip_tokenizer(),
+            text_encoder_3=_t5(tokenizer_3),
+            tokenizer_3=tokenizer_3,
+            vae=_vae(4, flow=True),
+            scheduler=FlowMatchEulerDiscreteScheduler(),
+        )
+
+    return _pipeline(path, make)
+
+
+def _sdxl_unet(cross_attention_dim: int, time_ids: int) -> Any:
+    import torch
+    from diffusers import UNet2DConditionModel
+
+    torch.manual_seed(0)
+    return UNet2DConditionModel(
+        block_out_channels=(4, 8),
+        layers_per_block=1,
+        sample_size=16,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4),
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=8,
+        transformer_layers_per_block=(1, 1),
+        projection_class_embeddings_input_dim=time_ids * 8 + 32,
+        cross_attention_dim=cross_attention_dim,
+        norm_num_groups=2,
+    )
+
+
+def _euler() -> Any:
+    from diffusers import EulerDiscreteScheduler
+
+    return EulerDiscreteScheduler(
+        beta_start=0.00085, beta_end=0.012, steps_offset=1, beta_schedule="scaled_linear", timestep_spacing="leading"
+    )
+
+
+def build_sdxl(path: Path) -> pathlib.Path:
+    """Stable Diffusion XL base (`StableDiffusionXLPipeline`): two CLIP text encoders, size/crop conditioning."""
+
+    def make() -> Any:
+        from diffusers import StableDiffusionXLPipeline
+
+        return StableDiffusionXLPipeline(
+            unet=_sdxl_unet(64, time_ids=6),
+            scheduler=_euler(),
+            vae=_vae(4),
+            text_encoder=_clip_text(32),
+            tokenizer=clip_tokenizer(),
+            text_encoder_2=_clip_text(32, projection=True),
+            tokenizer_2=clip_tokenizer(),
+            image_encoder=None,
+            feature_extractor=None,
+        )
+
+    return _pipeline(path, make)
+
+
+def build_sdxl_refiner(path: Path) -> pathlib.Path:
+    """An SDXL refiner (`StableDiffusionXLImg2ImgPipeline`, `requires_aesthetics_score`): image-to-image only."""
+
+    def make() -> Any:
+        from diffusers import StableDiffusionXLImg2ImgPipeline
+
+        return StableDiffusionXLImg2ImgPipeline(
+            unet=_sdxl_unet(32, time_ids=5),
+            scheduler=_euler(),
+            vae=_vae(4),
+            text_encoder=None,
+            tokenizer=None,
+            text_encoder_2=_clip_text(32, projection=True),
+            tokenizer_2=clip_tokenizer(),
+            requires_aesthetics_score=True,
+            force_zeros_for_empty_prompt=False,
+        )
+
+    return _pipeline(path, make)
+
+
+def build_pixart(path: Path) -> pathlib.Path:
+    """PixArt-Sigma (`PixArtSigmaPipeline`): a DiT with a T5.
+
+    Its resolution binning knows real sizes only: requests pass `options={"use_resolution_binning": False}`.
+    """
+
+    def make() -> Any:
+        import torch
+        from diffusers import DDIMScheduler, PixArtSigmaPipeline, PixArtTransformer2DModel
+
+        torch.manual_seed(0)
+        transformer: Any = PixArtTransformer2DModel(
+            sample_size=16,
+            num_layers=2,
+            patch_size=2,
+            attention_head_dim=8,
+            num_attention_heads=3,
+            caption_channels=32,
+            in_channels=4,
+            cross_attention_dim=24,
+            out_channels=8,
+            attention_bias=True,
+            activation_fn="gelu-approximate",
+            num_embeds_ada_norm=1000,
+            norm_type="ada_norm_single",
+            norm_elementwise_affine=False,
+            norm_eps=1e-6,
+        )
+        tokenizer = _t5_tokenizer(model_max_length=300)
+        return PixArtSigmaPipeline(
+            transformer=transformer.eval(),
+            vae=_vae(4),
+            scheduler=DDIMScheduler(),
+            text_encoder=_t5(tokenizer),
+            tokenizer=tokenizer,
+        )
+
+    return _pipeline(path, make)
+
+
+def _gemma_tokenizer() -> Any:
+    from transformers import GemmaTokenizer
+
+    from .tiny import _TEXT_CHARS
+
+    vocab = {"<pad>": 0, "<eos>": 1, "<bos>": 2, "<unk>": 3, "<mask>": 4, "\u2581": 5}
+    for char in _TEXT_CHARS:
+        vocab.setdefault(char, len(vocab))
+        vocab.setdefault("\u2581" + char, len(vocab))
+    return GemmaTokenizer(vocab=vocab, merges=[])
+
+
+def build_sana(path: Path) -> pathlib.Path:
+    """Sana (`SanaPipeline`): a linear DiT, the DC autoencoder and a Gemma-2 text encoder.
+
+    Like PixArt, its resolution binning knows real sizes only (`options={"use_resolution_binning": False}`).
+    """
+
+    def make() -> Any:
+        import torch
+        from diffusers import AutoencoderDC, FlowMatchEulerDiscreteScheduler, SanaPipeline, SanaTransformer2DModel
+        from transformers import Gemma2Config, Gemma2Model
+
+        torch.manual_seed(0)
+        transformer = SanaTransformer2DModel(
+            patch_size=1,
+            in_channels=4,
+            out_channels=4,
+            num_layers=1,
+            num_attention_heads=2,
+            attention_head_dim=4,
+            num_cross_attention_heads=2,
+            cross_attention_head_dim=4,
+            cross_attention_dim=8,
+            caption_channels=8,
+            sample_size=16,
+        )
+        torch.manual_seed(0)
+        vae = AutoencoderDC(
+            in_channels=3,
+            latent_channels=4,
+            attention_head_dim=2,
+            encoder_block_types=("ResBlock", "EfficientViTBlock"),
+            decoder_block_types=("ResBlock", "EfficientViTBlock"),
+            encoder_block_out_channels=(8, 8),
+            decoder_block_out_channels=(8, 8),
+            encoder_qkv_multiscales=((), (5,)),
+            decoder_qkv_multiscales=((), (5,)),
+            encoder_layers_per_block=(1, 1),
+            decoder_layers_per_block=[1, 1],
+            downsample_block_type="conv",
+            upsample_block_type="interpolate",
+            decoder_norm_types="rms_norm",
+            decoder_act_fns="silu",
+            scaling_factor=0.41407,
+        )
+        tokenizer = _gemma_tokenizer()
+        torch.manual_seed(0)
+        text_encoder = Gemma2Model(
+            Gemma2Config(
+                head_dim=16,
+                hidden_size=8,
+                intermediate_size=16,
+                max_position_embeddings=8192,
+                num_attention_heads=2,
+                num_hidden_layers=1,
+                num_key_value_heads=2,
+                vocab_size=len(tokenizer),
+                pad_token_id=0,
+                eos_token_id=1,
+                bos_token_id=2,
+            )
+        ).eval()
+        return SanaPipeline(
+            transformer=transformer,
+            vae=vae,
+            scheduler=FlowMatchEulerDiscreteScheduler(shift=7.0),
+            text_encoder=text_encoder,
+            tokenizer=tokenizer,
+        )
+
+    return _pipeline(path, make)
+
+
+def _chatglm_tokenizer(directory: pathlib.Path) -> Any:
+    """Kolors' ChatGLM tokenizer over a tiny SentencePiece model trained here, in memory, on a few sentences."""
+    import io
+
+    import sentencepiece
+    from diffusers.pipelines.kolors.tokenizer import ChatGLMTokenizer
+
+    from .tiny import _TEXT_CHARS
+
+    model = io.BytesIO()
+    sentences = ["a red fox in the snow", "make it night", "waves on a beach", _TEXT_CHARS, " ".join(_TEXT_CHARS)]
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter(sentences),
+        model_writer=model,
+        model_type="char",
+        vocab_size=len(set("".join(sentences))) + 4,
+        character_coverage=1.0,
+        byte_fallback=False,
+        minloglevel=2,
+    )
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "tokenizer.model").write_bytes(model.getvalue())
+    return ChatGLMTokenizer(str(directory / "tokenizer.model"))
+
+
+def build_kolors(path: Path) -> pathlib.Path:
+    """Kolors (`KolorsPipeline`): an SDXL-style UNet with a ChatGLM3 text encoder (needs `sentencepiece`)."""
+
+    def write(out: pathlib.Path) -> None:
+        import tempfile
+
+        import torch
+        from diffusers import KolorsPipeline
+        from diffusers.pipelines.kolors.text_encoder import ChatGLMConfig, ChatGLMModel
+
+        # The tokenizer copies its SentencePiece file when saved, so the file outlives the save.
+        with tempfile.TemporaryDirectory() as scratch:
+            tokenizer = _chatglm_tokenizer(pathlib.Path(scratch))
+            torch.manual_seed(0)
+            text_encoder = ChatGLMModel(
+                ChatGLMConfig(
+                    num_layers=2,
+                    padded_vocab_size=len(tokenizer) + 16,
+                    hidden_size=32,
+                    ffn_hidden_size=32,
+                    kv_channels=8,
+                    num_attention_heads=4,
+                    seq_length=256,
+                    multi_query_attention=True,
+                    multi_query_group_num=2,
+                    original_rope=True,  # in every ChatGLM3 config.json; the model reads it
+                )
+            ).eval()
+            # ChatGLM builds its layers with `skip_init` (uninitialised memory, NaN as often as not):
+            # give every weight matrix small random values and every norm weight ones.
+            torch.manual_seed(0)
+            with torch.no_grad():
+                for param in text_encoder.parameters():
+                    if param.ndim >= 2:
+                        param.normal_(std=0.02)
+                    else:
+                        param.fill_(1.0)
+            pipe: Any = KolorsPipeline(
+                vae=_vae(4),
+                text_encoder=text_encoder,
+                tokenizer=tokenizer,
+                unet=_sdxl_unet(32, time_ids=6),
+                scheduler=_euler(),
+            )
+            pipe.save_pretrained(out)
+
+    return _build_atomically(path, _PIPELINE_MARKER, write)
+
+
+def _qwen_tokenizer() -> Any:
+    """A byte-level Qwen2 tokenizer over single bytes (no merges), with the chat template's special tokens."""
+    from tokenizers.pre_tokenizers import ByteLevel
+    from transformers import Qwen2Tokenizer
+
+    vocab = {char: i for i, char in enumerate(sorted(ByteLevel.alphabet()))}
+    tokenizer = Qwen2Tokenizer(vocab=vocab, merges=[])
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
+    tokenizer.chat_template = (
+        "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
+    return tokenizer
+
+
+def build_flux2_klein(path: Path) -> pathlib.Path:
+    """FLUX.2 [klein] (`Flux2KleinPipeline`): text-to-image and editing from one or several reference images.
+
+    The Qwen3 text encoder has 28 tiny layers because the pipeline reads hidden states 9, 18 and 27.
+    """
+
+    def make() -> Any:
+        import torch
+        from diffusers import (
+            AutoencoderKLFlux2,
+            FlowMatchEulerDiscreteScheduler,
+            Flux2KleinPipeline,
+            Flux2Transformer2DModel,
+        )
+        from transformers import Qwen3Config, Qwen3ForCausalLM
+
+        tokenizer = _qwen_tokenizer()
+        torch.manual_seed(0)
+        transformer = Flux2Transformer2DModel(
+            patch_size=1,
+            in_channels=4,
+            num_layers=1,
+            num_single_layers=1,
+            attention_head_dim=16,
+            num_attention_heads=2,
+            joint_attention_dim=48,
+            timestep_guidance_channels=256,
+            axes_dims_rope=[4, 4, 4, 4],
+            guidance_embeds=False,
+        )
+        torch.manual_seed(0)
+        text_encoder = Qwen3ForCausalLM(
+            Qwen3Config(
+                intermediate_size=16,
+                hidden_size=16,
+                num_hidden_layers=28,
+                num_attention_heads=2,
+                num_key_value_heads=2,
+                head_dim=8,
+                vocab_size=len(tokenizer),
+                max_position_embeddings=1024,
+            )
+        ).eval()
+        torch.manual_seed(0)
+        vae = AutoencoderKLFlux2(
+            sample_size=32,
+            in_channels=3,
+            out_channels=3,
+            down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+            up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+            block_out_channels=(4, 4),
+            layers_per_block=1,
+            latent_channels=1,
+            norm_num_groups=1,
+            use_quant_conv=False,
+            use_post_quant_conv=False,
+        )
+        return Flux2KleinPipeline(
+            transformer=transformer,
+            text_encoder=text_encoder,
+            tokenizer=tokenizer,
+            vae=vae,
+            scheduler=FlowMatchEulerDiscreteScheduler(),
+        )
+
+    return _pipeline(path, make)
+
+
+def build_qwen_image(path: Path) -> pathlib.Path:
+    """Qwen-Image text-to-image (`QwenImagePipeline`): an MMDiT, a Qwen2.5-VL text encoder, a Wan-style VAE."""
+
+    def make() -> Any:
+        import torch
+        from diffusers import (
+            AutoencoderKLQwenImage,
+            FlowMatchEulerDiscreteScheduler,
+            QwenImagePipeline,
+            QwenImageTransformer2DModel,
+        )
+        from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+        tokenizer = _qwen_tokenizer()
+        tokenizer.add_special_tokens(
+            {"additional_special_tokens": ["<|vision_start|>", "<|vision_end|>", "<|image_pad|>"]}
+        )
+        torch.manual_seed(0)
+        transformer = QwenImageTransformer2DModel(
+            patch_size=2,
+            in_channels=16,
+            out_channels=4,
+            num_layers=2,
+            attention_head_dim=16,
+            num_attention_heads=3,
+            joint_attention_dim=16,
+            guidance_embeds=False,
+            axes_dims_rope=(8, 4, 4),
+        )
+        torch.manual_seed(0)
+        vae = AutoencoderKLQwenImage(
+            base_dim=24,
+            z_dim=4,
+            dim_mult=[1, 2, 4],
+            num_res_blocks=1,
+            temperal_downsample=[False, True],
+            latents_mean=[0.0] * 4,
+            latents_std=[1.0] * 4,
+        )
+        ids = tokenizer.convert_tokens_to_ids(["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|im_end|>"])
+        torch.manual_seed(0)
+        text_encoder = Qwen2_5_VLForConditionalGeneration(
+            Qwen2_5_VLConfig(
+                text_config={
+                    "hidden_size": 16,
+                    "intermediate_size": 16,
+                    "num_hidden_layers": 2,
+                    "num_attention_heads": 2,
+                    "num_key_value_heads": 2,
+                    "rope_scaling": {"mrope_section": [1, 1, 2], "rope_type": "default", "type": "default"},
+                    "rope_theta": 1000000.0,
+                    "vocab_size": len(tokenizer),
+                    "bos_token_id": ids[3],
+                    "eos_token_id": ids[3],
+                },
+                vision_config={
+                    "depth": 2,
+                    "hidden_size": 16,
+                    "intermediate_size": 16,
+                    "num_heads": 2,
+                    "out_hidden_size": 16,
+                },
+                vision_start_token_id=ids[0],
+                vision_end_token_id=ids[1],
+                image_token_id=ids[2],
+            )
+        ).eval()
+        return QwenImagePipeline(
+            transformer=transformer,
+            vae=vae,
+            scheduler=FlowMatchEulerDiscreteScheduler(),
+            text_encoder=text_encoder,
+            tokenizer=tokenizer,
+        )
+
+    return _pipeline(path, make)
+
+
+# -- video -------------------------------------------------------------------------------------------
+
+
+def build_wan_i2v(path: Path) -> pathlib.Path:
+    """Wan 2.1 image-to-video (`WanImageToVideoPipeline`) with its CLIP image encoder."""
+
+    def make() -> Any:
+        import torch
+        from diffusers import (
+            AutoencoderKLWan,
+            FlowMatchEulerDiscreteScheduler,
+            WanImageToVideoPipeline,
+            WanTransformer3DModel,
+        )
+        from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection, UMT5Config, UMT5EncoderModel
+
+        tokenizer = _t5_tokenizer(model_max_length=512)
+        torch.manual_seed(0)
+        text_encoder = UMT5EncoderModel(
+            UMT5Config(
+                vocab_size=len(tokenizer),
+                d_model=32,
+                d_kv=8,
+                d_ff=32,
+                num_layers=2,
+                num_heads=4,
+                relative_attention_num_buckets=8,
+                pad_token_id=0,
+                eos_token_id=1,
+                decoder_start_token_id=0,
+            )
+        ).eval()
+        torch.manual_seed(0)
+        vae = AutoencoderKLWan(
+            base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1, temperal_downsample=[False, True, True]
+        )
+        torch.manual_seed(0)
+        transformer = WanTransformer3DModel(
+            patch_size=(1, 2, 2),
+            num_attention_heads=2,
+            attention_head_dim=12,
+            in_channels=36,
+            out_channels=16,
+            text_dim=32,
+            freq_dim=256,
+            ffn_dim=32,
+            num_layers=2,
+            cross_attn_norm=True,
+            qk_norm="rms_norm_across_heads",
+            rope_max_seq_len=32,
+            image_dim=4,
+        )
+        torch.manual_seed(0)
+        image_encoder = CLIPVisionModelWithProjection(
+            CLIPVisionConfig(
+                hidden_size=4,
+                projection_dim=4,
+                num_hidden_layers=2,
+                num_attention_heads=2,
+                image_size=32,
+                intermediate_size=16,
+                patch_size=8,
+            )
+        ).eval()
+        return WanImageToVideoPipeline(
+            tokenizer=tokenizer,
+            text_encoder=text_encoder,
+            vae=vae,
+            scheduler=FlowMatchEulerDiscreteScheduler(shift=7.0),
+            transformer=transformer,
+            image_encoder=image_encoder,
+            image_processor=_clip_image_processor(crop_size=32, size={"shortest_edge": 32}),
+        )
+
+    return _pipeline(path, make)
+
+
+def build_ltx(path: Path) -> pathlib.Path:
+    """LTX-Video (`LTXPipeline`; image-to-video through `LTXImageToVideoPipeline` on the same weights)."""
+
+    def make() -> Any:
+        import torch
+        from diffusers import (
+            AutoencoderKLLTXVideo,
+            FlowMatchEulerDiscreteScheduler,
+            LTXPipeline,
+            LTXVideoTransformer3DModel,
+        )
+
+        torch.manual_seed(0)
+        transformer = LTXVideoTransformer3DModel(
+            in_channels=8,
+            out_channels=8,
+            patch_size=1,
+            patch_size_t=1,
+            num_attention_heads=4,
+            attention_head_dim=8,
+            cross_attention_dim=32,
+            num_layers=1,
+            caption_channels=32,
+        )
+        torch.manual_seed(0)
+        vae = AutoencoderKLLTXVideo(
+            in_channels=3,
+            out_channels=3,
+            latent_channels=8,
+            block_out_channels=(8, 8, 8, 8),
+            decoder_block_out_channels=(8, 8, 8, 8),
+            layers_per_block=(1, 1, 1, 1, 1),
+            decoder_layers_per_block=(1, 1, 1, 1, 1),
+            spatio_temporal_scaling=(True, True, False, False),
+            decoder_spatio_temporal_scaling=(True, True, False, False),
+            decoder_inject_noise=(False, False, False, False, False),
+            upsample_residual=(False, False, False, False),
+            upsample_factor=(1, 1, 1, 1),
+            timestep_conditioning=False,
+            patch_size=1,
+            patch_size_t=1,
+            encoder_causal=True,
+            decoder_causal=False,
+        )
+        tokenizer = _t5_tokenizer(model_max_length=128)
+        return LTXPipeline(
+            transformer=transformer,
+            vae=vae,
+            scheduler=FlowMatchEulerDiscreteScheduler(),
+            text_encoder=_t5(tokenizer),
+            tokenizer=tokenizer,
+        )
+
+    return _pipeline(path, make)
+
+
+def build_cogvideox(path: Path) -> pathlib.Path:
+    """CogVideoX text-to-video (`CogVideoXPipeline`)."""
+
+    def make() -> Any:
+        import torch
+        from diffusers import AutoencoderKLCogVideoX, CogVideoXPipeline, CogVideoXTransformer3DModel, DDIMScheduler
+
+        torch.manual_seed(0)
+        transformer = CogVideoXTransformer3DModel(
+            num_attention_heads=4,
+            attention_head_dim=8,
+            in_channels=4,
+            out_channels=4,
+            time_embed_dim=2,
+            text_embed_dim=32,
+            num_layers=1,
+            sample_width=2,
+            sample_height=2,
+            sample_frames=9,
+            patch_size=2,
+            temporal_compression_ratio=4,
+            max_text_seq_length=226,
+        )
+        torch.manual_seed(0)
+        vae = AutoencoderKLCogVideoX(
+            in_channels=3,
+            out_channels=3,
+            down_block_types=("CogVideoXDownBlock3D",) * 4,
+            up_block_types=("CogVideoXUpBlock3D",) * 4,
+            block_out_channels=(8, 8, 8, 8),
+            latent_channels=4,
+            layers_per_block=1,
+            norm_num_groups=2,
+            temporal_compression_ratio=4,
+        )
+        tokenizer = _t5_tokenizer(model_max_length=226)
+        return CogVideoXPipeline(
+            transformer=transformer,
+            vae=vae,
+            scheduler=DDIMScheduler(),
+            text_encoder=_t5(tokenizer),
+            tokenizer=tokenizer,
+        )
+
+    return _pipeline(path, make)
+
+
+def build_mochi(path: Path) -> pathlib.Path:
+    """Mochi 1 (`MochiPipeline`): an asymmetric DiT and a 6x temporal VAE (6k+1 frames)."""
+
+    def make() -> Any:
+        import torch
+        from diffusers import (
+            AutoencoderKLMochi,
+            FlowMatchEulerDiscreteScheduler,
+            MochiPipeline,
+            MochiTransformer3DModel,
+        )
+
+        torch.manual_seed(0)
+        transformer: Any = MochiTransformer3DModel(
+            patch_size=2,
+            num_attention_heads=2,
+            attention_head_dim=8,
+            num_layers=2,
+            pooled_projection_dim=16,
+            in_channels=12,
+            out_channels=None,
+            qk_norm="rms_norm",
+            text_embed_dim=32,
+            time_embed_dim=4,
+            activation_fn="swiglu",
+            max_sequence_length=16,
+        )
+        transformer.pos_frequencies.data = transformer.pos_frequencies.new_full(transformer.pos_frequencies.shape, 0)
+        torch.manual_seed(0)
+        vae = AutoencoderKLMochi(
+            latent_channels=12,
+            out_channels=3,
+            encoder_block_out_channels=(32, 32, 32, 32),
+            decoder_block_out_channels=(32, 32, 32, 32),
+            layers_per_block=(1, 1, 1, 1, 1),
+        )
+        tokenizer = _t5_tokenizer(model_max_length=256)
+        return MochiPipeline(
+            transformer=transformer,
+            vae=vae,
+            scheduler=FlowMatchEulerDiscreteScheduler(),
+            text_encoder=_t5(tokenizer),
+            tokenizer=tokenizer,
+        )
+
+    return _pipeline(path, make)
+
+
+def _llama_tokenizer() -> Any:
+    from transformers import LlamaTokenizer
+
+    from .tiny import _TEXT_CHARS
+
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2, "\u2581": 3}
+    for char in _TEXT_CHARS + "<>|_{}[]\n":
+        vocab.setdefault(char, len(vocab))
+        vocab.setdefault("\u2581" + char, len(vocab))
+    return LlamaTokenizer(vocab=vocab, merges=[], pad_token="</s>")
+
+
+def build_hunyuan_video(path: Path) -> pathlib.Path:
+    """HunyuanVideo (`HunyuanVideoPipeline`): a Llama text encoder plus CLIP, a 3D VAE (4k+1 frames)."""
+
+    def make() -> Any:
+        import torch
+        from diffusers import (
+            AutoencoderKLHunyuanVideo,
+            FlowMatchEulerDiscreteScheduler,
+            HunyuanVideoPipeline,
+            HunyuanVideoTransformer3DModel,
+        )
+        from transformers import LlamaConfig, LlamaModel
+
+        torch.manual_seed(0)
+        transformer = HunyuanVideoTransformer3DModel(
+            in_channels=4,
+            out_channels=4,
+            num_attention_heads=2,
+            attention_head_dim=10,
+            num_layers=1,
+            num_single_layers=1,
+            num_refiner_layers=1,
+            patch_size=1,
+            patch_size_t=1,
+            guidance_embeds=True,
+            text_embed_dim=16,
+            pooled_projection_dim=8,
+            rope_axes_dim=(2, 4, 4),
+        )
+        torch.manual_seed(0)
+        vae = AutoencoderKLHunyuanVideo(
+            in_channels=3,
+            out_channels=3,
+            latent_channels=4,
+            down_block_types=("HunyuanVideoDownBlock3D",) * 4,
+            up_block_types=("HunyuanVideoUpBlock3D",) * 4,
+            block_out_channels=(8, 8, 8, 8),
+            layers_per_block=1,
+            act_fn="silu",
+            norm_num_groups=4,
+            scaling_factor=0.476986,
+            spatial_compression_ratio=8,
+            temporal_compression_ratio=4,
+            mid_block_add_attention=True,
+        )
+        tokenizer = _llama_tokenizer()
+        torch.manual_seed(0)
+        text_encoder = LlamaModel(
+            LlamaConfig(
+                bos_token_id=1,
+                eos_token_id=2,
+                pad_token_id=2,
+                hidden_size=16,
+                intermediate_size=32,
+                num_attention_heads=4,
+                num_hidden_layers=2,
+                vocab_size=len(tokenizer),
+                hidden_act="gelu",
+            )
+        ).eval()
+        return HunyuanVideoPipeline(
+            transformer=transformer,
+            vae=vae,
+            scheduler=FlowMatchEulerDiscreteScheduler(shift=7.0),
+            text_encoder=text_encoder,
+            tokenizer=tokenizer,
+            text_encoder_2=_clip_text(8),
+            tokenizer_2=clip_tokenizer(),
+        )
+
+    return _pipeline(path, make)
+
+
+def build_animatediff(path: Path) -> pathlib.Path:
+    """AnimateDiff (`AnimateDiffPipeline`): an SD 1.x UNet with a motion adapter."""
+
+    def make() -> Any:
+        import torch
+        from diffusers import AnimateDiffPipeline, DDIMScheduler, MotionAdapter, UNet2DConditionModel
+
+        torch.manual_seed(0)
+        unet = UNet2DConditionModel(
+            block_out_channels=(8, 8),
+            layers_per_block=1,
+            sample_size=16,
+            in_channels=4,
+            out_channels=4,
+            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+            cross_attention_dim=8,
+            norm_num_groups=2,
+        )
+        torch.manual_seed(0)
+        adapter = MotionAdapter(
+            block_out_channels=(8, 8), motion_layers_per_block=1, motion_norm_num_groups=2, motion_num_attention_heads=2
+        )
+        return AnimateDiffPipeline(
+            unet=unet,
+            scheduler=DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="linear", clip_sample=False),
+            vae=_vae(4, channels=8),
+            motion_adapter=adapter,
+            text_encoder=_clip_text(8),
+            tokenizer=clip_tokenizer(),
+            feature_extractor=None,
+            image_encoder=None,
+        )
+
+    return _pipeline(path, make)
+
+
+def family_builders(root: pathlib.Path) -> dict[str, Callable[[pathlib.Path], pathlib.Path]]:
+    """Every builder of this module by tiny-model name, those built on the tiny SD reading it from `root`."""
+    return {
+        "sd-controlnet": lambda p: build_sd_controlnet(p, root / "sd", root / "controlnet"),
+        "sd-safety": lambda p: build_sd_safety(p, root / "sd"),
+        **FAMILY_BUILDERS,
+    }
+
+
+FAMILY_BUILDERS: dict[str, Callable[[Path], pathlib.Path]] = {
+    "flux": build_flux,
+    "flux-fill": build_flux_fill,
+    "flux-kontext": build_flux_kontext,
+    "sd3": build_sd3,
+    "sdxl": build_sdxl,
+    "sdxl-refiner": build_sdxl_refiner,
+    "pixart": build_pixart,
+    "sana": build_sana,
+    "flux2-klein": build_flux2_klein,
+    "kolors": build_kolors,
+    "qwen-image": build_qwen_image,
+    "wan-i2v": build_wan_i2v,
+    "ltx": build_ltx,
+    "cogvideox": build_cogvideox,
+    "mochi": build_mochi,
+    "hunyuan-video": build_hunyuan_video,
+    "animatediff": build_animatediff,
+}
+"""Builders of the family pipelines, by tiny-model name."""
