@@ -15,13 +15,11 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+# The core, the test kit, and every backend package (a new provider is covered the day it lands).
 PACKAGES = {
     "mediagen": ROOT / "sdk" / "mediagen",
-    "mediagen_local": ROOT / "backends" / "mediagen_local",
-    "mediagen_diffusers": ROOT / "backends" / "mediagen_diffusers",
-    "mediagen_transformers": ROOT / "backends" / "mediagen_transformers",
-    "mediagen_replicate": ROOT / "backends" / "mediagen_replicate",
     "mediagen_testkit": ROOT / "testkit" / "mediagen_testkit",
+    **{folder.name: folder for folder in sorted((ROOT / "backends").glob("mediagen_*")) if folder.is_dir()},
 }
 MEDIA_LAYER = ["mediagen.artifacts", "mediagen._media", "mediagen._mux", "mediagen._embedding", "mediagen._types"]
 ABOVE_MEDIA = {"mediagen.requests", "mediagen.results", "mediagen.provenance", "mediagen"}
