@@ -61,7 +61,8 @@ class AppSpec:
 
     def capabilities(self) -> Capabilities:
         """What the app can do, for the client's checks and its splitting of `n`."""
-        return Capabilities(tasks=self.tasks, max_outputs_per_call=self.max_outputs)
+        # fal apps take one seed per call: output i comes from seed + i only as a call of its own.
+        return Capabilities(tasks=self.tasks, max_outputs_per_call=self.max_outputs, max_seeded_outputs_per_call=1)
 
 
 # Request field → fal's conventional input name (FLUX, SDXL, Kling, Stable Audio, TRELLIS pages).
