@@ -6,7 +6,6 @@ layer asks it at call time), so the media layer does not depend on the Backend c
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import urllib.parse
 
@@ -35,6 +34,8 @@ def check_remote_allowed(url: str) -> None:
         return
     host = urllib.parse.urlsplit(url).hostname or ""
     try:
+        import ipaddress  # only when a URL is checked: `import mediagen` stays light
+
         loopback = ipaddress.ip_address(host).is_loopback
     except ValueError:
         loopback = host == "localhost"

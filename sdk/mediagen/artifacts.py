@@ -30,7 +30,6 @@ from ._config import (
     DEFAULT_MAX_DECODED_BYTES,
     DEFAULT_MAX_DOWNLOAD_BYTES,
 )
-from ._download import ByteBudget, adownload, download
 from ._media import (
     Kind,
     decode_data_url,
@@ -47,6 +46,8 @@ if TYPE_CHECKING:
     import numpy as np
     import PIL.Image
     import trimesh
+
+    from ._download import ByteBudget
 
 __all__ = ["Artifact", "Image", "Video", "Audio", "Mesh", "artifact_from_bytes", "name_outputs"]
 
@@ -141,6 +142,9 @@ class Artifact:
             if self.path is not None:
                 self._data = self.path.read_bytes()
             elif self.url is not None:
+                # The download layer (asyncio, sockets) loads on first use: `import mediagen` stays light.
+                from ._download import download
+
                 self._data = download(
                     self.url, max_bytes=self.max_bytes, timeout=self.download_timeout, budget=self._budget
                 )
@@ -155,6 +159,8 @@ class Artifact:
             client: An `httpx.AsyncClient` whose connection pool the download may use.
         """
         if self._data is None and self.path is None and self.url is not None:
+            from ._download import adownload
+
             self._data = await adownload(
                 self.url, max_bytes=self.max_bytes, timeout=self.download_timeout, client=client, budget=self._budget
             )
