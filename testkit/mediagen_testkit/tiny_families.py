@@ -19,7 +19,7 @@ import pathlib
 from collections.abc import Callable
 from typing import Any
 
-from .tiny import (
+from .tiny_recipes import (
     _PIPELINE_MARKER,
     _build_atomically,
     _clip_image_processor,
@@ -387,7 +387,7 @@ def build_pixart(path: Path) -> pathlib.Path:
 def _gemma_tokenizer() -> Any:
     from transformers import GemmaTokenizer
 
-    from .tiny import _TEXT_CHARS
+    from .tiny_recipes import _TEXT_CHARS
 
     vocab = {"<pad>": 0, "<eos>": 1, "<bos>": 2, "<unk>": 3, "<mask>": 4, "\u2581": 5}
     for char in _TEXT_CHARS:
@@ -475,7 +475,7 @@ def _chatglm_tokenizer(directory: pathlib.Path) -> Any:
     import sentencepiece
     from diffusers.pipelines.kolors.tokenizer import ChatGLMTokenizer
 
-    from .tiny import _TEXT_CHARS
+    from .tiny_recipes import _TEXT_CHARS
 
     model = io.BytesIO()
     sentences = ["a red fox in the snow", "make it night", "waves on a beach", _TEXT_CHARS, " ".join(_TEXT_CHARS)]
@@ -934,7 +934,7 @@ def build_mochi(path: Path) -> pathlib.Path:
 def _llama_tokenizer() -> Any:
     from transformers import LlamaTokenizer
 
-    from .tiny import _TEXT_CHARS
+    from .tiny_recipes import _TEXT_CHARS
 
     vocab = {"<unk>": 0, "<s>": 1, "</s>": 2, "\u2581": 3}
     for char in _TEXT_CHARS + "<>|_{}[]\n":

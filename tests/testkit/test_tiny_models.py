@@ -20,7 +20,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 pytest.importorskip("transformers")
 
-from mediagen_testkit import tiny  # noqa: E402
+from mediagen_testkit import tiny, tiny_recipes  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -112,7 +112,7 @@ def test_losing_a_build_race_keeps_the_winner(tmp_path: pathlib.Path) -> None:
         (target / "config.json").write_text('{"winner": true}')
         (out / "config.json").write_text('{"winner": false}')
 
-    assert tiny._build_atomically(target, "config.json", write) == target
+    assert tiny_recipes._build_atomically(target, "config.json", write) == target
     assert (target / "config.json").read_text() == '{"winner": true}'
     assert [p.name for p in target.parent.iterdir()] == ["model"]  # the loser's temp dir is gone
 
@@ -174,7 +174,7 @@ def test_marching_cubes_table_gives_a_closed_sphere() -> None:
     from diffusers.pipelines.shap_e.renderer import MeshDecoder
 
     decoder = MeshDecoder()
-    tiny._install_marching_cubes_table(decoder)
+    tiny_recipes._install_marching_cubes_table(decoder)
     n = 40
     axis = torch.linspace(-1, 1, n)
     x, y, z = torch.meshgrid(axis, axis, axis, indexing="ij")
