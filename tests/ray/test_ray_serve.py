@@ -81,7 +81,7 @@ def test_serve_on_ray_answers_the_official_replicate_client(tmp_path: Path, tiny
         assert images[0].shape == (32, 32, 3)
         assert np.abs(images[0].astype(int) - images[1].astype(int)).max() <= 2  # same seed, whichever replica
     finally:
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal.SIGTERM)  # as a supervisor stops it
         try:
             proc.wait(timeout=120)
         except subprocess.TimeoutExpired:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import math
 import os
+import signal
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -148,6 +149,10 @@ def run_ray_command(
     ray = import_ray()
     from ray import serve
 
+    def stop_on_term(signum: int, frame: Any) -> None:
+        # A supervisor's SIGTERM shuts Ray down as Ctrl-C does: no Ray process outlives the server.
+        raise KeyboardInterrupt
+
     env = {k: v for k, v in os.environ.items() if k in _FORWARDED_ENV}
     if address is None:
         # A private instance: never joins a cluster an earlier `ray start` left running.
@@ -162,6 +167,8 @@ def run_ray_command(
         )
     else:
         ray.init(address=address, log_to_driver=False, configure_logging=False)
+    # Installed after ray.init, which sets a handler of its own that would end the process at once.
+    signal.signal(signal.SIGTERM, stop_on_term)
     try:
         serve.start(http_options={"host": host, "port": port}, logging_config={"log_level": log_level.upper()})
         scaling: dict[str, Any] = {"num_replicas": replicas}
