@@ -11,11 +11,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ._config import Config, load_config
 from ._registry import available_providers, get_backend_class, parse_model, register_backend, registry
-from ._types import AudioInput, ImageInput, VideoInput
-from .artifacts import Artifact, Audio, Image, Mesh, Video
-from .backend import CONTRACT_VERSION, Backend, Capabilities, RunContext, allow_remote_requests
+from ._remote import allow_remote_requests
 from .errors import (
     AllBackendsFailedError,
     AuthenticationError,
@@ -34,18 +31,22 @@ from .errors import (
     RateLimitedError,
     UnsupportedRequestError,
 )
-from .events import Cancelled, Completed, Event, Failed, Log, Preview, Progress, Queued, Started
-from .requests import AudioRequest, ImageRequest, LoRA, MeshRequest, Request, VideoRequest
-from .results import GenerationWarning, Result, Timings, Usage
 
 if TYPE_CHECKING:  # the lazy names below, spelled out for type checkers and IDEs
+    from ._config import Config, load_config
     from ._mux import concat, mux
+    from ._types import AudioInput, ImageInput, VideoInput
+    from .artifacts import Artifact, Audio, Image, Mesh, Video
+    from .backend import CONTRACT_VERSION, Backend, Capabilities, RunContext
     from .cache import ResultCache
     from .client import Client
+    from .events import Cancelled, Completed, Event, Failed, Log, Preview, Progress, Queued, Started
     from .jobs import Job, JobStatus
     from .ledger import Ledger
     from .policies import ConcurrencyLimiter, Policy, RateLimiter, RetryPolicy
     from .provenance import read_provenance
+    from .requests import AudioRequest, ImageRequest, LoRA, MeshRequest, Request, VideoRequest
+    from .results import GenerationWarning, Result, Timings, Usage
     from .safety import safe_filename
     from .sync import SyncClient, SyncJob
 
@@ -134,6 +135,39 @@ __all__ = [
 ]
 
 _LAZY = {
+    "Config": "._config",
+    "load_config": "._config",
+    "AudioInput": "._types",
+    "ImageInput": "._types",
+    "VideoInput": "._types",
+    "Artifact": ".artifacts",
+    "Audio": ".artifacts",
+    "Image": ".artifacts",
+    "Mesh": ".artifacts",
+    "Video": ".artifacts",
+    "CONTRACT_VERSION": ".backend",
+    "Backend": ".backend",
+    "Capabilities": ".backend",
+    "RunContext": ".backend",
+    "Cancelled": ".events",
+    "Completed": ".events",
+    "Event": ".events",
+    "Failed": ".events",
+    "Log": ".events",
+    "Preview": ".events",
+    "Progress": ".events",
+    "Queued": ".events",
+    "Started": ".events",
+    "AudioRequest": ".requests",
+    "ImageRequest": ".requests",
+    "LoRA": ".requests",
+    "MeshRequest": ".requests",
+    "Request": ".requests",
+    "VideoRequest": ".requests",
+    "GenerationWarning": ".results",
+    "Result": ".results",
+    "Timings": ".results",
+    "Usage": ".results",
     "Client": ".client",
     "Job": ".jobs",
     "JobStatus": ".jobs",
@@ -153,15 +187,27 @@ _LAZY = {
 
 
 def __getattr__(name: str) -> Any:
-    # The client pulls in asyncio machinery; load it on first use to keep `import mediagen` light.
+    # Everything built on pydantic or asyncio loads on first use: `import mediagen` stays light
+    # (a module's public names are all renamed to `mediagen.X` when it first loads).
     if name in _LAZY:
         import importlib
 
-        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
-        value.__module__ = "mediagen"
-        globals()[name] = value
-        return value
+        module = importlib.import_module(_LAZY[name], __name__)
+        for other, where in _LAZY.items():
+            if where == _LAZY[name]:
+                value = getattr(module, other)
+                if isinstance(value, type) or (callable(value) and hasattr(value, "__code__")):
+                    try:
+                        value.__module__ = "mediagen"
+                    except (AttributeError, TypeError):
+                        pass
+                globals()[other] = value
+        return globals()[name]
     raise AttributeError(f"module 'mediagen' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
 
 
 def _set_module() -> None:
