@@ -160,9 +160,9 @@ def one_output_per_call(class_name: str, components: Mapping[str, Any]) -> bool:
     embeddings per prompt, not per output, so `num_videos_per_prompt > 1` fails inside the
     pipeline; Wan 2.2 (no image encoder) does not have that problem. Stable Video Diffusion draws
     its conditioning-image noise from the first generator of the call only, so a video would depend
-    on its place in a batch.
+    on its place in a batch; FLUX.1 Fill samples its masked-image latents the same way.
     """
-    if class_name == "StableVideoDiffusionPipeline":
+    if class_name in ("StableVideoDiffusionPipeline", "FluxFillPipeline"):
         return True
     return class_name == "WanImageToVideoPipeline" and _has_component(components, "image_encoder")
 
