@@ -8,9 +8,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from mediagen.errors import InvalidRequestError
+from mediagen.backend import parse_options
 
 from .errors import PROVIDER
 
@@ -58,21 +58,4 @@ class OpenAIOptions(BaseModel):
         Raises:
             InvalidRequestError: An unknown key, or a setting with the wrong type or value.
         """
-        try:
-            return cls.model_validate(dict(options))
-        except ValidationError as exc:
-            lines = []
-            for err in exc.errors():
-                where = ".".join(str(p) for p in err["loc"])
-                msg = str(err["msg"]).removeprefix("Value error, ")
-                if err["type"] == "extra_forbidden":
-                    msg = f"unknown option; known: {', '.join(cls.model_fields)}"
-                lines.append(f"  options.{where}: {msg}")
-            raise InvalidRequestError(
-                "invalid OpenAI options:\n" + "\n".join(lines),
-                errors=[
-                    {"loc": ("options", *err["loc"]), "msg": err["msg"], "type": err["type"]} for err in exc.errors()
-                ],
-                provider=PROVIDER,
-                model=model,
-            ) from None
+        return parse_options(cls, options, label="OpenAI", provider=PROVIDER, model=model)

@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from mediagen.errors import InvalidRequestError
+from mediagen.backend import parse_options
 
 from .errors import PROVIDER
 from .webhooks import WebhookEvent
@@ -70,18 +70,4 @@ class ReplicateOptions(BaseModel):
         Raises:
             InvalidRequestError: A setting has the wrong type or value (the message names it).
         """
-        try:
-            return cls.model_validate(dict(options))
-        except ValidationError as exc:
-            lines = [
-                f"  options.{'.'.join(str(p) for p in err['loc'])}: {str(err['msg']).removeprefix('Value error, ')}"
-                for err in exc.errors()
-            ]
-            raise InvalidRequestError(
-                "invalid Replicate options:\n" + "\n".join(lines),
-                errors=[
-                    {"loc": ("options", *err["loc"]), "msg": err["msg"], "type": err["type"]} for err in exc.errors()
-                ],
-                provider=PROVIDER,
-                model=model,
-            ) from None
+        return parse_options(cls, options, label="Replicate", provider=PROVIDER, model=model)

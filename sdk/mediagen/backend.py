@@ -30,12 +30,13 @@ import threading
 import time
 import weakref
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Any, ClassVar
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ._remote import allow_remote_requests, check_remote_allowed
-from .errors import DeadlineExceededError, UnsupportedRequestError
+from .errors import DeadlineExceededError, InvalidRequestError, UnsupportedRequestError
 from .events import NULL_SINK, Event, EventSink, Log, Progress
 from .requests import TASKS, Request, Task
 from .results import GenerationWarning, Result
@@ -51,6 +52,7 @@ __all__ = [
     "RunContext",
     "allow_remote_requests",
     "check_remote_allowed",
+    "parse_options",
 ]
 
 CONTRACT_VERSION = 1
@@ -352,3 +354,40 @@ class Backend(ABC):
     def describe(self) -> dict[str, Any]:
         """State worth showing in `mediagen backends` (loaded models, devices, limits)."""
         return {}
+
+
+OptionsT = TypeVar("OptionsT", bound=BaseModel)
+
+
+def parse_options(
+    cls: type[OptionsT], options: Mapping[str, Any], *, label: str, provider: str, model: str | None = None
+) -> OptionsT:
+    """Validate a request's `options` with a backend's own pydantic model, before anything is sent.
+
+    Args:
+        cls: The backend's options model (one attribute docstring per setting).
+        options: `request.options`.
+        label: The provider as people write it, for the message ("Replicate", "fal" ...).
+        provider: The provider name, put on the error.
+        model: The model, put on the error.
+
+    Raises:
+        InvalidRequestError: One line per bad setting (`options.<name>: why`); an unknown key lists
+            the known ones when the model forbids extras.
+    """
+    try:
+        return cls.model_validate(dict(options))
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err["loc"])
+            msg = str(err["msg"]).removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                msg = f"unknown option; known: {', '.join(cls.model_fields)}"
+            lines.append(f"  options.{where}: {msg}")
+        raise InvalidRequestError(
+            f"invalid {label} options:\n" + "\n".join(lines),
+            errors=[{"loc": ("options", *err["loc"]), "msg": err["msg"], "type": err["type"]} for err in exc.errors()],
+            provider=provider,
+            model=model,
+        ) from None

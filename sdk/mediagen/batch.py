@@ -42,7 +42,7 @@ from .client import Client, _invalid
 from .requests import Request, request_class
 from .results import Result
 
-__all__ = ["BatchLine", "BatchReport", "run_batch", "parse_lines", "request_key", "MANIFEST"]
+__all__ = ["BatchLine", "BatchReport", "run_batch", "parse_lines", "request_key", "safe_stem", "MANIFEST"]
 
 MANIFEST = "manifest.jsonl"
 _SUFFIX = {"image": ".png", "video": ".mp4", "audio": ".wav", "mesh": ".glb"}
@@ -204,7 +204,7 @@ def _parse_line(line: BatchLine, text: str, default_model: str | None) -> None:
         raise _invalid(exc, cls.__name__) from exc
     line.fields = data
     if name is not None:
-        line.stem = _safe_stem(str(name))
+        line.stem = safe_stem(str(name))
         line.named = True
     line.key = request_key(modality, model or default_model, None if name is None else str(name), data)
 
@@ -216,8 +216,8 @@ def _json_type(value: Any) -> str:
     return names.get(type(value), "an object")
 
 
-def _safe_stem(name: str) -> str:
-    # A name from the input file must not climb out of the output directory.
+def safe_stem(name: str) -> str:
+    """A file stem from user input that cannot climb out of the output directory."""
     stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in name).strip("._")
     return stem[:150] or "output"
 

@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import asyncio
 import os
-import secrets
 from collections.abc import Mapping
 from typing import Any
 
+from .._files import write_atomic
 from .._media import suffix_for_media_type
+from ..batch import safe_stem
 from ..client import Client
 from ..errors import MediagenError
 from ..requests import Request, request_class
@@ -83,7 +84,7 @@ class Generate:
     async def _one(self, row: dict[str, Any], default_stem: str) -> dict[str, Any]:
         modality = str(row.get("type") or self.modality)
         fields = {k: v for k, v in row.items() if k not in _CONTROL and v is not None}
-        stem = _safe_stem(str(row["name"])) if row.get("name") else default_stem
+        stem = safe_stem(str(row["name"])) if row.get("name") else default_stem
         try:
             request: Request = request_class(modality)(**fields)  # type: ignore[assignment]
             result = await self._client.generate(request, model=row.get("model") or self.model)
@@ -118,29 +119,12 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _safe_stem(name: str) -> str:
-    # A name from the data must not climb out of the output location.
-    stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in name).strip("._")
-    return stem or "output"
-
-
 def _write(output: str, name: str, data: bytes) -> str:
     """Write one file atomically: a local temp file renamed into place, or one object PUT."""
     if "://" not in output or output.startswith("file://"):
         directory = output.removeprefix("file://")
         os.makedirs(directory, exist_ok=True)
-        target = os.path.join(directory, name)
-        tmp = os.path.join(directory, f".{name}.{secrets.token_hex(8)}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-            os.replace(tmp, target)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
-        return target
+        return str(write_atomic(os.path.join(directory, name), data, overwrite=True))
     import fsspec
 
     fs, root = fsspec.core.url_to_fs(output)

@@ -21,7 +21,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from .._config import load_config
@@ -32,29 +32,13 @@ from ..requests import Request
 from ..results import Result
 from ._imports import import_ray
 from .engine import _FORWARDED_ENV
-from .worker import WorkerOutcome
+from .worker import GenerateWorker, WorkerOutcome
 
 __all__ = ["GenerateDeployment", "build_serve_app", "run_ray_command"]
 
 
-class GenerateDeployment:
-    """The body of a `generate` replica: one client; runs and describes models."""
-
-    def __init__(self, env: Mapping[str, str]) -> None:
-        os.environ.update(env)
-        self._client = Client()
-
-    async def generate(self, request: Request, model: str) -> WorkerOutcome:
-        """Run one request on this replica's client; artifacts come back with their bytes."""
-        from ..errors import MediagenError
-
-        try:
-            result = await self._client.generate(request, model=model)
-            for artifact in result.artifacts:
-                await artifact.aread()
-        except MediagenError as exc:
-            return None, exc
-        return result, None
+class GenerateDeployment(GenerateWorker):
+    """The body of a `generate` replica: a Ray worker's client, which can also describe models."""
 
     async def capabilities(self, model: str) -> Capabilities:
         """What the model can do, as its own backend says."""
