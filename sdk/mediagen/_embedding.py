@@ -412,25 +412,23 @@ def _mp4_write_for(media_type: str) -> _Writer:
 def _remux_with_comment(data: bytes, suffix: str, comment: str) -> bytes:
     # Rewriting the moov box by hand would mean patching every chunk offset; ffmpeg's stream copy
     # does that for us without touching a single coded frame.
-    import subprocess
     import tempfile
 
-    try:
-        import imageio_ffmpeg
-    except ImportError as exc:
-        raise OSError("imageio-ffmpeg is not installed") from exc
-    ffmpeg = imageio_ffmpeg.get_ffmpeg_exe()
+    from ._ffmpeg import run_ffmpeg
+    from .errors import MediagenError
+
     with tempfile.TemporaryDirectory(prefix="mediagen-") as tmp:
         src, dst = Path(tmp) / f"in{suffix}", Path(tmp) / f"out{suffix}"
         src.write_bytes(data)
-        cmd = [ffmpeg, "-v", "error", "-nostdin", "-y", "-i", str(src), "-map", "0", "-c", "copy"]
-        cmd += ["-map_metadata", "0", "-metadata", f"comment={comment}", str(dst)]
+        args = ["-v", "error", "-i", str(src), "-map", "0", "-c", "copy"]
+        args += ["-map_metadata", "0", "-metadata", f"comment={comment}", str(dst)]
         try:
-            done = subprocess.run(cmd, capture_output=True, timeout=300, check=False)
-        except subprocess.TimeoutExpired as exc:
-            raise OSError("ffmpeg took too long to remux") from exc
-        if done.returncode != 0 or not dst.is_file():
-            raise OSError(f"ffmpeg could not remux: {done.stderr.decode(errors='replace')[-300:]}")
+            run_ffmpeg(args, what="write provenance into the video", timeout_s=300)
+        except (ImportError, MediagenError) as exc:
+            # No ffmpeg, a timeout or a failed remux: the caller writes a sidecar instead.
+            raise OSError(f"ffmpeg could not remux: {exc}") from exc
+        if not dst.is_file():
+            raise OSError("ffmpeg wrote no output")
         return dst.read_bytes()
 
 

@@ -367,7 +367,7 @@ async def run_batch(
                     return
                 for artifact, target in zip(result.artifacts, places, strict=True):
                     # A file already there is ours and superseded (see `free`): replaced atomically.
-                    written.append(artifact.save(target, overwrite=target.exists()))
+                    written.append(await artifact.asave(target, overwrite=target.exists()))
             except Exception as exc:  # any failure is this line's; the run goes on
                 for done in written:
                     done.unlink(missing_ok=True)

@@ -39,6 +39,7 @@ from starlette.routing import Match, Route
 from starlette.types import Scope
 
 from .._config import Config
+from .._files import write_atomic
 from ..client import Client
 from ..errors import ModelNotFoundError
 from . import openai_api, replicate_api
@@ -118,13 +119,16 @@ def _master_secret(settings: ServeSettings, store: PredictionStore, keep: bool) 
         return settings.webhook_secret.encode()
     path = store.path.with_name(store.path.name + ".webhook-secret")
     if keep and path.is_file():
-        return base64.b64decode(path.read_text().strip())
+        stored = base64.b64decode(path.read_text().strip())
+        if len(stored) < 16:
+            # An empty or cut secret would let anyone sign webhooks: refuse rather than use it.
+            raise ValueError(f"{path} holds no usable webhook secret; remove it to make a new one")
+        return stored
     secret = secrets.token_bytes(32)
     if keep:
-        # Created readable by the owner alone, and never overwritten: webhooks stay verifiable across restarts.
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(base64.b64encode(secret).decode())
+        # Owner-only, whole or not at all (a crash cannot leave an empty secret), never overwritten:
+        # webhooks stay verifiable across restarts.
+        write_atomic(path, base64.b64encode(secret), overwrite=False, mode=0o600)
     return secret
 
 

@@ -18,13 +18,14 @@ import asyncio
 import base64
 import hashlib
 import hmac
-import ipaddress
 import logging
 import secrets
 import time
 import urllib.parse
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Literal
+
+from .._download import address_class
 
 if TYPE_CHECKING:
     import httpx
@@ -94,17 +95,15 @@ class WebhookSender:
         if parts.username or parts.password:
             return "webhook URLs may not carry credentials"
         try:
-            address = ipaddress.ip_address(host)
+            # The download layer's classification: carrier-grade NAT, IPv4-mapped and zoned
+            # addresses included.
+            kind: str | None = address_class(host)
         except ValueError:
-            address = None
-        loopback = (address is not None and address.is_loopback) or host == "localhost"
+            kind = None  # a host name
+        loopback = kind == "loopback" or host == "localhost"
         if parts.scheme == "http" and not (loopback and self._allow_http == "loopback"):
             return "webhook must be an https:// URL (plain http goes only to loopback addresses)"
-        if (
-            address is not None
-            and not loopback
-            and (address.is_private or address.is_link_local or address.is_reserved or address.is_multicast)
-        ):
+        if kind not in (None, "public") and not loopback:
             return "webhook may not name a private, link-local or reserved address"
         return None
 
