@@ -22,10 +22,10 @@ from __future__ import annotations
 import functools
 import os
 import ssl
-import urllib.parse
 from typing import TYPE_CHECKING, Any
 
 from mediagen.errors import AuthenticationError
+from mediagen.safety import origin_of, same_origin
 
 from .errors import PROVIDER
 
@@ -163,12 +163,7 @@ class GoogleConnection:
 
     def same_origin(self, url: str) -> bool:
         """Whether `url` points at the configured endpoint (scheme, host and port): may it get the key?"""
-        a, b = urllib.parse.urlsplit(url), urllib.parse.urlsplit(self.base_url)
-        return (a.scheme, a.hostname, a.port or _default_port(a.scheme)) == (
-            b.scheme,
-            b.hostname,
-            b.port or _default_port(b.scheme),
-        )
+        return origin_of(url) is not None and same_origin(url, self.base_url)
 
     async def aclose(self) -> None:
         """Close what was built here; a client passed in stays open for its owner."""
@@ -183,7 +178,3 @@ class GoogleConnection:
 
     def __reduce__(self) -> Any:
         raise TypeError("a GoogleConnection cannot be pickled")
-
-
-def _default_port(scheme: str) -> int | None:
-    return {"https": 443, "http": 80}.get(scheme)

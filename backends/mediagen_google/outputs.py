@@ -2,31 +2,29 @@
 
 Imagen answers `predictions[i].bytesBase64Encoded`; Gemini image models answer `inlineData` parts;
 both arrive in memory. Veo answers a file URI on the API's own file service, which needs the key:
-`GeminiFileVideo` holds that URI and fetches it on first read. The key goes only to the configured
-endpoint (scheme, host and port must match), and only on the first request: redirects (the file
-service sends the bytes from storage) are followed by hand, without the key, wherever they lead. The video is kept as Veo made it, soundtrack and all.
+`GeminiFileVideo` holds that URI and fetches it on first read, through the core's bounded download
+(`mediagen._download`: size cap, total deadline, checked redirects, media sniffing). The key goes
+only to the configured endpoint (scheme, host and port must match), and only while the download is
+still there: once a redirect leaves it (the file service sends the bytes from storage), no hop
+carries the key. The video is kept as Veo made it, soundtrack and all.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from mediagen._config import DEFAULT_MAX_DOWNLOAD_BYTES
 from mediagen._media import sniff_media_type
 from mediagen.artifacts import Image, Video
-from mediagen.backend import check_remote_allowed
-from mediagen.errors import DownloadError, GenerationFailedError
+from mediagen.errors import GenerationFailedError
 
-from .client import tls_context
 from .errors import PROVIDER
 
 __all__ = ["GeminiFileVideo", "image_from_base64", "imagen_images", "gemini_images", "veo_uris"]
 
-_MAX_REDIRECTS = 5
 _ATTEMPTS = 6
 """Tries of a video download (it is a read: repeating it costs nothing)."""
 
@@ -131,11 +129,11 @@ class GeminiFileVideo(Video):
 
     Args:
         uri: The file's URI, as the operation named it.
-        key: The API key, sent only when `same_origin(uri)`.
+        key: The API key, sent only when `same_origin(uri)`, and only until a redirect leaves it.
         same_origin: Whether a URL is on the configured endpoint.
         max_bytes: Size cap of the download.
         metadata: Facts about the video.
-        attempts: Tries of the download (a dropped connection, a 429 or a 5xx is tried again).
+        attempts: Tries of the download (a dropped connection, a 408, 429 or 5xx is tried again).
     """
 
     def __init__(
@@ -157,13 +155,32 @@ class GeminiFileVideo(Video):
     def read(self) -> bytes:
         """The MP4, downloaded on first use (blocking)."""
         if self._data is None:
-            self._data = _fetch_sync(self._uri, self._headers, max_bytes=self.max_bytes, attempts=self._attempts)
+            from mediagen._download import download
+
+            self._data = download(
+                self._uri,
+                max_bytes=self.max_bytes,
+                timeout=self.download_timeout,
+                attempts=self._attempts,
+                budget=self._budget,
+                headers=self._headers,
+            )
         return self._data
 
     async def aread(self, *, client: object | None = None) -> bytes:
         """The MP4, downloaded on first use without blocking the event loop."""
         if self._data is None:
-            self._data = await _fetch_async(self._uri, self._headers, max_bytes=self.max_bytes, attempts=self._attempts)
+            from mediagen._download import adownload
+
+            # `client` is not used: a shared pool may carry default headers of its own.
+            self._data = await adownload(
+                self._uri,
+                max_bytes=self.max_bytes,
+                timeout=self.download_timeout,
+                attempts=self._attempts,
+                budget=self._budget,
+                headers=self._headers,
+            )
         return self._data
 
     def _headers(self, url: str) -> dict[str, str]:
@@ -175,115 +192,3 @@ class GeminiFileVideo(Video):
 
 def _plain_video(data: bytes, media_type: str, metadata: dict[str, Any]) -> Video:
     return Video(data, media_type=media_type, metadata=metadata)
-
-
-def _check(url: str) -> None:
-    if not url.startswith(("https://", "http://")):
-        raise DownloadError(f"refusing to fetch a video from {url[:60]!r} (not http(s))", provider=PROVIDER)
-    check_remote_allowed(url)
-
-
-def _fetch_sync(uri: str, headers: Callable[[str], dict[str, str]], *, max_bytes: int, attempts: int) -> bytes:
-    import httpx
-
-    last: DownloadError | None = None
-    for attempt in range(attempts):
-        if attempt:
-            time.sleep(_backoff(attempt, last))
-        url = uri
-        try:
-            with httpx.Client(
-                timeout=httpx.Timeout(120.0, connect=10.0), follow_redirects=False, verify=tls_context()
-            ) as http:
-                for _ in range(_MAX_REDIRECTS + 1):
-                    _check(url)
-                    with http.stream("GET", url, headers=headers(url) if url == uri else {}) as response:
-                        if response.is_redirect:
-                            url = str(response.url.join(response.headers["location"]))
-                            continue
-                        _raise_for(response.status_code, url, response.headers.get("retry-after"))
-                        chunks, size = [], 0
-                        for chunk in response.iter_bytes():
-                            size += len(chunk)
-                            _cap(size, max_bytes, url)
-                            chunks.append(chunk)
-                        return b"".join(chunks)
-                raise DownloadError(f"too many redirects fetching {uri[:80]}", provider=PROVIDER, retryable=False)
-        except httpx.HTTPError as exc:
-            last = DownloadError(f"download failed ({type(exc).__name__}): {uri[:80]}", provider=PROVIDER)
-            last.__cause__ = exc
-        except DownloadError as exc:
-            if not exc.retryable:
-                raise
-            last = exc
-    assert last is not None
-    raise last
-
-
-async def _fetch_async(uri: str, headers: Callable[[str], dict[str, str]], *, max_bytes: int, attempts: int) -> bytes:
-    import asyncio
-
-    import httpx
-
-    last: DownloadError | None = None
-    for attempt in range(attempts):
-        if attempt:
-            await asyncio.sleep(_backoff(attempt, last))
-        url = uri
-        try:
-            async with httpx.AsyncClient(
-                timeout=httpx.Timeout(120.0, connect=10.0), follow_redirects=False, verify=tls_context()
-            ) as http:
-                for _ in range(_MAX_REDIRECTS + 1):
-                    _check(url)
-                    async with http.stream("GET", url, headers=headers(url) if url == uri else {}) as response:
-                        if response.is_redirect:
-                            url = str(response.url.join(response.headers["location"]))
-                            continue
-                        _raise_for(response.status_code, url, response.headers.get("retry-after"))
-                        chunks, size = [], 0
-                        async for chunk in response.aiter_bytes():
-                            size += len(chunk)
-                            _cap(size, max_bytes, url)
-                            chunks.append(chunk)
-                        return b"".join(chunks)
-                raise DownloadError(f"too many redirects fetching {uri[:80]}", provider=PROVIDER, retryable=False)
-        except httpx.HTTPError as exc:
-            last = DownloadError(f"download failed ({type(exc).__name__}): {uri[:80]}", provider=PROVIDER)
-            last.__cause__ = exc
-        except DownloadError as exc:
-            if not exc.retryable:
-                raise
-            last = exc
-    assert last is not None
-    raise last
-
-
-def _raise_for(status: int, url: str, retry_after: str | None = None) -> None:
-    if status >= 400:
-        wait: float | None = None
-        try:
-            wait = float(retry_after) if retry_after is not None else None
-        except ValueError:
-            wait = None
-        raise DownloadError(
-            f"download failed with HTTP {status}: {url.split('?')[0][:100]}",
-            provider=PROVIDER,
-            status=status,
-            retry_after=wait,
-        )
-
-
-def _backoff(attempt: int, last: DownloadError | None) -> float:
-    """Seconds before retry `attempt`: doubling from 0.25 s up to 4 s, or longer if the server asked."""
-    asked = last.retry_after if last is not None and last.retry_after is not None else 0.0
-    return float(min(60.0, max(asked, min(4.0, 0.25 * 2 ** (attempt - 1)))))
-
-
-def _cap(size: int, max_bytes: int, url: str) -> None:
-    if size > max_bytes:
-        raise DownloadError(
-            f"download passed the size cap of {max_bytes} bytes: {url.split('?')[0][:100]}",
-            provider=PROVIDER,
-            retryable=False,
-        )

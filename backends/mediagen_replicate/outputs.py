@@ -224,9 +224,9 @@ async def _download(
 
     async def fetch() -> bytes:
         # With a retry policy, one try each: the policy (below) decides about trying again.
-        tries = {"attempts": 1} if retry is not None else {}
-        data: bytes = await adownload(url, max_bytes=max_bytes, client=client, budget=budget, **tries)
-        return data
+        if retry is not None:
+            return await adownload(url, max_bytes=max_bytes, client=client, budget=budget, attempts=1)
+        return await adownload(url, max_bytes=max_bytes, client=client, budget=budget)
 
     if retry is None:
         return await fetch()

@@ -15,6 +15,9 @@ these lines whatever the server does:
   link-local address is never fetched at all, redirect or not.
 - **Content**: the body must sniff as a media type mediagen knows; an HTML page, a JSON document or
   anything else is an error, never an image.
+- **Credentials**: `headers` (a provider's key for its own file service) are sent only while the
+  download is still on the origin it started on (scheme, host and port); once a redirect leaves
+  it, no later hop carries them, even one that comes back.
 
 Errors are `DownloadError`s (`MediaTooLargeError` for the bounds), retryable only when the failure
 may pass (a dropped connection, a 5xx, 408, 429).
@@ -29,8 +32,8 @@ import math
 import socket
 import threading
 import urllib.parse
-from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from collections.abc import Callable, Coroutine, Mapping
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, Union
 
 from ._config import DEFAULT_DOWNLOAD_ATTEMPTS, DEFAULT_DOWNLOAD_TIMEOUT_S, DEFAULT_MAX_DOWNLOAD_BYTES
 from ._remote import remote_allowed
@@ -59,6 +62,9 @@ _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 AddressClass = Literal["loopback", "link-local", "private", "public"]
 _DEPTH: dict[str, int] = {"loopback": 0, "link-local": 1, "private": 1, "public": 2}
 _T = TypeVar("_T")
+
+Headers = Union[Mapping[str, str], Callable[[str], Mapping[str, str]]]
+"""Request headers of a download: a mapping, or a function of the URL about to be fetched."""
 
 
 class ByteBudget:
@@ -225,6 +231,7 @@ async def adownload(
     client: object | None = None,
     attempts: int = DEFAULT_DOWNLOAD_ATTEMPTS,
     budget: ByteBudget | None = None,
+    headers: Headers | None = None,
 ) -> bytes:
     """Fetch a media URL without blocking the event loop, within every bound in the module docs.
 
@@ -236,6 +243,8 @@ async def adownload(
             own redirect setting is ignored: redirects are always checked here.
         attempts: Tries in all for a dropped connection, a 5xx, 408 or 429.
         budget: A total shared with other downloads (one result's outputs).
+        headers: Sent with each request while the download is still on `url`'s origin, never after
+            a redirect has left it; a function is called with the URL of each such request.
 
     Returns:
         The body.
@@ -257,7 +266,15 @@ async def adownload(
     _check_url(url)
     try:
         return await asyncio.wait_for(
-            _with_retries(url, max_bytes=max_bytes, seconds=seconds, client=client, attempts=attempts, budget=budget),
+            _with_retries(
+                url,
+                max_bytes=max_bytes,
+                seconds=seconds,
+                client=client,
+                attempts=attempts,
+                budget=budget,
+                headers=headers,
+            ),
             seconds,
         )
     except asyncio.TimeoutError:
@@ -273,13 +290,16 @@ def download(
     timeout: float = DEFAULT_DOWNLOAD_TIMEOUT_S,
     attempts: int = DEFAULT_DOWNLOAD_ATTEMPTS,
     budget: ByteBudget | None = None,
+    headers: Headers | None = None,
 ) -> bytes:
     """Blocking twin of `adownload` (same bounds, same errors).
 
     It runs the download on a private event loop in a worker thread, so it works the same inside
     a running loop (a notebook, async code that calls `read()`) and outside one.
     """
-    return _run_blocking(adownload(url, max_bytes=max_bytes, timeout=timeout, attempts=attempts, budget=budget))
+    return _run_blocking(
+        adownload(url, max_bytes=max_bytes, timeout=timeout, attempts=attempts, budget=budget, headers=headers)
+    )
 
 
 def _run_blocking(coro: Coroutine[Any, Any, _T]) -> _T:
@@ -288,7 +308,14 @@ def _run_blocking(coro: Coroutine[Any, Any, _T]) -> _T:
 
 
 async def _with_retries(
-    url: str, *, max_bytes: int, seconds: float, client: object | None, attempts: int, budget: ByteBudget | None
+    url: str,
+    *,
+    max_bytes: int,
+    seconds: float,
+    client: object | None,
+    attempts: int,
+    budget: ByteBudget | None,
+    headers: Headers | None,
 ) -> bytes:
     import httpx
 
@@ -298,7 +325,7 @@ async def _with_retries(
     try:
         for failures in range(1, max(1, attempts) + 1):
             try:
-                return await _fetch(http, url, max_bytes=max_bytes, step=step, budget=budget)
+                return await _fetch(http, url, max_bytes=max_bytes, step=step, budget=budget, headers=headers)
             except DownloadError as exc:
                 if not exc.retryable or failures >= attempts:
                     raise
@@ -309,21 +336,38 @@ async def _with_retries(
             await http.aclose()
 
 
+def _headers_for(headers: Headers | None, url: str) -> dict[str, str]:
+    if headers is None:
+        return {}
+    return dict(headers(url) if callable(headers) else headers)
+
+
 async def _fetch(
-    http: httpx.AsyncClient, url: str, *, max_bytes: int, step: httpx.Timeout, budget: ByteBudget | None
+    http: httpx.AsyncClient,
+    url: str,
+    *,
+    max_bytes: int,
+    step: httpx.Timeout,
+    budget: ByteBudget | None,
+    headers: Headers | None = None,
 ) -> bytes:
     """One try: follow checked redirects, then stream the body under the caps."""
     import httpx
 
+    from .safety import origin_of
+
     current = url
     taken = 0
+    home = origin_of(url)
+    at_home = headers is not None  # the headers go out until a redirect leaves the first origin
     try:
         origin = await _host_class(url)
         if origin == "link-local":
             # Where cloud metadata services answer (169.254.169.254); never a place for media.
             raise DownloadError(f"refused to download from a link-local address: {_short(url)}", retryable=False)
         for _hop in range(MAX_REDIRECTS + 1):
-            request = http.build_request("GET", current, timeout=step)
+            sent = _headers_for(headers, current) if at_home else {}
+            request = http.build_request("GET", current, timeout=step, headers=sent)
             response = await http.send(request, stream=True, follow_redirects=False)
             try:
                 location = response.headers.get("location")
@@ -337,6 +381,7 @@ async def _fetch(
                             f"({_short(current)} -> {_short(target)})",
                             retryable=False,
                         )
+                    at_home = at_home and origin_of(target) == home
                     current = target
                     continue
                 if response.status_code >= 400:

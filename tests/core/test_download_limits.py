@@ -283,3 +283,88 @@ def test_link_local_address_is_never_fetched(host: str) -> None:
             mg.Image(url=f"http://{host}/latest/meta-data/out.png").read()
     finally:
         mg.allow_remote_requests(remote)
+
+
+# -- credentials on the first origin only ---------------------------------------------------------
+
+
+class _HeaderRecorder:
+    """Loopback server: `/start` redirects to `/same` (same origin), which redirects to `/media`
+    on the other loopback name (another origin), which redirects back to `/final` on the first;
+    every request's `x-key` header is recorded."""
+
+    def __init__(self) -> None:
+        import http.server
+
+        self.seen: list[tuple[str, str, str | None]] = []
+        recorder = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:
+                host = self.headers.get("host", "")
+                recorder.seen.append((host.split(":")[0], self.path, self.headers.get("x-key")))
+                hops = {
+                    "/start": f"http://127.0.0.1:{recorder.port}/same",
+                    "/same": f"http://localhost:{recorder.port}/media",
+                    "/media": f"http://127.0.0.1:{recorder.port}/final",
+                }
+                if self.path in hops:
+                    self.send_response(302)
+                    self.send_header("Location", hops[self.path])
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                body = png()
+                self.send_response(200)
+                self.send_header("Content-Type", "image/png")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.port = self.httpd.server_address[1]
+        threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.mark.parametrize("as_function", [False, True])
+async def test_headers_are_not_forwarded_across_an_origin_change(as_function: bool) -> None:
+    recorder = _HeaderRecorder()
+    asked: list[str] = []
+
+    def headers(url: str) -> dict[str, str]:
+        asked.append(url)
+        return {"x-key": "s3cret"}
+
+    try:
+        given = headers if as_function else {"x-key": "s3cret"}
+        body = await adownload(f"http://127.0.0.1:{recorder.port}/start", headers=given, timeout=10)
+    finally:
+        recorder.close()
+    assert body == png()
+    assert recorder.seen == [
+        ("127.0.0.1", "/start", "s3cret"),  # the first origin gets the header...
+        ("127.0.0.1", "/same", "s3cret"),  # ...on every hop that stays there,
+        ("localhost", "/media", None),  # never after a redirect to another origin,
+        ("127.0.0.1", "/final", None),  # nor when a later redirect comes back.
+    ]
+    if as_function:
+        assert asked == [f"http://127.0.0.1:{recorder.port}/start", f"http://127.0.0.1:{recorder.port}/same"]
+
+
+def test_blocking_download_sends_headers_on_the_first_origin_only() -> None:
+    recorder = _HeaderRecorder()
+    try:
+        assert download(f"http://127.0.0.1:{recorder.port}/same", headers={"x-key": "k"}, timeout=10) == png()
+    finally:
+        recorder.close()
+    assert [key for _host, _path, key in recorder.seen] == ["k", None, None]
