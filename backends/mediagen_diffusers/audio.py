@@ -29,7 +29,7 @@ from mediagen import Audio, AudioRequest, UnsupportedRequestError
 from mediagen_local.audio import finish_audio
 
 from .loading import ModelInfo
-from .options import SELECTORS, DiffusersOptions, pipeline_kwargs
+from .options import DiffusersOptions
 from .plan import Mapper, Output, Plan
 
 if TYPE_CHECKING:
@@ -69,11 +69,8 @@ def plan_audio(req: AudioRequest, info: ModelInfo, opts: DiffusersOptions, ctx: 
     m.shared("guidance_scale", req.guidance, "guidance")
     if req.voice is not None:
         m.unsupported("voice", f"{name} makes sounds and music, not voices; voice was ignored")
-    for option in DiffusersOptions.model_fields:
-        # `normalize` is applied to the outputs here, not passed to the pipeline.
-        if option not in SELECTORS and option != "normalize":
-            m.shared(option, getattr(opts, option), f"options.{option}")
-    m.call.update(pipeline_kwargs(opts, view))  # the pipeline's own arguments, checked against __call__
+    # `normalize` is applied to the outputs here, not passed to the pipeline.
+    m.options(opts, skip=frozenset({"normalize"}))
 
     rate, longest = _audio_limits(info)
     duration = req.duration_s

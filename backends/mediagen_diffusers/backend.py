@@ -375,7 +375,8 @@ class DiffusersBackend(Backend):
             # pass them once, and ask for all the outputs through `num_*_per_prompt`.
             for name in plan.inputs:
                 kwargs[name] = plan.inputs[name][0]
-            kwargs[plan.per_prompt] = len(seeds)
+            # One output per call where the pipeline cannot make several of one input (see below).
+            kwargs[plan.per_prompt] = 1 if plan.one_at_a_time else len(seeds)
         else:
             for name in plan.inputs:
                 kwargs[name] = [value for work in batch.payloads for value in work.plan.inputs[name]]
@@ -387,8 +388,6 @@ class DiffusersBackend(Backend):
         # repeats its image embeddings per prompt only) makes them one call each.
         calls = [[g] for g in generators] if plan.one_at_a_time else [generators]
         for call_generators in calls:
-            if plan.one_at_a_time:
-                kwargs[plan.per_prompt or "num_images_per_prompt"] = 1
             kwargs["generator"] = call_generators
             result = self._call(pipe, kwargs, batch, info, plan)
             with self._errors(info, plan, batch.size):

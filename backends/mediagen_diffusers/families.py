@@ -26,7 +26,7 @@ docs/backends/diffusers.md`; a test checks it is up to date).
 from __future__ import annotations
 
 import inspect
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -36,6 +36,7 @@ __all__ = [
     "Refusal",
     "Views",
     "views_of",
+    "tasks_of",
     "family_table",
     "batches_image_lists",
     "one_output_per_call",
@@ -111,6 +112,15 @@ class Views:
     """View id (a task, or a task + `"+controlnet"`) -> pipeline class name."""
     own_controlnet: bool = False
     """The checkpoint holds its own ControlNet (or is a control model, like FLUX.1 Canny)."""
+
+
+def tasks_of(views: Iterable[str]) -> frozenset[str]:
+    """The request tasks a set of view ids serves (a `+controlnet` view serves `controlnet`)."""
+    ids = list(views)
+    tasks = {view for view in ids if CONTROLNET_SUFFIX not in view}
+    if any(CONTROLNET_SUFFIX in view for view in ids):
+        tasks.add("controlnet")
+    return frozenset(tasks)
 
 
 def views_of(class_name: str, index: Mapping[str, Any] | None = None) -> Views | Refusal:
@@ -311,11 +321,7 @@ def family_table() -> str:
         if isinstance(found, Refusal):
             refused.append(f"| `{name}` | {found.what} |")
             continue
-        tasks = {v for v in found.views if CONTROLNET_SUFFIX not in v}
-        if any(CONTROLNET_SUFFIX in v for v in found.views):
-            tasks.add("controlnet")
-        if found.kind == "audio":
-            tasks.add("text-to-audio")
+        tasks = tasks_of(found.views)
         cells = ["✓" if task in tasks else "" for task, _ in _TASK_COLUMNS]
         served.append(f"| `{name}` | " + " | ".join(cells) + " |")
     lines = [

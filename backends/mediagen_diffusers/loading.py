@@ -30,7 +30,7 @@ from mediagen.errors import ModelNotFoundError, UnsupportedRequestError
 from mediagen_local.hub import hub_errors, resolve_reference
 from mediagen_local.imports import one_at_a_time
 
-from .families import CONTROLNET_SUFFIX, Kind, Refusal, views_of
+from .families import Kind, Refusal, tasks_of, views_of
 
 __all__ = [
     "ModelInfo",
@@ -95,10 +95,7 @@ class ModelInfo:
     @property
     def tasks(self) -> frozenset[str]:
         """The request tasks this model serves."""
-        tasks = {view for view in self.views if CONTROLNET_SUFFIX not in view}
-        if any(CONTROLNET_SUFFIX in view for view in self.views):
-            tasks.add("controlnet")
-        return frozenset(tasks)
+        return tasks_of(self.views)
 
 
 # -- resolving a model string ---------------------------------------------------------------------

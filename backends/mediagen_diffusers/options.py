@@ -63,6 +63,7 @@ class DiffusersOptions(BaseModel):
 
 
 SELECTORS = frozenset({"scheduler", "control_model"})
+"""Options that are not pipeline arguments of the same name (they select a component)."""
 
 # Pipeline arguments the mapping sets from request fields (or must own: generators, callbacks,
 # outputs); `options` cannot set them, and the error says which request field does.
@@ -143,8 +144,6 @@ def _check_plain(where: str, value: Any, depth: int = 0) -> None:
         f"{where} must be plain data (numbers, strings, lists, dicts), not {type(value).__name__}"
     )
 
-
-"""Options that are not pipeline arguments of the same name (they select a component)."""
 
 SCHEDULER_ALIASES: Mapping[str, str] = {
     "ddim": "DDIMScheduler",

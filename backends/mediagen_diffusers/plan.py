@@ -140,9 +140,15 @@ class Mapper:
     def unsupported(self, field_name: str, details: str) -> None:
         self.ctx.warn(field_name, details)
 
-    def options(self, opts: DiffusersOptions) -> None:
+    def options(self, opts: DiffusersOptions, *, skip: frozenset[str] = frozenset()) -> None:
+        """Pass the options that are pipeline arguments: our named ones, then the pipeline's own.
+
+        Args:
+            opts: The parsed options.
+            skip: Options the caller applies itself (not passed to the pipeline).
+        """
         for name in DiffusersOptions.model_fields:
-            if name not in SELECTORS:
+            if name not in SELECTORS and name not in skip:
                 self.shared(name, getattr(opts, name), f"options.{name}")
         # The pipeline's own arguments, checked against its signature.
         self.call.update(pipeline_kwargs(opts, self.view))

@@ -42,9 +42,7 @@ def quiet_library_progress() -> None:
     """
     import os
 
-    from .quiet import quiet_third_party
-
-    quiet_third_party()
+    # The third-party message filters are installed when `mediagen_local` is imported.
     if os.environ.get("MEDIAGEN_LIBRARY_PROGRESS") == "1":
         return
     import diffusers.utils.logging as diffusers_logging

@@ -289,12 +289,11 @@ def test_the_family_table_in_the_docs_is_up_to_date() -> None:
     ],
 )
 def test_tasks_from_the_class_and_its_config(class_name: str, index: dict[str, Any], tasks: set[str]) -> None:
-    from mediagen_diffusers.families import CONTROLNET_SUFFIX, Views, views_of
+    from mediagen_diffusers.families import Views, tasks_of, views_of
 
     found = views_of(class_name, index)
     assert isinstance(found, Views)
-    served = {v for v in found.views if CONTROLNET_SUFFIX not in v}
-    served |= {"controlnet"} if any(CONTROLNET_SUFFIX in v for v in found.views) else set()
+    served = tasks_of(found.views)
     assert served == tasks
 
 
