@@ -20,6 +20,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from mediagen.errors import AuthenticationError
+from mediagen.safety import register_secret
 
 from .errors import ENV_KEY, PROVIDER
 
@@ -92,6 +93,9 @@ class FalConnection:
         if not secret:
             raise missing_key_error()
         self._secret = secret
+        # Known to the core by value: every error text and CLI output hides it, wherever it came from.
+        register_secret(secret)
+        register_secret(secret.partition(":")[2])  # the secret half of `<key id>:<secret>`, alone
         host = os.environ.get(ENV_QUEUE_HOST)
         self.base_url = (base_url or (f"https://{host}" if host else DEFAULT_BASE_URL)).rstrip("/")
         self.storage_url = (storage_url or DEFAULT_STORAGE_URL).rstrip("/")

@@ -25,7 +25,7 @@ import ssl
 from typing import TYPE_CHECKING, Any
 
 from mediagen.errors import AuthenticationError
-from mediagen.safety import origin_of, same_origin
+from mediagen.safety import origin_of, register_secret, same_origin
 
 from .errors import PROVIDER
 
@@ -104,6 +104,8 @@ class GoogleConnection:
         if not key:
             raise missing_key_error()
         self._secret = key
+        # Known to the core by value: every error text and CLI output hides it, wherever it came from.
+        register_secret(key)
         self.key_source = source or "api_key="
         """Where the key came from (`GEMINI_API_KEY`, `GOOGLE_API_KEY` or `api_key=`), for error messages."""
         self.base_url = (base_url or os.environ.get(ENV_BASE_URL) or DEFAULT_BASE_URL).rstrip("/")

@@ -15,6 +15,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from mediagen.errors import AuthenticationError
+from mediagen.safety import register_secret
 
 from .errors import PROVIDER
 
@@ -68,12 +69,16 @@ class OpenAIConnection:
         if client is not None:
             self.official = client
             self.owned = False
+            # Only for redaction: a ready client may carry a key we were never told about.
             self._secret: str | None = getattr(client, "api_key", None) or os.environ.get(ENV_KEY)
+            register_secret(self._secret)
         else:
             key = api_key or os.environ.get(ENV_KEY)
             if not key:
                 raise missing_key_error()
             self._secret = key
+            # Known to the core by value: every error text and CLI output hides it, wherever it came from.
+            register_secret(key)
             self.official = AsyncOpenAI(
                 api_key=key,
                 base_url=base_url or os.environ.get(ENV_BASE_URL) or DEFAULT_BASE_URL,

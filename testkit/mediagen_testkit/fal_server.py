@@ -157,6 +157,7 @@ class ServerStats:
         webhooks: Webhook deliveries answered with 2xx.
         keyed_file_reads: File downloads and signed uploads that carried an ``Authorization`` header
             (a client leaking its key to the file host; should stay 0).
+        keys_echoed: Rejected keys quoted in a 401 body (``echo_key_in_errors``).
         peak_in_flight: Most calls handled at once.
     """
 
@@ -171,6 +172,7 @@ class ServerStats:
         self.uploads = 0
         self.webhooks = 0
         self.keyed_file_reads = 0
+        self.keys_echoed = 0
         self.in_flight = 0
         self.peak_in_flight = 0
 
@@ -204,6 +206,7 @@ class ServerStats:
                 "uploads": self.uploads,
                 "webhooks": self.webhooks,
                 "keyed_file_reads": self.keyed_file_reads,
+                "keys_echoed": self.keys_echoed,
                 "peak_in_flight": self.peak_in_flight,
             }
 
@@ -461,6 +464,9 @@ class FalServer:
         certfile: Serve https with this certificate (PEM, key included or in `keyfile`): how the
             official ``fal_client``, which speaks https only, is pointed at the fake.
         keyfile: The certificate's private key, when not in `certfile`.
+        echo_key_in_errors: Quote a rejected key in the 401 body (a careless server, or a proxy in
+            between, may): for tests that the key is hidden all the same. Each echo counts in
+            `stats.keys_echoed`.
     """
 
     def __init__(
@@ -473,10 +479,12 @@ class FalServer:
         port: int = 0,
         certfile: str | None = None,
         keyfile: str | None = None,
+        echo_key_in_errors: bool = False,
     ) -> None:
         if not ipaddress.ip_address(host).is_loopback:
             raise ValueError(f"the fake fal server binds loopback addresses only, not {host!r}")
         self.key = key
+        self.echo_key_in_errors = echo_key_in_errors
         self.time_scale = time_scale
         self.faults = FaultPlan()
         self.stats = ServerStats()
@@ -707,8 +715,13 @@ class FalServer:
 
         kind = self._kind(method, parts)
         self.stats.route(f"{method} {kind}")
-        if handler.headers.get("Authorization") != f"Key {self.key}":
-            return _json(401, {"detail": "Invalid or missing API key. Pass 'Authorization: Key <FAL_KEY>'."})
+        presented = handler.headers.get("Authorization")
+        if presented != f"Key {self.key}":
+            detail = "Invalid or missing API key. Pass 'Authorization: Key <FAL_KEY>'."
+            if self.echo_key_in_errors and presented:
+                detail = f"Invalid API key {presented.removeprefix('Key ')!r}. Pass 'Authorization: Key <FAL_KEY>'."
+                self.stats.incr("keys_echoed")
+            return _json(401, {"detail": detail})
         fault = self._fault(kind)
         if fault is not None:
             if fault == "drop" and not (kind == "submit" and self.faults.drop_after_submit):

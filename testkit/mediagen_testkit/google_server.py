@@ -87,6 +87,9 @@ class GoogleServer(LoopbackServer):
         job_s: Seconds each Imagen / Gemini call takes.
         video_s: Seconds (server clock) a Veo operation runs before it is done.
         size_divisor: Images are made at the API's size divided by this (small files, same shape).
+        echo_key_in_errors: Quote a rejected key in the error body (a careless server, or a proxy in
+            between, may): for tests that the key is hidden all the same. Each echo counts in
+            `stats["keys_echoed"]`.
     """
 
     server_name = "gemini-fake/1.0"
@@ -100,9 +103,11 @@ class GoogleServer(LoopbackServer):
         video_s: float = 0.3,
         size_divisor: int = 8,
         port: int = 0,
+        echo_key_in_errors: bool = False,
     ) -> None:
         super().__init__(faults=faults, port=port)
         self.api_key = api_key
+        self.echo_key_in_errors = echo_key_in_errors
         self.job_s = job_s
         self.video_s = video_s
         self.size_divisor = size_divisor
@@ -155,9 +160,13 @@ class GoogleServer(LoopbackServer):
                 403,
                 "Method doesn't allow unregistered callers (callers without established identity). Please use API Key or other form of API consumer identity to call this API.",
             )
+        message = "API key not valid. Please pass a valid API key."
+        if self.echo_key_in_errors:
+            message = f"API key not valid ({key!r}). Please pass a valid API key."
+            self.stats.incr("keys_echoed")
         return _error(
             400,
-            "API key not valid. Please pass a valid API key.",
+            message,
             details=[
                 {
                     "@type": "type.googleapis.com/google.rpc.ErrorInfo",

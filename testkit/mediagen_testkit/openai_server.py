@@ -116,6 +116,9 @@ class OpenAIServer(LoopbackServer):
         faults: Faults to inject (see `fake_http.Faults`).
         job_s: Seconds each billable job takes (image generation, speech), so tests can cancel one.
         speech_s_per_char: Seconds of speech per character of input.
+        echo_key_in_errors: Quote a rejected key whole in the 401 body (a careless server, or a
+            proxy in between, may): for tests that the key is hidden all the same. Each echo counts
+            in `stats["keys_echoed"]`.
     """
 
     server_name = "openai-fake/1.0"
@@ -128,9 +131,11 @@ class OpenAIServer(LoopbackServer):
         job_s: float = 0.0,
         speech_s_per_char: float = 0.02,
         port: int = 0,
+        echo_key_in_errors: bool = False,
     ) -> None:
         super().__init__(faults=faults, port=port)
         self.api_key = api_key
+        self.echo_key_in_errors = echo_key_in_errors
         self.job_s = job_s
         self.speech_s_per_char = speech_s_per_char
         self.edits: list[dict[str, Any]] = []
@@ -166,6 +171,9 @@ class OpenAIServer(LoopbackServer):
                 code=None,
             )
         shown = key[:3] + "*" * 4 + key[-4:] if len(key) > 8 else "****"
+        if self.echo_key_in_errors:
+            shown = key.strip()
+            self.stats.incr("keys_echoed")
         return _error(
             401,
             f"Incorrect API key provided: {shown}. You can find your API key at https://platform.openai.com/account/api-keys.",

@@ -19,6 +19,7 @@ from mediagen_testkit.fal_server import FalServer
 
 
 async def test_a_wrong_key_is_an_authentication_error_naming_fal_key(server: FalServer) -> None:
+    server.echo_key_in_errors = True
     backend = FalBackend(key="wrong:key", base_url=server.url, storage_url=server.url)
     try:
         with pytest.raises(mg.AuthenticationError, match="FAL_KEY") as info:
@@ -26,7 +27,9 @@ async def test_a_wrong_key_is_an_authentication_error_naming_fal_key(server: Fal
     finally:
         await backend.aclose()
     assert info.value.provider == "fal" and info.value.status == 401
-    assert "wrong:key" not in str(info.value)
+    assert server.stats.keys_echoed == 1  # the server did quote the key in its answer...
+    for text in (str(info.value), repr(info.value), info.value.detail or "", info.value.message):
+        assert "wrong:key" not in text  # ...and it shows nowhere
     assert server.stats.jobs_queued == 0
 
 

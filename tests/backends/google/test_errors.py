@@ -15,17 +15,20 @@ GEMINI = "gemini-2.5-flash-image"
 
 
 @pytest.mark.parametrize("model", [IMAGEN, GEMINI, "veo-2.0-generate-001"])
-async def test_a_wrong_key_is_an_authentication_error_naming_the_variable(server: GoogleServer, model: str) -> None:
-    backend = GoogleBackend(api_key="AIza-wrong-key-0123456789", base_url=server.url)
-    request = mg.VideoRequest(prompt="x") if model.startswith("veo") else mg.ImageRequest(prompt="x")
-    try:
-        with pytest.raises(mg.AuthenticationError, match="GEMINI_API_KEY") as caught:
-            await backend.run(request, model, RunContext())
-    finally:
-        await backend.aclose()
+async def test_a_wrong_key_is_an_authentication_error_naming_the_variable(model: str) -> None:
+    with GoogleServer(echo_key_in_errors=True) as server:
+        backend = GoogleBackend(api_key="AIza-wrong-key-0123456789", base_url=server.url)
+        request = mg.VideoRequest(prompt="x") if model.startswith("veo") else mg.ImageRequest(prompt="x")
+        try:
+            with pytest.raises(mg.AuthenticationError, match="GEMINI_API_KEY") as caught:
+                await backend.run(request, model, RunContext())
+        finally:
+            await backend.aclose()
     # The Gemini API answers a wrong key with 400 INVALID_ARGUMENT (reason API_KEY_INVALID), not 401.
     assert caught.value.status == 400 and caught.value.provider == "google"
-    assert "AIza-wrong-key-0123456789" not in str(caught.value)
+    assert server.stats["keys_echoed"] == 1  # the server did quote the key in its answer...
+    for text in (str(caught.value), repr(caught.value), caught.value.detail or "", caught.value.message):
+        assert "AIza-wrong-key-0123456789" not in text  # ...and it shows nowhere
     assert server.stats["requests"] == 1
 
 

@@ -98,15 +98,18 @@ async def test_a_refused_connection_is_retried_then_reported(unused_port: int) -
     assert caught.value.retryable is True
 
 
-async def test_a_wrong_key_names_the_variable_to_set(server: OpenAIServer) -> None:
-    backend = OpenAIBackend(api_key="sk-wrong-key-123456789", base_url=server.url)
-    try:
-        with pytest.raises(mg.AuthenticationError, match="OPENAI_API_KEY") as caught:
-            await backend.run(mg.ImageRequest(prompt="fox"), "gpt-image-2", RunContext())
-    finally:
-        await backend.aclose()
+async def test_a_wrong_key_names_the_variable_to_set() -> None:
+    with OpenAIServer(echo_key_in_errors=True) as server:
+        backend = OpenAIBackend(api_key="sk-wrong-key-123456789", base_url=server.url)
+        try:
+            with pytest.raises(mg.AuthenticationError, match="OPENAI_API_KEY") as caught:
+                await backend.run(mg.ImageRequest(prompt="fox"), "gpt-image-2", RunContext())
+        finally:
+            await backend.aclose()
     assert caught.value.status == 401 and caught.value.provider == "openai"
-    assert "sk-wrong-key-123456789" not in str(caught.value)
+    assert server.stats["keys_echoed"] == 1  # the server did quote the key in its answer...
+    for text in (str(caught.value), repr(caught.value), caught.value.detail or "", caught.value.message):
+        assert "sk-wrong-key-123456789" not in text  # ...and it shows nowhere
     assert server.stats["requests"] == 1  # a 401 is not retried
 
 

@@ -92,9 +92,7 @@ def test_finding_1_a_cwd_config_cannot_send_the_token_to_its_endpoint(tmp_path: 
     assert TOKEN not in proc.stdout + proc.stderr
 
 
-def test_finding_1_opting_in_to_the_cwd_config_is_explicit(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_finding_1_opting_in_to_the_cwd_config_is_explicit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "mediagen.toml").write_text('[providers.replicate]\nbase_url = "http://127.0.0.1:9/v1"\n')
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MEDIAGEN_CONFIG")
