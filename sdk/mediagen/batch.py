@@ -42,7 +42,16 @@ from .client import Client, _invalid
 from .requests import Request, request_class
 from .results import Result
 
-__all__ = ["BatchLine", "BatchReport", "run_batch", "parse_lines", "request_key", "safe_stem", "MANIFEST"]
+__all__ = [
+    "BatchLine",
+    "BatchReport",
+    "run_batch",
+    "parse_lines",
+    "output_suffix",
+    "request_key",
+    "safe_stem",
+    "MANIFEST",
+]
 
 MANIFEST = "manifest.jsonl"
 _SUFFIX = {"image": ".png", "video": ".mp4", "audio": ".wav", "mesh": ".glb"}
@@ -357,7 +366,7 @@ async def run_batch(
                     result = await generate(request, line.model or model)
                 for artifact in result.artifacts:
                     await artifact.aread()
-                suffixes = [_suffix(a, line.modality) for a in result.artifacts]
+                suffixes = [output_suffix(a, line.modality) for a in result.artifacts]
                 places = targets(line, suffixes)
                 if places is None:
                     report.failed[line.number] = (
@@ -414,7 +423,8 @@ async def run_batch(
     return report
 
 
-def _suffix(artifact: Artifact, modality: str) -> str:
+def output_suffix(artifact: Artifact, modality: str) -> str:
+    """The file suffix of an output: from its media type, else the modality's usual one."""
     from ._media import suffix_for_media_type
 
     return suffix_for_media_type(artifact.media_type) or _SUFFIX[modality]

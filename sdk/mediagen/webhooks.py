@@ -40,6 +40,7 @@ from .errors import ConfigError
 
 __all__ = [
     "MIN_SECRET_BYTES",
+    "sign_webhook",
     "SeenIdStore",
     "MemorySeenIds",
     "SQLiteSeenIds",
@@ -193,6 +194,26 @@ def webhook_key(secret: str) -> bytes:
     return key
 
 
+def _digest(key: bytes, webhook_id: str, timestamp: str, payload: bytes) -> bytes:
+    # The Standard Webhooks construction: HMAC-SHA256 over "<id>.<timestamp>.<body>".
+    signed = webhook_id.encode("utf-8") + b"." + timestamp.encode("ascii") + b"." + payload
+    return hmac.new(key, signed, hashlib.sha256).digest()
+
+
+def sign_webhook(secret: str, webhook_id: str, timestamp: int, body: bytes) -> str:
+    """The `webhook-signature` value of a delivery, as `verify_webhook` checks it.
+
+    Examples:
+        >>> sign_webhook("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330,
+        ...              b'{"test": 2432232314}')
+        'v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE='
+
+    Raises:
+        ConfigError: The secret is malformed or too short (see `webhook_key`).
+    """
+    return "v1," + base64.b64encode(_digest(webhook_key(secret), webhook_id, str(timestamp), body)).decode()
+
+
 def _check_tolerance(tolerance_s: float | None) -> None:
     if tolerance_s is None:
         return
@@ -276,10 +297,9 @@ def verify_webhook(
         current = time.time() if now is None else now
         if tolerance_s is not None and not abs(current - sent_at) <= tolerance_s:
             return False
-        signed = webhook_id.encode("utf-8") + b"." + timestamp.encode("ascii") + b"." + payload
+        expected = _digest(key, webhook_id, timestamp, payload)
     except (UnicodeError, AttributeError, TypeError, ValueError):
         return False
-    expected = hmac.new(key, signed, hashlib.sha256).digest()
     found = False
     for candidate in signatures.split():
         version, _, encoded = candidate.partition(",")

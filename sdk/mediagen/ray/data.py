@@ -23,15 +23,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from .._files import write_atomic
-from .._media import suffix_for_media_type
-from ..batch import safe_stem
+from ..batch import output_suffix, safe_stem
 from ..client import Client
 from ..errors import MediagenError
 from ..requests import Request, request_class
 
 __all__ = ["Generate"]
 
-_SUFFIX = {"image": ".png", "video": ".mp4", "audio": ".wav", "mesh": ".glb"}
 _CONTROL = ("type", "model", "name")
 
 
@@ -91,7 +89,7 @@ class Generate:
             blobs = []
             for index, artifact in enumerate(result.artifacts):
                 data = await artifact.aread()
-                suffix = suffix_for_media_type(artifact.media_type) or _SUFFIX.get(modality, "")
+                suffix = output_suffix(artifact, modality)
                 name = f"{stem}{suffix}" if len(result.artifacts) == 1 else f"{stem}-{index}{suffix}"
                 blobs.append((name, data))
         except (MediagenError, ValueError) as exc:

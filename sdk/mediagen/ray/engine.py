@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -21,22 +20,12 @@ from typing import Any
 from ..errors import GenerationFailedError
 from ..requests import Request
 from ..results import Result
-from ._imports import import_ray
-from .worker import GenerateWorker, WorkerOutcome
+from ._imports import import_ray, init_ray
+from .worker import GenerateWorker, WorkerOutcome, forwarded_env, unwrap
 
 __all__ = ["RayEngine", "RaySettings"]
 
 logger = logging.getLogger("mediagen")
-
-# What a worker needs from the driver's environment to behave like the driver's own client.
-_FORWARDED_ENV = (
-    "MEDIAGEN_CONFIG",
-    "MEDIAGEN_CACHE_DIR",
-    "MEDIAGEN_ALLOW_REMOTE",
-    "HF_HUB_OFFLINE",
-    "TRANSFORMERS_OFFLINE",
-    "HF_HOME",
-)
 
 
 @dataclass(frozen=True)
@@ -107,19 +96,11 @@ class RayEngine:
         """Start (or join) Ray and the workers; blocks until every worker is up."""
         ray = import_ray()
         s = self.settings
-        if s.address is None:
-            ray.init(
-                address="local",
-                num_cpus=max(1, math.ceil(s.workers * s.cpus_per_worker)),
-                num_gpus=math.ceil(s.workers * s.gpus_per_worker) or None,
-                include_dashboard=False,
-                _node_ip_address="127.0.0.1",
-                log_to_driver=False,
-                configure_logging=False,
-            )
-            self._owns_ray = True
-        else:
-            ray.init(address=s.address, log_to_driver=False, configure_logging=False)
+        self._owns_ray = init_ray(
+            s.address,
+            num_cpus=max(1, math.ceil(s.workers * s.cpus_per_worker)),
+            num_gpus=math.ceil(s.workers * s.gpus_per_worker) or None,
+        )
         self._slots = [_Slot(self._spawn()) for _ in range(s.workers)]
         ray.get([slot.actor.pid.remote() for slot in self._slots])
         logger.info("ray engine: %d workers ready (%s)", s.workers, s.address or "local instance")
@@ -151,7 +132,7 @@ class RayEngine:
     def _spawn(self) -> Any:
         ray = import_ray()
         s = self.settings
-        env = {k: v for k, v in os.environ.items() if k in _FORWARDED_ENV}
+        env = forwarded_env()
         env.update(s.env)
         remote = ray.remote(GenerateWorker).options(
             num_cpus=s.cpus_per_worker,
@@ -190,11 +171,7 @@ class RayEngine:
                 raise GenerationFailedError(f"a Ray worker failed: {exc}") from exc
             finally:
                 await self._release(slot)
-            result, error = outcome
-            if error is not None:
-                raise error
-            assert result is not None
-            return result
+            return unwrap(outcome)
         raise GenerationFailedError(f"{attempts} Ray workers died while running this request; giving up")
 
     async def _acquire(self) -> _Slot:

@@ -17,22 +17,19 @@ from __future__ import annotations
 
 import asyncio
 import math
-import os
 import signal
 import sys
 import time
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from .._config import load_config
 from .._registry import parse_model
 from ..backend import Backend, Capabilities, RunContext
 from ..client import Client
 from ..requests import Request
 from ..results import Result
-from ._imports import import_ray
-from .engine import _FORWARDED_ENV
-from .worker import GenerateWorker, WorkerOutcome
+from ._imports import import_ray, init_ray
+from .worker import GenerateWorker, WorkerOutcome, forwarded_env, unwrap
 
 __all__ = ["GenerateDeployment", "build_serve_app", "run_ray_command"]
 
@@ -66,11 +63,7 @@ class _Forward(Backend):
         except asyncio.CancelledError:
             response.cancel()  # the replica stops the request too
             raise
-        result, error = outcome
-        if error is not None:
-            raise error
-        assert result is not None
-        return result
+        return unwrap(outcome)
 
 
 def _forwarders(providers: Sequence[str], handle: Any) -> dict[str, Backend]:
@@ -102,18 +95,11 @@ def run_ray_command(
     gpus_per_replica: float = 0.0,
 ) -> int:
     """Deploy the app on Ray Serve and block until interrupted; returns the exit code."""
-    from ..serve.command import settings_from
+    from ..serve.command import load_settings
     from ..serve.runner import BindRefused, check_bind
 
     try:
-        config = load_config()
-        settings = settings_from(
-            models=models, db=db, token_file=token_file, retention_days=retention_days, config_table=dict(config.serve)
-        )
-        if not settings.models:
-            raise ValueError(
-                "no model to serve: pass --model OWNER/NAME=MODEL, or fill [serve.models] in mediagen.toml"
-            )
+        config, settings = load_settings(models=models, db=db, token_file=token_file, retention_days=retention_days)
         check_bind(host, settings)
         if max_replicas is not None and max_replicas < replicas:
             raise ValueError(f"--max-replicas ({max_replicas}) is below --replicas ({replicas})")
@@ -122,8 +108,7 @@ def run_ray_command(
             {
                 provider
                 for served in settings.models
-                for spec in ([served.model] if isinstance(served.model, str) else served.model)
-                for provider, _ in resolver.resolve_models(spec, served.modality or "image")
+                for provider, _ in resolver.resolve_models(served.chain, served.modality or "image")
             }
         )
     except (BindRefused, ValueError, FileNotFoundError) as exc:
@@ -137,20 +122,12 @@ def run_ray_command(
         # A supervisor's SIGTERM shuts Ray down as Ctrl-C does: no Ray process outlives the server.
         raise KeyboardInterrupt
 
-    env = {k: v for k, v in os.environ.items() if k in _FORWARDED_ENV}
-    if address is None:
-        # A private instance: never joins a cluster an earlier `ray start` left running.
-        ray.init(
-            address="local",
-            num_cpus=max(2, int(replicas * cpus_per_replica) + 1),
-            num_gpus=math.ceil(replicas * gpus_per_replica) or None,
-            include_dashboard=False,
-            _node_ip_address="127.0.0.1",
-            log_to_driver=False,
-            configure_logging=False,
-        )
-    else:
-        ray.init(address=address, log_to_driver=False, configure_logging=False)
+    env = forwarded_env()
+    init_ray(
+        address,
+        num_cpus=max(2, int(replicas * cpus_per_replica) + 1),
+        num_gpus=math.ceil(replicas * gpus_per_replica) or None,
+    )
     # Installed after ray.init, which sets a handler of its own that would end the process at once.
     signal.signal(signal.SIGTERM, stop_on_term)
     try:

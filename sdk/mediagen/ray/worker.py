@@ -16,10 +16,34 @@ from ..errors import MediagenError
 from ..requests import Request
 from ..results import Result
 
-__all__ = ["GenerateWorker", "WorkerOutcome"]
+__all__ = ["GenerateWorker", "WorkerOutcome", "forwarded_env", "unwrap"]
 
 WorkerOutcome = tuple[Result | None, MediagenError | None]
 """A result, or the mediagen error that ended the request (errors travel as values, not Ray's wrappers)."""
+
+# What a worker needs from the driver's environment to behave like the driver's own client.
+_FORWARDED_ENV = (
+    "MEDIAGEN_CONFIG",
+    "MEDIAGEN_CACHE_DIR",
+    "MEDIAGEN_ALLOW_REMOTE",
+    "HF_HUB_OFFLINE",
+    "TRANSFORMERS_OFFLINE",
+    "HF_HOME",
+)
+
+
+def forwarded_env() -> dict[str, str]:
+    """The driver's settings a worker process must share (config path, cache, offline flags)."""
+    return {k: v for k, v in os.environ.items() if k in _FORWARDED_ENV}
+
+
+def unwrap(outcome: WorkerOutcome) -> Result:
+    """The result a worker sent, or its error raised here."""
+    result, error = outcome
+    if error is not None:
+        raise error
+    assert result is not None
+    return result
 
 
 class GenerateWorker:

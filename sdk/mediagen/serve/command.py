@@ -6,11 +6,11 @@ import os
 import sys
 from collections.abc import Sequence
 
-from .._config import load_config
+from .._config import Config, load_config
 from .runner import BindRefused, serve
 from .settings import ENV_TOKEN, ServeSettings, TokenSpec, load_token_file, parse_model_spec
 
-__all__ = ["run_command", "settings_from"]
+__all__ = ["load_settings", "run_command", "settings_from"]
 
 
 def settings_from(
@@ -40,6 +40,24 @@ def settings_from(
     )
 
 
+def load_settings(
+    *, models: Sequence[str], db: str | None, token_file: str | None, retention_days: float | None
+) -> tuple[Config, ServeSettings]:
+    """The configuration and the serve settings of one `mediagen serve` command line.
+
+    Raises:
+        ValueError: Malformed settings, or no model to serve.
+        FileNotFoundError: A token file that is not there.
+    """
+    config = load_config()
+    settings = settings_from(
+        models=models, db=db, token_file=token_file, retention_days=retention_days, config_table=dict(config.serve)
+    )
+    if not settings.models:
+        raise ValueError("no model to serve: pass --model OWNER/NAME=MODEL, or fill [serve.models] in mediagen.toml")
+    return config, settings
+
+
 def run_command(
     *,
     host: str,
@@ -53,18 +71,7 @@ def run_command(
 ) -> int:
     """Run the server; returns the exit code (2 for bad settings or a refused bind)."""
     try:
-        config = load_config()
-        settings = settings_from(
-            models=models,
-            db=db,
-            token_file=token_file,
-            retention_days=retention_days,
-            config_table=dict(config.serve),
-        )
-        if not settings.models:
-            raise ValueError(
-                "no model to serve: pass --model OWNER/NAME=MODEL, or fill [serve.models] in mediagen.toml"
-            )
+        config, settings = load_settings(models=models, db=db, token_file=token_file, retention_days=retention_days)
         serve(settings, host=host, port=port, config=config, log_level=log_level, metrics_public=metrics_public)
     except (BindRefused, ValueError, FileNotFoundError) as exc:
         print(f"mediagen serve: {exc}", file=sys.stderr)

@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Literal
 
 from .._download import address_class
+from ..webhooks import sign_webhook
 
 if TYPE_CHECKING:
     import httpx
@@ -48,9 +49,7 @@ def sign(secret: str, webhook_id: str, timestamp: int, body: bytes) -> str:
         ...      b'{"test": 2432232314}')
         'v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE='
     """
-    key = base64.b64decode(secret.removeprefix("whsec_"))
-    digest = hmac.new(key, f"{webhook_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
-    return "v1," + base64.b64encode(digest).decode()
+    return sign_webhook(secret, webhook_id, timestamp, body)
 
 
 class WebhookSender:
