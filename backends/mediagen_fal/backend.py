@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from mediagen._config import DEFAULT_MAX_DOWNLOAD_BYTES
@@ -163,12 +164,11 @@ class FalBackend(Backend):
         for inputs in per_job:
             check_inputs(inputs, app.submit_path, sources=mapped.sources)
 
-        # 3. Send input media by reference where it already is a URL, inline when small, else uploaded.
+        # 3. Send input media by reference where it already is a URL, inline when small, else uploaded:
+        #    once for the request, whatever the number of jobs that read it.
         transport = self._connect()
-        per_job = [
-            await media_to_inputs(inputs, upload=transport.upload, inline_max_bytes=self._data_url_max_bytes)
-            for inputs in per_job
-        ]
+        sent = await media_to_inputs(mapped.inputs, upload=transport.upload, inline_max_bytes=self._data_url_max_bytes)
+        per_job = [replace(mapped, inputs=sent).for_job(seed=seed, outputs=outputs) for seed, outputs in jobs]
 
         # 4. Run the jobs together (cancelled with the mediagen job, and with each other on failure).
         headers = _headers(options)
