@@ -133,7 +133,8 @@ class OpenAIBackend(Backend):
 
         # 2-4. Map, send, and turn the answer into artifacts, per kind of model.
         if isinstance(info, ImageModelInfo) and isinstance(request, ImageRequest):
-            call = image_call(request, info, options, ctx, model=model)
+            # Reading files and re-encoding images (inputs, mask) takes a while: not on the event loop.
+            call = await asyncio.to_thread(image_call, request, info, options, ctx, model=model)
             artifacts, raw = await self._images(call, transport, ctx, model)
             usage = _image_usage(artifacts)
         elif isinstance(info, SpeechModelInfo) and isinstance(request, AudioRequest):
