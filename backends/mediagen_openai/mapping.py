@@ -69,8 +69,6 @@ class SpeechCall:
     """One speech request, ready to send."""
 
     params: dict[str, Any]
-    wrap_pcm: bool
-    """The answer is raw 24 kHz PCM, to be wrapped as a WAV."""
 
 
 def image_call(
@@ -298,4 +296,4 @@ def speech_call(
             params["instructions"] = options.instructions
         else:
             ctx.warn("options.instructions", f"{model} takes no instructions (gpt-4o-mini-tts does); not sent")
-    return SpeechCall(params, wrap_pcm=options.format == "pcm")
+    return SpeechCall(params)
