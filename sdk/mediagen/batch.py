@@ -77,6 +77,8 @@ class BatchLine:
     """Whether `stem` came from the line's own `name` (then it is never changed to avoid a clash)."""
     key: str = ""
     """The fingerprint the manifest records it by (see `request_key`); empty when the line cannot run."""
+    request: Request | None = None
+    """The validated request (None when the line cannot run): validated once, when the file is read."""
 
 
 @dataclass
@@ -208,7 +210,7 @@ def _parse_line(line: BatchLine, text: str, default_model: str | None) -> None:
     line.model = model
     cls = request_class(modality)
     try:
-        cls(**data)  # validate now: a bad line fails before any work
+        line.request = cls(**data)  # type: ignore[assignment]  # validated now: a bad line fails before any work
     except ValidationError as exc:
         raise _invalid(exc, cls.__name__) from exc
     line.fields = data
@@ -359,7 +361,8 @@ async def run_batch(
                 return
             written: list[Path] = []
             try:
-                request = client.build_request(line.modality, **line.fields)
+                request = line.request
+                assert request is not None  # every line without an error was validated when read
                 if generate is None:
                     result = await client.generate(request, model=line.model or model)
                 else:

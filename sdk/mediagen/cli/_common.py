@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from ..errors import redact
+
 __all__ = [
     "EXIT_BAD_INPUT",
     "EXIT_FAILED",
@@ -22,7 +24,6 @@ __all__ = [
     "echo",
     "echo_json",
     "fail",
-    "redacted",
     "say",
     "use_console",
 ]
@@ -63,13 +64,6 @@ def say(markup: str) -> None:
     console().print(markup, soft_wrap=True, highlight=False)
 
 
-def redacted(text: str) -> str:
-    """`text` with every known secret (tokens from the environment or a constructor) hidden."""
-    from ..errors import redact
-
-    return redact(text)
-
-
 def echo_json(obj: Any) -> None:
     """Print one JSON object, with every known secret hidden in every string of it."""
     from ..safety import redact_secrets
@@ -87,7 +81,7 @@ def fail(exc: BaseException, code: int, as_json: bool) -> int:
     else:
         from rich.markup import escape
 
-        say(f"[red]error[/] ({type(exc).__name__}): {escape(redacted(str(exc)))}")
+        say(f"[red]error[/] ({type(exc).__name__}): {escape(redact(str(exc)))}")
     return code
 
 

@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ._common import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, echo, echo_json, fail, redacted
+from ..errors import redact
+from ._common import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, echo, echo_json, fail
 
 __all__ = ["add_arguments", "run"]
 
@@ -62,10 +63,6 @@ def run(args: argparse.Namespace) -> int:
     if not path.is_file():
         echo(f"error: {path} is not a file", err=True)
         return EXIT_BAD_INPUT
-    try:
-        total = len(parse_lines(path, model=args.model))
-    except OSError as exc:
-        return fail(exc, EXIT_FAILED, as_json)
 
     async def execute(client: mg.Client, **kwargs: Any) -> Any:
         if args.engine == "ray":
@@ -89,6 +86,8 @@ def run(args: argparse.Namespace) -> int:
                 return await execute(client, concurrency=args.concurrency)
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
+            # Counted only for the bar; `run_batch` reads and checks the file itself.
+            total = len(parse_lines(path, model=args.model))
             with Progress("{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()) as bar:
                 task = bar.add_task(path.name, total=total)
                 return await execute(
@@ -116,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
             summary += f", {len(report.not_run)} not run"
         echo(summary)
         for number, why in sorted(report.failed.items()):
-            echo(redacted(f"  line {number}: {why}"), err=True)
+            echo(redact(f"  line {number}: {why}"), err=True)
         if report.stopped:
-            echo(redacted(f"stopped: {report.stopped}"), err=True)
+            echo(redact(f"stopped: {report.stopped}"), err=True)
     return EXIT_OK if report.ok else EXIT_FAILED
