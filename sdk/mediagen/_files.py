@@ -28,10 +28,10 @@ from pathlib import Path
 
 from .errors import OutputExistsError
 
-__all__ = ["write_atomic", "write_new", "next_free_names"]
+__all__ = ["EXCLUSIVE_CREATE", "exists_error", "write_atomic", "write_new", "next_free_names"]
 
-_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
-_FLAGS |= getattr(os, "O_BINARY", 0)
+EXCLUSIVE_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+EXCLUSIVE_CREATE |= getattr(os, "O_BINARY", 0)
 # Errors from `os.link` on a filesystem without hard links (some network and FUSE mounts).
 _NO_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK, errno.ENOSYS}
 
@@ -41,7 +41,7 @@ def _temp_beside(target: Path, mode: int) -> tuple[int, Path]:
         # Short prefix of the target's name (for a human wondering what it is), random tail.
         tmp = target.with_name(f".{target.name[:64]}.{secrets.token_hex(8)}.tmp")
         try:
-            return os.open(tmp, _FLAGS, mode), tmp
+            return os.open(tmp, EXCLUSIVE_CREATE, mode), tmp
         except FileExistsError:
             continue
     raise FileExistsError(f"could not create a temporary file beside {target}")  # pragma: no cover
@@ -98,25 +98,26 @@ def _write_temp(path: Path, payload: bytes | Iterable[bytes], mode: int) -> Path
     return tmp
 
 
+def exists_error(path: str | os.PathLike[str]) -> OutputExistsError:
+    """The error for a write that would replace `path` without `overwrite=True`."""
+    return OutputExistsError(f"{path} already exists; pass overwrite=True (--overwrite) to replace it", path=str(path))
+
+
 def _claim(tmp: Path, path: Path) -> None:
     """Give `tmp`'s file the name `path` only if nothing is there (atomic check-and-claim)."""
     try:
         os.link(tmp, path, follow_symlinks=False)
         return
     except FileExistsError:
-        raise OutputExistsError(
-            f"{path} already exists; pass overwrite=True (--overwrite) to replace it", path=str(path)
-        ) from None
+        raise exists_error(path) from None
     except OSError as exc:
         if exc.errno not in _NO_LINKS:
             raise
     # No hard links here: claim the name with an exclusive create, then rename the bytes onto it.
     try:
-        os.close(os.open(path, _FLAGS, 0o600))
+        os.close(os.open(path, EXCLUSIVE_CREATE, 0o600))
     except FileExistsError:
-        raise OutputExistsError(
-            f"{path} already exists; pass overwrite=True (--overwrite) to replace it", path=str(path)
-        ) from None
+        raise exists_error(path) from None
     os.replace(tmp, path)
 
 

@@ -40,7 +40,7 @@ from ._media import (
     suffix_for_media_type,
     to_data_url,
 )
-from .errors import InvalidRequestError, MediaTooLargeError, OutputExistsError
+from .errors import InvalidRequestError, MediaTooLargeError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -221,7 +221,7 @@ class Artifact:
             OutputExistsError: `path` names an existing file and `overwrite` is False.
             ValueError: The suffix names a format this kind of artifact cannot be saved as.
         """
-        from ._files import write_atomic, write_new
+        from ._files import exists_error, write_atomic, write_new
 
         target, derived = self._save_target(path)
         wanted = media_type_for_name(target.name)
@@ -229,9 +229,7 @@ class Artifact:
             raise ValueError(f"cannot tell a format from {target.name!r}: add a suffix such as {self._suffixes()}")
         if not overwrite and not derived and os.path.lexists(target):
             # Refuse before encoding (cheap); the write itself refuses again, atomically.
-            raise OutputExistsError(
-                f"{target} already exists; pass overwrite=True (--overwrite) to replace it", path=str(target)
-            )
+            raise exists_error(target)
         target.parent.mkdir(parents=True, exist_ok=True)
         if self.is_loaded and self._data is None:
             payload = self._encode_as(wanted)

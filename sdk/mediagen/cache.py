@@ -51,6 +51,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from ._config import cache_dir
+from ._files import EXCLUSIVE_CREATE
 
 if TYPE_CHECKING:
     from .artifacts import Artifact
@@ -456,7 +457,6 @@ def _read_private(path: Path) -> bytes:
 
 def _write_private(path: Path, data: bytes) -> None:
     """Create a new `0600` file in a private temporary entry (never an existing one, never a link)."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
-    fd = os.open(path, flags, _PRIVATE_FILE)
+    fd = os.open(path, EXCLUSIVE_CREATE, _PRIVATE_FILE)
     with os.fdopen(fd, "wb") as fh:
         fh.write(data)
