@@ -453,7 +453,7 @@ class FalTransport:
 
     def retry_for(self, ctx: RunContext | None) -> RetryPolicy:
         """The job's own retry policy when it sets one (`ctx.policy.retry`), else the transport's."""
-        job: RetryPolicy | None = getattr(getattr(ctx, "policy", None), "retry", None)
+        job = ctx.policy.retry if ctx is not None else None
         return self.retry if job is None else job
 
     async def upload(self, data: bytes, file_name: str, content_type: str) -> str:

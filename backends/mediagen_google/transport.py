@@ -135,8 +135,7 @@ class GoogleTransport:
         """One REST call relative to `<base_url>/v1beta/`, answered with a JSON object."""
 
         async def send(timeout: float) -> dict[str, Any]:
-            url = f"{self.connection.base_url}/v1beta/{path}"
-            check_remote_allowed(url)
+            # The remote switch was checked for the endpoint by `call`, before this is sent.
             response = await self.connection.rest.request(method, path, json=body, timeout=timeout)
             if response.status_code >= 400:
                 raise error_for_body(
@@ -239,7 +238,7 @@ class GoogleTransport:
     # -- plumbing -------------------------------------------------------------------------------------
 
     def _retry_for(self, ctx: RunContext) -> RetryPolicy:
-        job: RetryPolicy | None = getattr(getattr(ctx, "policy", None), "retry", None)
+        job = ctx.policy.retry
         return self.retry if job is None else job
 
     def _deadline(self, model: str, doing: str) -> DeadlineExceededError:

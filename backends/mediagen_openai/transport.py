@@ -117,7 +117,7 @@ class OpenAITransport:
             self.slots.release()
 
     def _retry_for(self, ctx: RunContext) -> RetryPolicy:
-        job: RetryPolicy | None = getattr(getattr(ctx, "policy", None), "retry", None)
+        job = ctx.policy.retry
         return self.retry if job is None else job
 
     def _deadline(self, model: str, doing: str) -> DeadlineExceededError:

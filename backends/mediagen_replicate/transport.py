@@ -754,7 +754,7 @@ class ReplicateTransport:
         A job's policy is `ctx.policy.retry`, from mediagen's policy layer
         (`[providers.replicate.policy.retry]`, or `policy={"retry": ...}` per call).
         """
-        job: RetryPolicy | None = getattr(getattr(ctx, "policy", None), "retry", None)
+        job = ctx.policy.retry if ctx is not None else None
         return self.retry if job is None else job
 
     # -- plumbing ---------------------------------------------------------------------------------
