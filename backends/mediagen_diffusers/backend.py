@@ -424,7 +424,8 @@ class DiffusersBackend(Backend):
             def on_step(p: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
                 steps = getattr(p, "_num_timesteps", None) or total
                 batch.progress(step + 1, steps)
-                previews(p, step + 1, steps, tensors)
+                if previews.wanted:
+                    previews(p, step + 1, steps, tensors)
                 if batch.all_cancelled():
                     p._interrupt = True  # the loop skips the remaining steps (and still decodes)
                 return tensors
@@ -624,6 +625,8 @@ class _Previewer:
         self.plan = plan
         # (request, index of its first output in the batch)
         self.wanted: list[tuple[_Work, int]] = []
+        self._model: tuple[RGBFit | None, int | None] | None = None
+        """The model's latent -> RGB fit and latent channels, read on the first step that previews."""
         start = 0
         for work in batch.payloads if batch is not None else []:
             if work.previews and work.emit is not None:
@@ -635,9 +638,14 @@ class _Previewer:
         due = [(w, s) for w, s in self.wanted if w.previews and (step % w.previews == 0 or step == total)]
         if latents is None or not due:
             return
-        fit = self.backend._rgb_fit(self.info, pipe)
-        vae_config = getattr(getattr(pipe, "vae", None), "config", None)
-        channels = getattr(vae_config, "latent_channels", None) or getattr(vae_config, "z_dim", None)
+        if self._model is None:
+            # The same for every step of the call: read once.
+            vae_config = getattr(getattr(pipe, "vae", None), "config", None)
+            channels = getattr(vae_config, "latent_channels", None) or getattr(vae_config, "z_dim", None)
+            self._model = (self.backend._rgb_fit(self.info, pipe), channels)
+        fit, channels = self._model
+        if hasattr(latents, "detach"):
+            latents = latents.detach().float().cpu()  # one copy off the device per step, not one per output
         for work, start in due:
             for offset in range(work.plan.n):
                 picture = latent_preview(

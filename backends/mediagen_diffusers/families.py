@@ -37,6 +37,8 @@ __all__ = [
     "Views",
     "views_of",
     "tasks_of",
+    "call_params",
+    "has_component",
     "family_table",
     "batches_image_lists",
     "one_output_per_call",
@@ -141,7 +143,7 @@ def views_of(class_name: str, index: Mapping[str, Any] | None = None) -> Views |
     found = _from_auto_tables(class_name) or _from_signature(class_name)
     if isinstance(found, Refusal):
         return found
-    own_controlnet = _has_component(index, "controlnet")
+    own_controlnet = has_component(index, "controlnet")
     views = dict(found.views)
     if index.get("requires_aesthetics_score") is True:
         # An SDXL refiner: its UNet is conditioned on an aesthetic score instead of the target
@@ -174,7 +176,7 @@ def one_output_per_call(class_name: str, components: Mapping[str, Any]) -> bool:
     """
     if class_name in ("StableVideoDiffusionPipeline", "FluxFillPipeline"):
         return True
-    return class_name == "WanImageToVideoPipeline" and _has_component(components, "image_encoder")
+    return class_name == "WanImageToVideoPipeline" and has_component(components, "image_encoder")
 
 
 # -- 1. diffusers' auto-pipeline tables ----------------------------------------------------------
@@ -202,7 +204,7 @@ def _from_auto_tables(class_name: str) -> Views | None:
 
     tables = _auto_tables()
     family = next((f for table in tables.values() for f, c in table.items() if c == class_name), None)
-    if family is None or _VIDEO_ARGS & set(_call_params(getattr(diffusers, class_name))):
+    if family is None or _VIDEO_ARGS & set(call_params(getattr(diffusers, class_name))):
         return None  # not in the tables, or a video model listed there (Helios): read its signature
     own_control = False
     if family.endswith("-control"):
@@ -236,7 +238,7 @@ def _from_signature(class_name: str) -> Views | Refusal:
         return Refusal("a pipeline this diffusers does not have")
     if class_name in _SIBLINGS:
         return Views("video", dict(_SIBLINGS[class_name]))
-    params = _call_params(cls)
+    params = call_params(cls)
     names = set(params)
     required_image = "image" in params and params["image"].default is inspect.Parameter.empty
     if class_name.startswith("ShapE"):
@@ -273,12 +275,14 @@ def _from_signature(class_name: str) -> Views | Refusal:
     return Refusal("a pipeline whose outputs mediagen does not know")
 
 
-def _call_params(cls: type) -> dict[str, inspect.Parameter]:
+def call_params(cls: type) -> dict[str, inspect.Parameter]:
+    """A pipeline class's `__call__` parameters, without `self`."""
     signature = inspect.signature(cls.__call__)
     return {name: p for name, p in signature.parameters.items() if name != "self"}
 
 
-def _has_component(index: Mapping[str, Any], name: str) -> bool:
+def has_component(index: Mapping[str, Any], name: str) -> bool:
+    """Whether `model_index.json` lists component `name` as present (`[library, class]`)."""
     spec = index.get(name)
     return isinstance(spec, list) and len(spec) == 2 and spec[0] is not None
 

@@ -30,7 +30,7 @@ from mediagen.errors import ModelNotFoundError, UnsupportedRequestError
 from mediagen_local.hub import hub_errors, resolve_reference
 from mediagen_local.imports import one_at_a_time
 
-from .families import Kind, Refusal, tasks_of, views_of
+from .families import Kind, Refusal, call_params, has_component, tasks_of, views_of
 
 __all__ = [
     "ModelInfo",
@@ -193,7 +193,7 @@ def _read_model_index(path: Path) -> dict[str, Any]:
 
 def _check_components(path: Path, index: Mapping[str, Any]) -> None:
     for name, spec in index.items():
-        if name.startswith("_") or not isinstance(spec, list) or len(spec) != 2 or spec[0] is None:
+        if name.startswith("_") or not has_component(index, name):
             continue
         folder = path / name
         if not folder.is_dir():
@@ -221,8 +221,7 @@ def _check_not_deprecated(model: str, cls: type, allow_deprecated: bool) -> None
 def _view_info(class_name: str) -> ViewInfo:
     import diffusers
 
-    signature = inspect.signature(getattr(diffusers, class_name).__call__)
-    params = {name: p for name, p in signature.parameters.items() if name != "self"}
+    params = call_params(getattr(diffusers, class_name))
     return ViewInfo(
         class_name=class_name,
         params=frozenset(params),
