@@ -32,6 +32,7 @@ from mediagen.errors import (
     RateLimitedError,
     redact,
 )
+from mediagen.policies import parse_retry_after
 
 if TYPE_CHECKING:
     import httpx
@@ -52,22 +53,6 @@ ENV_KEY = "FAL_KEY"
 # fal's content checkers answer with messages like "NSFW content detected" or a
 # `content_policy_violation` type; a refusal is no reason to try again or elsewhere.
 _REFUSAL_MARKERS = ("nsfw", "content_policy", "content policy", "safety", "flagged")
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    """Seconds from a `Retry-After` header (delta seconds only; fal sends no dates), None when absent.
-
-    Examples:
-        >>> parse_retry_after("2"), parse_retry_after(None), parse_retry_after("soon")
-        (2.0, None, None)
-    """
-    if value is None:
-        return None
-    try:
-        seconds = float(value.strip())
-    except ValueError:
-        return None
-    return seconds if seconds >= 0 and seconds == seconds and seconds != float("inf") else None
 
 
 def error_for_status(

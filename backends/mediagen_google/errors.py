@@ -42,6 +42,7 @@ from mediagen.errors import (
     RateLimitedError,
     redact,
 )
+from mediagen.policies import parse_retry_after
 
 __all__ = [
     "PROVIDER",
@@ -150,11 +151,7 @@ def _retry_delay(details: Sequence[Any], headers: Mapping[str, str] | None) -> f
             match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)s\s*", str(detail.get("retryDelay", "")))
             if match:
                 return float(match[1])
-    value = {k.lower(): v for k, v in (headers or {}).items()}.get("retry-after")
-    try:
-        return max(0.0, float(value)) if value is not None else None
-    except ValueError:
-        return None
+    return parse_retry_after({k.lower(): v for k, v in (headers or {}).items()}.get("retry-after"))
 
 
 def _names(exc: BaseException) -> Iterator[str]:

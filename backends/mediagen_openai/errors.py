@@ -27,13 +27,11 @@ repeated (the error says so, and is marked not retryable for the client too).
 from __future__ import annotations
 
 import contextlib
-import email.utils
 import math
-import time
 from collections.abc import Iterator, Mapping, Sequence
-from datetime import timezone
 from typing import Any
 
+from mediagen import policies
 from mediagen.errors import (
     AuthenticationError,
     DeadlineExceededError,
@@ -189,7 +187,7 @@ def map_errors(
 
 
 def parse_retry_after(headers: Mapping[str, str] | None, *, now: float | None = None) -> float | None:
-    """Seconds to wait from `retry-after-ms` or `retry-after` (delta seconds or an HTTP date).
+    """Seconds to wait from `retry-after-ms`, else `retry-after` (`mediagen.policies.parse_retry_after`).
 
     Examples:
         >>> parse_retry_after({"retry-after-ms": "1500"})
@@ -202,23 +200,13 @@ def parse_retry_after(headers: Mapping[str, str] | None, *, now: float | None = 
     if not headers:
         return None
     lowered = {k.lower(): v for k, v in headers.items()}
-    for name, divisor in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
-        value = lowered.get(name)
-        if value is None:
-            continue
+    value = lowered.get("retry-after-ms")
+    if value is not None:
         try:
-            seconds = float(value) / divisor
+            seconds = float(value) / 1000.0
         except ValueError:
-            continue
-        if math.isfinite(seconds) and seconds >= 0:
-            return seconds
-    value = lowered.get("retry-after")
-    if value:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=timezone.utc)
-        return max(0.0, when.timestamp() - (time.time() if now is None else now))
-    return None
+            pass
+        else:
+            if math.isfinite(seconds) and seconds >= 0:
+                return seconds
+    return policies.parse_retry_after(lowered.get("retry-after"), now=now)

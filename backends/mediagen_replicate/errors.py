@@ -25,12 +25,8 @@ deadline
 from __future__ import annotations
 
 import contextlib
-import email.utils
 import json
-import math
-import time
 from collections.abc import Iterator, Mapping, Sequence
-from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from mediagen.errors import (
@@ -45,6 +41,7 @@ from mediagen.errors import (
     RateLimitedError,
     redact,
 )
+from mediagen.policies import parse_retry_after
 
 if TYPE_CHECKING:
     import httpx
@@ -286,46 +283,3 @@ def _text(value: Any) -> str | None:
     if value is None:
         return None
     return value if isinstance(value, str) else json.dumps(value)
-
-
-def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
-    """Read a `Retry-After` header: delta seconds, or an HTTP date (ISO 8601 accepted too).
-
-    Args:
-        value: The header value, or None when there was none.
-        now: The current time (`time.time()`), for tests.
-
-    Returns:
-        Seconds to wait (0 for a date in the past), or None when absent or unreadable.
-
-    Examples:
-        >>> parse_retry_after("2")
-        2.0
-        >>> parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412470.0)
-        10.0
-        >>> parse_retry_after("soon") is None
-        True
-    """
-    if value is None:
-        return None
-    text = value.strip()
-    if not text:
-        return None
-    try:
-        seconds = float(text)
-    except ValueError:
-        pass
-    else:
-        return seconds if math.isfinite(seconds) and seconds >= 0 else None
-    when: datetime | None
-    try:
-        when = email.utils.parsedate_to_datetime(text)
-    except (TypeError, ValueError):
-        try:
-            when = datetime.fromisoformat(text.replace("Z", "+00:00"))
-        except ValueError:
-            return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    current = time.time() if now is None else now
-    return max(0.0, when.timestamp() - current)

@@ -38,6 +38,9 @@ prediction creates, a `ConcurrencyLimiter` for predictions in flight) and its re
             return await http.post(...)
 
     prediction = await retry.run(create, is_retryable=lambda exc: isinstance(exc, RateLimitedError))
+
+`parse_retry_after(value)` reads a `Retry-After` header (delta seconds or a date) for every hosted
+backend, so that all of them wait out a throttled answer alike.
 """
 
 from __future__ import annotations
@@ -45,10 +48,12 @@ from __future__ import annotations
 import collections
 import contextlib
 import contextvars
+import email.utils
 import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -67,6 +72,7 @@ __all__ = [
     "ConcurrencyLimiter",
     "Policy",
     "is_retryable_error",
+    "parse_retry_after",
 ]
 
 T = TypeVar("T")
@@ -98,6 +104,50 @@ def fast_failover(enabled: bool = True) -> Iterator[None]:
         yield
     finally:
         _fast_failover.reset(token)
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Read a `Retry-After` header: delta seconds, or an HTTP date (ISO 8601 accepted too).
+
+    Args:
+        value: The header value, or None when there was none.
+        now: The current time (`time.time()`), for tests.
+
+    Returns:
+        Seconds to wait (0 for a date in the past), or None when absent or unreadable (a negative
+        or infinite number included).
+
+    Examples:
+        >>> parse_retry_after("2")
+        2.0
+        >>> parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412470.0)
+        10.0
+        >>> parse_retry_after("soon") is None
+        True
+    """
+    if value is None:
+        return None
+    text = value.strip()
+    if not text:
+        return None
+    try:
+        seconds = float(text)
+    except ValueError:
+        pass
+    else:
+        return seconds if math.isfinite(seconds) and seconds >= 0 else None
+    when: datetime | None
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError):
+        try:
+            when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    current = time.time() if now is None else now
+    return max(0.0, when.timestamp() - current)
 
 
 def is_retryable_error(error: BaseException) -> bool:

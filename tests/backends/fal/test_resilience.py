@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import time
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -168,3 +170,15 @@ async def test_a_failed_job_raises_generation_failed(server: FalServer) -> None:
         await backend.aclose()
     # Checked before sending: Kling's documented choices.
     assert server.stats.jobs_queued == 0
+
+
+def test_a_throttle_that_names_a_date_is_waited_out_too() -> None:
+    import httpx
+
+    from mediagen_fal.errors import error_for_response
+
+    later = email.utils.format_datetime(datetime.now(timezone.utc) + timedelta(seconds=30), usegmt=True)
+    response = httpx.Response(429, headers={"Retry-After": later}, json={"detail": "slow down"})
+    error = error_for_response(response, model="fal-ai/flux/schnell")
+    assert isinstance(error, mg.RateLimitedError)
+    assert error.retry_after is not None and 20 < error.retry_after <= 30

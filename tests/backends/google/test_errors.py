@@ -113,3 +113,13 @@ async def test_the_test_suite_switch_keeps_every_family_off_the_network(model: s
             await backend.run(request, model, RunContext())
     finally:
         await backend.aclose()
+
+
+def test_retry_info_first_then_the_core_reading_of_retry_after() -> None:
+    from mediagen_google.errors import _retry_delay
+
+    info = {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "4s"}
+    assert _retry_delay([info], {"Retry-After": "9"}) == 4.0
+    assert _retry_delay([], {"Retry-After": "3"}) == 3.0
+    assert _retry_delay([], {"retry-after": "Wed, 21 Oct 2099 07:28:00 GMT"}) > 0
+    assert _retry_delay([], {"retry-after": "soon"}) is None and _retry_delay([], None) is None

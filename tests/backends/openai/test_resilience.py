@@ -183,3 +183,13 @@ async def test_the_test_suite_switch_keeps_the_backend_off_the_network() -> None
             await backend.run(mg.ImageRequest(prompt="x"), "gpt-image-2", RunContext())
     finally:
         await backend.aclose()
+
+
+def test_retry_after_ms_first_then_the_core_reading_of_retry_after() -> None:
+    from mediagen_openai.errors import parse_retry_after
+
+    date = "Wed, 21 Oct 2015 07:28:00 GMT"
+    assert parse_retry_after({"Retry-After": date}, now=1445412470.0) == 10.0
+    assert parse_retry_after({"retry-after-ms": "1500", "retry-after": "9"}) == 1.5
+    assert parse_retry_after({"retry-after-ms": "x", "retry-after": "9"}) == 9.0
+    assert parse_retry_after({"retry-after": "-1"}) is None and parse_retry_after(None) is None
