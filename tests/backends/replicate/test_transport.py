@@ -12,11 +12,11 @@ import respx
 
 import mediagen as mg
 from mediagen.backend import RunContext
+from mediagen.policies import parse_retry_after  # moved to the core; Replicate re-exports it
 from mediagen_testkit.replicate_server import ReplicateServer, image_model, video_model
 
 pytest.importorskip("replicate")
 from mediagen_replicate import ReplicateBackend
-from mediagen_replicate.errors import parse_retry_after
 from mediagen_replicate.transport import LogReporter, PollPacer, parse_time
 
 SLOW = "minimax/video-01"  # served below with a model that runs for ~10 s of real time
@@ -90,9 +90,19 @@ async def test_log_lines_become_log_events(backend: ReplicateBackend) -> None:
 # -- cancellation and the deadline -----------------------------------------------------------------
 
 
+async def until_created(server: ReplicateServer) -> None:
+    """Wait (bounded) until the server has created the prediction: a loaded machine may take a while."""
+    for _ in range(500):
+        if server.stats.predictions_created:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("the prediction was never created")
+
+
 async def test_cancel_while_polling_sends_the_cancel(backend: ReplicateBackend, server: ReplicateServer) -> None:
     task = asyncio.create_task(backend.run(mg.VideoRequest(prompt="x", options={"wait": False}), SLOW, RunContext()))
-    await asyncio.sleep(0.5)
+    await until_created(server)
+    await asyncio.sleep(0.1)  # a poll or two
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -103,8 +113,7 @@ async def test_cancel_during_the_sync_wait_finds_and_cancels_the_prediction(
     backend: ReplicateBackend, server: ReplicateServer
 ) -> None:
     task = asyncio.create_task(backend.run(mg.VideoRequest(prompt="x"), SLOW, RunContext()))
-    await asyncio.sleep(0.4)  # the create is being held open by Prefer: wait
-    assert server.stats.predictions_created == 1
+    await until_created(server)  # and held open by Prefer: wait
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -197,6 +206,7 @@ def test_parse_retry_after() -> None:
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412470.0) == 10.0
     assert parse_retry_after("2015-10-21T07:28:00Z", now=1445412500.0) == 0.0
     assert parse_retry_after(None) is None and parse_retry_after("-1") is None and parse_retry_after("soon") is None
+    assert parse_retry_after("inf") is None and parse_retry_after("  ") is None
 
 
 def test_parse_time_handles_any_fraction_width() -> None:
