@@ -36,7 +36,7 @@ from collections.abc import Callable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, Union
 
 from ._config import DEFAULT_DOWNLOAD_ATTEMPTS, DEFAULT_DOWNLOAD_TIMEOUT_S, DEFAULT_MAX_DOWNLOAD_BYTES
-from ._remote import remote_allowed
+from ._remote import is_loopback_host, remote_allowed
 from .errors import DownloadError, MediaTooLargeError
 
 if TYPE_CHECKING:
@@ -162,11 +162,7 @@ def _check_url(url: str) -> None:
     if remote_allowed():
         return
     host = parts.hostname.strip("[]")
-    try:
-        loopback = address_class(host) == "loopback"
-    except ValueError:
-        loopback = host == "localhost"
-    if not loopback:
+    if not is_loopback_host(host):
         raise DownloadError(
             "remote requests are switched off (allow_remote_requests(False) or MEDIAGEN_ALLOW_REMOTE=0); "
             f"refusing to download from {host!r}",

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import urllib.parse
 
-__all__ = ["allow_remote_requests", "check_remote_allowed", "remote_allowed"]
+__all__ = ["allow_remote_requests", "check_remote_allowed", "is_loopback_host", "remote_allowed"]
 
 _allow_remote = os.environ.get("MEDIAGEN_ALLOW_REMOTE", "1") not in ("0", "false", "no")
 
@@ -33,17 +33,39 @@ def check_remote_allowed(url: str) -> None:
     if _allow_remote:
         return
     host = urllib.parse.urlsplit(url).hostname or ""
-    try:
-        import ipaddress  # only when a URL is checked: `import mediagen` stays light
-
-        loopback = ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = host == "localhost"
-    if not loopback:
+    if not is_loopback_host(host):
         raise RuntimeError(
             f"remote requests are switched off (allow_remote_requests(False) or MEDIAGEN_ALLOW_REMOTE=0); "
             f"refusing to contact {host!r}"
         )
+
+
+def is_loopback_host(host: str) -> bool:
+    """Whether `host` (a name or an IP literal, bracketed or not) is this machine's loopback.
+
+    The one test used by the remote switch, the download layer and `serve`'s bind check, so they
+    never disagree: `localhost`, 127.0.0.0/8, `::1`, and an IPv4-mapped `::ffff:127.x.y.z` (which
+    `ipaddress` alone does not call loopback before Python 3.13). Any other name is not loopback:
+    it would need resolving, and a resolver is exactly what a hostile config could point elsewhere.
+
+    Examples:
+        >>> [is_loopback_host(h) for h in ("localhost", "127.0.0.2", "[::1]", "::ffff:127.0.0.1")]
+        [True, True, True, True]
+        >>> [is_loopback_host(h) for h in ("10.0.0.1", "localhost.evil.example", "", "::ffff:10.0.0.1")]
+        [False, False, False, False]
+    """
+    host = host.strip("[]").split("%", 1)[0]  # an IPv6 zone (`::1%lo`) is not part of the address
+    if host.lower().rstrip(".") == "localhost":
+        return True
+    import ipaddress  # only when a host is checked: `import mediagen` stays light
+
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped.is_loopback
+    return ip.is_loopback
 
 
 def remote_allowed() -> bool:

@@ -20,7 +20,7 @@ import PIL.Image
 import pytest
 
 import mediagen as mg
-from mediagen._download import ByteBudget, address_class, adownload, download, redirect_allowed
+from mediagen._download import ByteBudget, _check_url, address_class, adownload, download, redirect_allowed
 from mediagen._media import decode_data_url, parse_media_type
 from mediagen._remote import remote_allowed
 from mediagen_testkit.media_server import MediaServer
@@ -217,6 +217,28 @@ def test_remote_switch_holds_for_redirects_and_lazy_save(server: MediaServer, tm
     with pytest.raises(mg.DownloadError, match="switched off"):
         mg.Image(url="https://example.com/fox.png").save(tmp_path / "fox.png")
     assert not (tmp_path / "fox.png").exists()
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [("127.0.0.1", True), ("[::1]", True), ("[::ffff:127.0.0.1]", True), ("LOCALHOST", True),
+     ("[::ffff:10.0.0.1]", False), ("localhost.example.com", False), ("10.0.0.1", False)],
+)  # fmt: skip
+def test_hosted_calls_downloads_and_serve_agree_on_what_loopback_is(host: str, loopback: bool) -> None:
+    from mediagen.backend import check_remote_allowed
+    from mediagen.serve.settings import is_loopback_host
+
+    url = f"http://{host}:9/fox.png"
+    hosted = download_ok = True
+    try:
+        check_remote_allowed(url)
+    except RuntimeError:
+        hosted = False
+    try:
+        _check_url(url)
+    except mg.DownloadError:
+        download_ok = False
+    assert hosted is download_ok is is_loopback_host(host) is loopback
 
 
 # -- finding 4: bodies must be media ---------------------------------------------------------------

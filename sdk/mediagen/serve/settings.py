@@ -30,7 +30,6 @@ table per named token, each holding the token itself or only its SHA-256::
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import os
 import re
 import stat
@@ -41,6 +40,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from .._remote import is_loopback_host
 from ..requests import Modality, Task
 
 __all__ = [
@@ -307,13 +307,3 @@ class ServeSettings(BaseModel):
         values["models"] = [m for m in models if m.ref not in given] + extra_models
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls.model_validate(values)
-
-
-def is_loopback_host(host: str) -> bool:
-    """Whether binding `host` keeps the server on this machine (`127.0.0.1`, `::1`, `localhost`)."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
