@@ -19,16 +19,17 @@ from mediagen._config import DEFAULT_MAX_DOWNLOAD_BYTES
 from mediagen.artifacts import Artifact
 from mediagen.backend import Backend, Capabilities, RunContext
 from mediagen.errors import GenerationFailedError, UnsupportedRequestError
+from mediagen.hosted import download_all, warn_if_short
 from mediagen.policies import ConcurrencyLimiter, RateLimiter, RetryPolicy
 from mediagen.requests import TASKS, Request
-from mediagen.results import GenerationWarning, Result, Timings, Usage
+from mediagen.results import Result, Timings, Usage
 
 from .apps import AppId
 from .client import FalConnection, find_key
 from .errors import ENV_KEY, PROVIDER
 from .mapping import MappedInputs, build_inputs, check_inputs, spec_for
 from .options import FalOptions
-from .outputs import DEFAULT_INLINE_MAX_BYTES, artifacts_from_output, download_all, media_to_inputs
+from .outputs import DEFAULT_INLINE_MAX_BYTES, artifacts_from_output, media_to_inputs
 from .transport import FalJob, FalTransport, LogReporter
 
 __all__ = ["DEFAULT_MAX_CONCURRENCY", "DEFAULT_MAX_CONNECTIONS", "FalBackend"]
@@ -190,9 +191,7 @@ class FalBackend(Backend):
                 retry=transport.retry_for(ctx),
             )
             download_s = time.monotonic() - fetching
-        primary = sum(1 for a in artifacts if a.kind == request.modality)
-        if primary < request.n:
-            ctx.warn(GenerationWarning.other(f"asked for {request.n} {request.modality}(s), {model} made {primary}"))
+        warn_if_short(request, model, artifacts, ctx)
 
         # 6. The result, with what fal measured.
         return Result(

@@ -19,7 +19,6 @@ import asyncio
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from mediagen._download import adownload
 from mediagen._media import (
     Kind,
     decode_data_url,
@@ -29,19 +28,16 @@ from mediagen._media import (
     suffix_for_media_type,
     to_data_url,
 )
-from mediagen.artifacts import Artifact, artifact_for_url, artifact_from_bytes
-from mediagen.backend import check_remote_allowed
-from mediagen.errors import DownloadError
-from mediagen.policies import RetryPolicy
+from mediagen.artifacts import Artifact, artifact_for_url
+from mediagen.hosted import kind_of_output
 
 if TYPE_CHECKING:
-    import httpx
+    pass
 
 __all__ = [
     "DEFAULT_INLINE_MAX_BYTES",
     "Upload",
     "artifacts_from_output",
-    "download_all",
     "media_to_inputs",
     "output_files",
 ]
@@ -107,7 +103,7 @@ def artifacts_from_output(
             media_type = inline or sniff_media_type(data) or declared
         else:
             media_type = _usable(declared) or media_type_for_name(url)
-        artifact_kind = _kind_of(media_type, kind)
+        artifact_kind = kind_of_output(media_type, kind)
         extra: dict[str, Any] = {"media_type": media_type} if media_type else {}
         found.append(artifact_for_url(url, kind=artifact_kind, metadata=info, max_bytes=max_bytes, **extra))
     # The artifacts asked for lead; previews and extras follow, in output order.
@@ -119,62 +115,6 @@ def _usable(content_type: str | None) -> str | None:
     if content_type and kind_of_media_type(content_type.split(";")[0].strip()) is not None:
         return content_type.split(";")[0].strip()
     return None
-
-
-def _kind_of(media_type: str | None, wanted: Kind) -> Kind:
-    found = kind_of_media_type(media_type)
-    if found is None:
-        return wanted
-    if wanted == "video" and media_type == "image/gif":
-        return "video"
-    return found
-
-
-async def download_all(
-    artifacts: Sequence[Artifact],
-    *,
-    client: httpx.AsyncClient | None,
-    max_bytes: int,
-    retry: RetryPolicy | None = None,
-    concurrency: int = 8,
-) -> list[Artifact]:
-    """Fetch every artifact that is only a URL, with a size cap; re-class one whose bytes are another kind.
-
-    Raises:
-        DownloadError: A download failed or passed the size cap.
-    """
-    gate = asyncio.Semaphore(concurrency)
-
-    async def fetch(artifact: Artifact) -> Artifact:
-        if artifact.is_loaded or artifact.url is None:
-            return artifact
-        url = artifact.url
-        if not url.startswith("data:"):
-            check_remote_allowed(url)
-
-        async def once() -> bytes:
-            # With a retry policy, one try each: the policy decides about trying again.
-            if retry is not None:
-                return await adownload(url, max_bytes=max_bytes, client=client, attempts=1)
-            return await adownload(url, max_bytes=max_bytes, client=client)
-
-        async with gate:
-            data = await (retry.run(once, is_retryable=_in_transit) if retry is not None else once())
-        sniffed = sniff_media_type(data)
-        kind = kind_of_media_type(sniffed)
-        if kind is not None and kind != artifact.kind and not (artifact.kind == "video" and sniffed == "image/gif"):
-            return artifact_from_bytes(
-                data, media_type=sniffed, url=url, metadata=artifact.metadata, max_bytes=max_bytes
-            )
-        return type(artifact)(
-            data, media_type=sniffed or artifact.media_type, url=url, metadata=artifact.metadata, max_bytes=max_bytes
-        )
-
-    return list(await asyncio.gather(*(fetch(a) for a in artifacts)))
-
-
-def _in_transit(error: BaseException) -> bool:
-    return isinstance(error, DownloadError) and (error.__cause__ is not None or error.status in _RETRYABLE)
 
 
 async def media_to_inputs(inputs: Mapping[str, Any], *, upload: Upload, inline_max_bytes: int) -> dict[str, Any]:

@@ -25,9 +25,10 @@ from mediagen._download import ByteBudget
 from mediagen.artifacts import Artifact, name_outputs
 from mediagen.backend import Backend, Capabilities, RunContext
 from mediagen.errors import GenerationFailedError, UnsupportedRequestError
+from mediagen.hosted import download_all, warn_if_short
 from mediagen.policies import ConcurrencyLimiter, RateLimiter, RetryPolicy
 from mediagen.requests import TASKS, Request
-from mediagen.results import GenerationWarning, Result, Timings, Usage
+from mediagen.results import Result, Timings, Usage
 
 from .catalog import ModelCatalog, ModelInfo
 from .client import ENV_TOKEN, ReplicateConnection
@@ -35,7 +36,7 @@ from .errors import PROVIDER
 from .inputs import DEFAULT_INLINE_MAX_BYTES, media_to_inputs
 from .mapping import MappedInputs, build_inputs, inputs_per_call
 from .options import ReplicateOptions
-from .outputs import artifacts_from_output, check_output_count, download_all, output_urls
+from .outputs import artifacts_from_output, check_output_count, output_urls
 from .transport import LogReporter, PollPacer, Prediction, ReplicateTransport, Target, parse_time
 from .webhooks import webhook_fields
 
@@ -239,9 +240,7 @@ class ReplicateBackend(Backend):
                 retry=transport.retry_for(ctx),
             )
             download_s = time.monotonic() - fetching
-        primary = sum(1 for a in artifacts if a.kind == request.modality)
-        if primary < request.n:
-            ctx.warn(GenerationWarning.other(f"asked for {request.n} {request.modality}(s), {model} made {primary}"))
+        warn_if_short(request, model, artifacts, ctx)
 
         # 6. The result, with what Replicate measured.
         return Result(

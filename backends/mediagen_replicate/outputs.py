@@ -9,12 +9,11 @@ re-sniffs each type from its bytes. Input media go the other way in `inputs.py`.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from mediagen._config import DEFAULT_MAX_OUTPUTS_PER_N
-from mediagen._download import ByteBudget, adownload
+from mediagen._download import ByteBudget
 from mediagen._media import (
     Kind,
     decode_data_url,
@@ -22,17 +21,14 @@ from mediagen._media import (
     media_type_for_name,
     sniff_media_type,
 )
-from mediagen.artifacts import Artifact, artifact_for_url, artifact_from_bytes
-from mediagen.backend import check_remote_allowed
-from mediagen.errors import DownloadError, GenerationFailedError, MediaTooLargeError
-from mediagen.policies import RetryPolicy
-
-from .errors import RETRYABLE_STATUSES
+from mediagen.artifacts import Artifact, artifact_for_url
+from mediagen.errors import GenerationFailedError, MediaTooLargeError
+from mediagen.hosted import kind_of_output
 
 if TYPE_CHECKING:
-    import httpx
+    pass
 
-__all__ = ["artifacts_from_output", "check_output_count", "download_all", "output_urls"]
+__all__ = ["artifacts_from_output", "check_output_count", "output_urls"]
 
 _URL_PREFIXES = ("https://", "http://", "data:")
 
@@ -125,7 +121,7 @@ def artifacts_from_output(
             found.append(
                 artifact_for_url(
                     url,
-                    kind=_kind_of(media_type, kind),
+                    kind=kind_of_output(media_type, kind),
                     media_type=media_type,
                     metadata=info,
                     max_bytes=max_bytes,
@@ -136,7 +132,7 @@ def artifacts_from_output(
             found.append(
                 artifact_for_url(
                     url,
-                    kind=_kind_of(media_type_for_name(url), kind),
+                    kind=kind_of_output(media_type_for_name(url), kind),
                     metadata=info,
                     max_bytes=max_bytes,
                     budget=budget,
@@ -144,99 +140,3 @@ def artifacts_from_output(
             )
     # The artifacts asked for lead; previews (a mesh's turntable video) follow, in output order.
     return sorted(found, key=lambda a: a.kind != kind)
-
-
-def _kind_of(media_type: str | None, wanted: Kind) -> Kind:
-    found = kind_of_media_type(media_type)
-    if found is None:
-        return wanted
-    if wanted == "video" and media_type == "image/gif":
-        return "video"  # an animated GIF is how some video models answer
-    return found
-
-
-async def download_all(
-    artifacts: Sequence[Artifact],
-    *,
-    client: httpx.AsyncClient | None,
-    max_bytes: int,
-    retry: RetryPolicy | None = None,
-    concurrency: int = 8,
-) -> list[Artifact]:
-    """Fetch every artifact that is only a URL; re-class one whose bytes are another kind.
-
-    Args:
-        artifacts: The artifacts, as `artifacts_from_output` made them.
-        client: The httpx client whose pool the downloads use (it must carry no API token).
-        max_bytes: Largest body accepted.
-        retry: Retries of downloads that failed in transit (a download is a plain GET); None: none.
-        concurrency: Downloads at once.
-
-    Returns:
-        The artifacts, loaded, in the same order.
-
-    Raises:
-        DownloadError: A download failed or passed the size cap.
-    """
-    gate = asyncio.Semaphore(concurrency)
-
-    async def fetch(artifact: Artifact) -> Artifact:
-        if artifact.is_loaded or artifact.url is None:
-            return artifact
-        async with gate:
-            data = await _download(
-                artifact.url, client=client, max_bytes=max_bytes, retry=retry, budget=artifact._budget
-            )
-        sniffed = sniff_media_type(data)
-        kind = kind_of_media_type(sniffed)
-        if kind is not None and kind != artifact.kind and not (artifact.kind == "video" and sniffed == "image/gif"):
-            # The name said one kind, the bytes say another: the bytes win.
-            return artifact_from_bytes(
-                data,
-                media_type=sniffed,
-                url=artifact.url,
-                metadata=artifact.metadata,
-                max_bytes=max_bytes,
-                budget=artifact._budget,
-            )
-        return type(artifact)(
-            data,
-            media_type=sniffed,
-            url=artifact.url,
-            metadata=artifact.metadata,
-            max_bytes=max_bytes,
-            budget=artifact._budget,
-        )
-
-    return list(await asyncio.gather(*(fetch(a) for a in artifacts)))
-
-
-async def _download(
-    url: str,
-    *,
-    client: httpx.AsyncClient | None,
-    max_bytes: int,
-    retry: RetryPolicy | None,
-    budget: ByteBudget | None = None,
-) -> bytes:
-    if not url.startswith("data:"):
-        check_remote_allowed(url)
-
-    async def fetch() -> bytes:
-        # With a retry policy, one try each: the policy (below) decides about trying again.
-        if retry is not None:
-            return await adownload(url, max_bytes=max_bytes, client=client, budget=budget, attempts=1)
-        return await adownload(url, max_bytes=max_bytes, client=client, budget=budget)
-
-    if retry is None:
-        return await fetch()
-    fetched: bytes = await retry.run(fetch, is_retryable=_in_transit)
-    return fetched
-
-
-def _in_transit(error: BaseException) -> bool:
-    """Whether a download failed in transit (a dropped connection, a 5xx): worth another try.
-
-    A 404 or the size cap stays as it is however often the download is tried.
-    """
-    return isinstance(error, DownloadError) and (error.__cause__ is not None or error.status in RETRYABLE_STATUSES)
