@@ -15,11 +15,12 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-from mediagen._config import DEFAULT_MAX_DOWNLOAD_BYTES
+from mediagen._config import DEFAULT_MAX_DOWNLOAD_BYTES, DEFAULT_MAX_OUTPUTS_PER_N, DEFAULT_MAX_RESULT_BYTES
+from mediagen._download import ByteBudget
 from mediagen.artifacts import Artifact
 from mediagen.backend import Backend, Capabilities, RunContext
 from mediagen.errors import GenerationFailedError, UnsupportedRequestError
-from mediagen.hosted import download_all, warn_if_short
+from mediagen.hosted import check_output_count, download_all, warn_if_short
 from mediagen.policies import ConcurrencyLimiter, RateLimiter, RetryPolicy
 from mediagen.requests import TASKS, Request
 from mediagen.results import Result, Timings, Usage
@@ -29,7 +30,7 @@ from .client import FalConnection, find_key
 from .errors import ENV_KEY, PROVIDER
 from .mapping import MappedInputs, build_inputs, check_inputs, spec_for
 from .options import FalOptions
-from .outputs import DEFAULT_INLINE_MAX_BYTES, artifacts_from_output, media_to_inputs
+from .outputs import DEFAULT_INLINE_MAX_BYTES, artifacts_from_output, media_to_inputs, output_files
 from .transport import FalJob, FalTransport, LogReporter
 
 __all__ = ["DEFAULT_MAX_CONCURRENCY", "DEFAULT_MAX_CONNECTIONS", "FalBackend"]
@@ -58,6 +59,9 @@ class FalBackend(Backend):
         poll_interval: First wait between status polls, in seconds (it grows by half each poll).
         max_poll_interval: Longest wait between polls.
         max_download_bytes: Size cap of each output download.
+        max_result_bytes: Size cap of all of one result's output downloads together.
+        max_outputs_per_n: Most output files accepted from a job per output it was asked for (more
+            is a broken or hostile answer: refused before anything is fetched).
         data_url_max_bytes: Largest input file sent inline as a data URL; larger ones are uploaded.
         max_retries: Tries of each call, the first included (submits only while provably not queued);
             a job's `policy.retry` replaces this and `retry_base_delay`.
@@ -90,6 +94,8 @@ class FalBackend(Backend):
         poll_interval: float = 0.25,
         max_poll_interval: float = 5.0,
         max_download_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES,
+        max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES,
+        max_outputs_per_n: int = DEFAULT_MAX_OUTPUTS_PER_N,
         data_url_max_bytes: int = DEFAULT_INLINE_MAX_BYTES,
         max_retries: int = 10,
         retry_base_delay: float = 0.2,
@@ -104,6 +110,8 @@ class FalBackend(Backend):
             poll_interval=poll_interval,
             max_poll_interval=max_poll_interval,
             max_download_bytes=max_download_bytes,
+            max_result_bytes=max_result_bytes,
+            max_outputs_per_n=max_outputs_per_n,
             data_url_max_bytes=data_url_max_bytes,
             max_retries=max_retries,
             retry_base_delay=retry_base_delay,
@@ -115,6 +123,8 @@ class FalBackend(Backend):
         self._storage_url = storage_url
         self._max_concurrency = max_concurrency
         self._max_download_bytes = max_download_bytes
+        self._max_result_bytes = max_result_bytes
+        self._max_outputs_per_n = max_outputs_per_n
         self._data_url_max_bytes = data_url_max_bytes
         self._retry = RetryPolicy(attempts=max_retries, backoff_base_s=retry_base_delay)
         self._submits = RateLimiter(submits_per_minute, sliding=True) if submits_per_minute else RateLimiter(None)
@@ -265,15 +275,20 @@ class FalBackend(Backend):
     ) -> tuple[list[Artifact], list[int | None]]:
         artifacts: list[Artifact] = []
         seeds: list[int | None] = []
+        # Bounded before any artifact is made: so many outputs per job, so many bytes in all.
+        budget = ByteBudget(self._max_result_bytes, what=f"the outputs of {PROVIDER}:{model}")
         for job, (seed, outputs) in zip(jobs, plan, strict=True):
             if seed is None and isinstance(job.output.get("seed"), int):
                 seed = job.output["seed"]  # fal's image apps report the seed they drew
+            count = sum(1 for _ in output_files(job.output, order))
+            check_output_count(count, outputs, per_n=self._max_outputs_per_n, model=f"{PROVIDER}:{model}")
             found = artifacts_from_output(
                 job.output,
                 kind=request.modality,
                 order=order,
                 max_bytes=self._max_download_bytes,
                 metadata={"provider": PROVIDER, "request_id": job.request_id, "seed": seed},
+                budget=budget,
             )
             if not found:
                 raise GenerationFailedError(

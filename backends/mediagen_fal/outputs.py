@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from mediagen._download import ByteBudget
 from mediagen._media import (
     Kind,
     decode_data_url,
@@ -29,10 +30,8 @@ from mediagen._media import (
     to_data_url,
 )
 from mediagen.artifacts import Artifact, artifact_for_url
+from mediagen.errors import GenerationFailedError
 from mediagen.hosted import kind_of_output
-
-if TYPE_CHECKING:
-    pass
 
 __all__ = [
     "DEFAULT_INLINE_MAX_BYTES",
@@ -85,6 +84,7 @@ def artifacts_from_output(
     order: Sequence[str] = (),
     max_bytes: int,
     metadata: Mapping[str, Any] | None = None,
+    budget: ByteBudget | None = None,
 ) -> list[Artifact]:
     """Lazy artifacts for the files in an output, those of `kind` first.
 
@@ -92,20 +92,32 @@ def artifacts_from_output(
         output: The job's result JSON.
         kind: What the request asked for; used when a file's type says nothing.
         order: Output keys holding the main media, in order.
-        max_bytes: Size cap of each artifact's download.
+        max_bytes: Size cap of each artifact's download (a `data:` URL's too).
         metadata: Put on every artifact (the file's location is added as `output`).
+        budget: The result's total download budget, shared by its artifacts.
+
+    Raises:
+        MediaTooLargeError: A `data:` URL passes `max_bytes`.
+        GenerationFailedError: A `data:` URL is malformed.
     """
     found: list[Artifact] = []
     for where, url, declared in output_files(output, order):
         info = {**(metadata or {}), "output": where}
         if url.startswith("data:"):
-            data, inline = decode_data_url(url)
+            try:
+                data, inline = decode_data_url(url, max_bytes=max_bytes)
+            except ValueError as exc:
+                raise GenerationFailedError(
+                    f"fal output {where or '0'} is a malformed data: URL: {exc}", provider="fal"
+                ) from exc
             media_type = inline or sniff_media_type(data) or declared
         else:
             media_type = _usable(declared) or media_type_for_name(url)
         artifact_kind = kind_of_output(media_type, kind)
         extra: dict[str, Any] = {"media_type": media_type} if media_type else {}
-        found.append(artifact_for_url(url, kind=artifact_kind, metadata=info, max_bytes=max_bytes, **extra))
+        found.append(
+            artifact_for_url(url, kind=artifact_kind, metadata=info, max_bytes=max_bytes, budget=budget, **extra)
+        )
     # The artifacts asked for lead; previews and extras follow, in output order.
     return sorted(found, key=lambda a: a.kind != kind)
 

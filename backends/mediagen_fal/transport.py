@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from mediagen.backend import RunContext, check_remote_allowed
 from mediagen.errors import DeadlineExceededError, MediagenError, ProviderError
+from mediagen.hosted import MAX_API_BODY_BYTES, read_capped
 from mediagen.policies import ConcurrencyLimiter, RateLimiter, RetryPolicy
 
 from .apps import AppId
@@ -150,6 +151,7 @@ class FalTransport:
         self.slots = slots
         self.poll_interval = poll_interval
         self.max_poll_interval = max(poll_interval, max_poll_interval)
+        self.max_body_bytes = MAX_API_BODY_BYTES
         self.stats: collections.Counter[str] = collections.Counter()
         """Requests sent by kind, retries, adopted submits ..."""
         # How long each app's jobs took from submit to completion (a running average), for pacing polls.
@@ -560,9 +562,11 @@ class FalTransport:
         self.stats["requests"] += 1
         self.stats[kind] += 1
         sent = time.monotonic()
-        response = await self.connection.http.request(
+        request = self.connection.http.build_request(
             method, url, content=content, headers=dict(headers or {}), params=dict(params) if params else None
         )
+        response = await self.connection.http.send(request, stream=True)
+        await read_capped(response, self.max_body_bytes, provider=PROVIDER)
         logger.debug(
             "%s %s -> %d in %.3f s", method, url.split("?", 1)[0], response.status_code, time.monotonic() - sent
         )

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 from mediagen.backend import RunContext, check_remote_allowed
 from mediagen.errors import DeadlineExceededError, GenerationFailedError, ProviderError
+from mediagen.hosted import MAX_API_BODY_BYTES, read_capped
 from mediagen.policies import ConcurrencyLimiter, RateLimiter, RetryPolicy
 
 from .client import GoogleConnection
@@ -61,6 +62,7 @@ class GoogleTransport:
         self.pace = pace
         self.poll_interval = poll_interval
         self.max_poll_interval = max(poll_interval, max_poll_interval)
+        self.max_body_bytes = MAX_API_BODY_BYTES
         self.stats: collections.Counter[str] = collections.Counter()
 
     # -- single calls ---------------------------------------------------------------------------------
@@ -136,7 +138,9 @@ class GoogleTransport:
 
         async def send(timeout: float) -> dict[str, Any]:
             # The remote switch was checked for the endpoint by `call`, before this is sent.
-            response = await self.connection.rest.request(method, path, json=body, timeout=timeout)
+            rest = self.connection.rest
+            response = await rest.send(rest.build_request(method, path, json=body, timeout=timeout), stream=True)
+            await read_capped(response, self.max_body_bytes, provider=PROVIDER)
             if response.status_code >= 400:
                 raise error_for_body(
                     response.status_code,

@@ -25,7 +25,7 @@ from mediagen._download import ByteBudget
 from mediagen.artifacts import Artifact, name_outputs
 from mediagen.backend import Backend, Capabilities, RunContext
 from mediagen.errors import GenerationFailedError, UnsupportedRequestError
-from mediagen.hosted import download_all, warn_if_short
+from mediagen.hosted import check_output_count, download_all, warn_if_short
 from mediagen.policies import ConcurrencyLimiter, RateLimiter, RetryPolicy
 from mediagen.requests import TASKS, Request
 from mediagen.results import Result, Timings, Usage
@@ -36,7 +36,7 @@ from .errors import PROVIDER
 from .inputs import DEFAULT_INLINE_MAX_BYTES, media_to_inputs
 from .mapping import MappedInputs, build_inputs, inputs_per_call
 from .options import ReplicateOptions
-from .outputs import artifacts_from_output, check_output_count, output_urls
+from .outputs import artifacts_from_output, output_urls
 from .transport import LogReporter, PollPacer, Prediction, ReplicateTransport, Target, parse_time
 from .webhooks import webhook_fields
 

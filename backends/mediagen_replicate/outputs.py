@@ -10,9 +10,8 @@ re-sniffs each type from its bytes. Input media go the other way in `inputs.py`.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from mediagen._config import DEFAULT_MAX_OUTPUTS_PER_N
 from mediagen._download import ByteBudget
 from mediagen._media import (
     Kind,
@@ -22,13 +21,10 @@ from mediagen._media import (
     sniff_media_type,
 )
 from mediagen.artifacts import Artifact, artifact_for_url
-from mediagen.errors import GenerationFailedError, MediaTooLargeError
+from mediagen.errors import GenerationFailedError
 from mediagen.hosted import kind_of_output
 
-if TYPE_CHECKING:
-    pass
-
-__all__ = ["artifacts_from_output", "check_output_count", "output_urls"]
+__all__ = ["artifacts_from_output", "output_urls"]
 
 _URL_PREFIXES = ("https://", "http://", "data:")
 
@@ -60,24 +56,6 @@ def _walk(value: Any, where: str, order: Sequence[str]) -> Iterator[tuple[str, s
         keys = [k for k in order if k in value] + [k for k in value if k not in order]
         for key in keys:
             yield from _walk(value[key], f"{where}.{key}" if where else str(key), order)
-
-
-def check_output_count(count: int, n: int, *, per_n: int = DEFAULT_MAX_OUTPUTS_PER_N, model: str = "") -> None:
-    """Refuse a result that holds more outputs than `per_n` for each output asked for.
-
-    A model answers `n=1` with one file and perhaps a few previews; a thousand URLs is a broken or
-    hostile server, and fetching them would cost time, disk and money.
-
-    Raises:
-        MediaTooLargeError: `count` passes `n * per_n`.
-    """
-    limit = max(1, n) * per_n
-    if count > limit:
-        raise MediaTooLargeError(
-            f"{model or 'the model'} returned {count} outputs for n={n}; at most {limit} are accepted "
-            f"({per_n} per output asked for: the max_outputs_per_n setting)",
-            limit=limit,
-        )
 
 
 def artifacts_from_output(

@@ -58,6 +58,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from mediagen.backend import RunContext, check_remote_allowed
 from mediagen.errors import DeadlineExceededError, MediagenError, ProviderError
+from mediagen.hosted import MAX_API_BODY_BYTES, read_capped
 from mediagen.policies import ConcurrencyLimiter, RateLimiter, RetryPolicy
 from mediagen.safety import check_credentialed_url
 
@@ -94,8 +95,6 @@ _MAX_SCAN_PAGES = 10
 _CLOCK_SKEW = timedelta(minutes=10)
 # Bounds on the clean-up done after a cancellation, so a cancelled job never hangs on it.
 _CLEANUP_TIMEOUT_S = 15.0
-MAX_API_BODY_BYTES = 256 * 1024 * 1024
-"""Largest API answer read (a prediction whose outputs are inline `data:` URLs can be large, not this large)."""
 
 
 @dataclass(eq=False)
@@ -826,7 +825,7 @@ class ReplicateTransport:
             extra["timeout"] = timeout
         request = http.build_request(method, url, json=json, headers=dict(headers or {}), **extra)
         response = await http.send(request, stream=True)
-        await _read_capped(response, self.max_body_bytes)
+        await read_capped(response, self.max_body_bytes, provider=PROVIDER)
         logger.debug(
             "%s %s -> %d in %.3f s", method, url.split("?", 1)[0], response.status_code, time.monotonic() - sent
         )
@@ -895,27 +894,3 @@ def parse_time(value: Any) -> datetime | None:
     except ValueError:
         return None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
-
-
-async def _read_capped(response: httpx.Response, max_bytes: int) -> None:
-    """Read a streamed answer into `response` (so `.json()` works), refusing one past `max_bytes`."""
-    from mediagen.errors import MediaTooLargeError
-
-    try:
-        declared = response.headers.get("content-length")
-        if declared is not None and declared.strip().isdigit() and int(declared) > max_bytes:
-            raise MediaTooLargeError(
-                f"the API answered with {declared} bytes, past the cap of {max_bytes}",
-                provider=PROVIDER,
-                limit=max_bytes,
-            )
-        body = bytearray()
-        async for chunk in response.aiter_bytes():
-            body += chunk
-            if len(body) > max_bytes:
-                raise MediaTooLargeError(
-                    f"the API answered with more than {max_bytes} bytes", provider=PROVIDER, limit=max_bytes
-                )
-        response._content = bytes(body)  # what `Response.read()` sets; `.json()` and `.text` read it
-    finally:
-        await response.aclose()

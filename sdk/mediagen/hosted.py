@@ -4,7 +4,10 @@ A provider's answer names its outputs by URL. `kind_of_output` says which kind a
 bytes' media type wins over the kind asked for, except that an animated GIF stands for a video);
 `download_all` fetches the ones that are only URLs, with the size cap, the remote switch, the
 result's byte budget and the backend's retry policy for downloads that failed in transit;
-`warn_if_short` tells the caller when a model made fewer outputs than asked.
+`warn_if_short` tells the caller when a model made fewer outputs than asked. Before any of that,
+`check_output_count` refuses an answer naming far more outputs than asked for, and `read_capped`
+reads an API answer (the JSON naming the outputs) with a size cap, so no server can make us hold
+an unbounded body in memory.
 
 Examples:
     >>> kind_of_output("image/gif", "video"), kind_of_output("audio/wav", "video"), kind_of_output(None, "mesh")
@@ -17,11 +20,12 @@ import asyncio
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from ._config import DEFAULT_MAX_OUTPUTS_PER_N
 from ._download import adownload
 from ._media import Kind, kind_of_media_type, sniff_media_type
 from ._remote import check_remote_allowed
 from .artifacts import Artifact, artifact_from_bytes
-from .errors import DownloadError
+from .errors import DownloadError, MediaTooLargeError
 from .results import GenerationWarning
 
 if TYPE_CHECKING:
@@ -31,7 +35,18 @@ if TYPE_CHECKING:
     from .policies import RetryPolicy
     from .requests import Request
 
-__all__ = ["RETRYABLE_DOWNLOAD_STATUSES", "download_all", "kind_of_output", "warn_if_short"]
+__all__ = [
+    "MAX_API_BODY_BYTES",
+    "RETRYABLE_DOWNLOAD_STATUSES",
+    "check_output_count",
+    "download_all",
+    "kind_of_output",
+    "read_capped",
+    "warn_if_short",
+]
+
+MAX_API_BODY_BYTES = 256 * 1024 * 1024
+"""Largest API answer read (one whose outputs are inline `data:` URLs can be large, not this large)."""
 
 RETRYABLE_DOWNLOAD_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 """Statuses of a download (a plain GET) that may pass if sent again."""
@@ -118,3 +133,49 @@ def warn_if_short(request: Request, model: str, artifacts: Sequence[Artifact], c
     primary = sum(1 for a in artifacts if a.kind == request.modality)
     if primary < request.n:
         ctx.warn(GenerationWarning.other(f"asked for {request.n} {request.modality}(s), {model} made {primary}"))
+
+
+def check_output_count(count: int, n: int, *, per_n: int = DEFAULT_MAX_OUTPUTS_PER_N, model: str = "") -> None:
+    """Refuse an answer that names more outputs than `per_n` for each output asked for.
+
+    A model answers `n=1` with one file and perhaps a few previews; a thousand URLs is a broken or
+    hostile server, and fetching them would cost time, disk and money.
+
+    Raises:
+        MediaTooLargeError: `count` passes `n * per_n`.
+    """
+    limit = max(1, n) * per_n
+    if count > limit:
+        raise MediaTooLargeError(
+            f"{model or 'the model'} returned {count} outputs for n={n}; at most {limit} are accepted "
+            f"({per_n} per output asked for: the max_outputs_per_n setting)",
+            limit=limit,
+        )
+
+
+async def read_capped(response: httpx.Response, max_bytes: int, *, provider: str) -> None:
+    """Read a streamed answer into `response` (so `.json()` works), refusing one past `max_bytes`.
+
+    The response is closed in every case.
+
+    Raises:
+        MediaTooLargeError: The declared or the received length passes `max_bytes`.
+    """
+    try:
+        declared = response.headers.get("content-length")
+        if declared is not None and declared.strip().isdigit() and int(declared) > max_bytes:
+            raise MediaTooLargeError(
+                f"the API answered with {declared} bytes, past the cap of {max_bytes}",
+                provider=provider,
+                limit=max_bytes,
+            )
+        body = bytearray()
+        async for chunk in response.aiter_bytes():
+            body += chunk
+            if len(body) > max_bytes:
+                raise MediaTooLargeError(
+                    f"the API answered with more than {max_bytes} bytes", provider=provider, limit=max_bytes
+                )
+        response._content = bytes(body)  # what `Response.read()` sets; `.json()` and `.text` read it
+    finally:
+        await response.aclose()

@@ -6,6 +6,7 @@ import http.server
 import json
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -15,7 +16,7 @@ import mediagen as mg
 from mediagen.backend import RunContext
 from mediagen_fal import AppId, FalBackend
 from mediagen_testkit import media_fixtures as media
-from mediagen_testkit.fal_server import FalServer
+from mediagen_testkit.fal_server import FakeApp, FalServer, JobRecord
 
 
 async def test_a_wrong_key_is_an_authentication_error_naming_fal_key(server: FalServer) -> None:
@@ -202,3 +203,55 @@ async def test_webhooks_pass_through(backend: FalBackend, server: FalServer, rec
         threading.Event().wait(0.01)
     assert _Receiver.got[0]["status"] == "OK" and _Receiver.got[0]["request_id"] == job.request_id
     assert res.artifacts
+
+
+# -- what an answer may hold: counts, sizes --------------------------------------------------------
+
+
+def _flooding_app(endpoint: str, copies: int, *, padding: int = 0) -> FakeApp:
+    """An app whose answer names `copies` files (the same small PNG) and carries `padding` bytes more."""
+
+    def handle(inp: dict[str, Any], server: FalServer, job: JobRecord) -> dict[str, Any]:
+        url = server.serve_bytes(media.png_bytes(8, 8), "x.png", "image/png")
+        files = [{"url": url, "content_type": "image/png"} for _ in range(copies)]
+        return {"images": files, "seed": 1, "padding": "x" * padding}
+
+    return FakeApp(endpoint, handle, queue_s=0.0, run_s=0.0)
+
+
+async def test_an_answer_naming_a_thousand_files_is_refused_before_any_is_fetched(
+    server: FalServer, backend: FalBackend
+) -> None:
+    server.add_app(_flooding_app("acme/flood", 1000))
+    with pytest.raises(mg.MediaTooLargeError, match="1000 outputs for n=1"):
+        await backend.run(mg.ImageRequest(prompt="x", options={"download": True}), "acme/flood", RunContext())
+    assert server.stats.by_route["GET file"] == 0
+
+
+async def test_an_api_answer_past_the_cap_is_refused_and_one_under_it_read(
+    server: FalServer, backend: FalBackend
+) -> None:
+    server.add_app(_flooding_app("acme/padded", 1, padding=300_000))
+    backend._connect().max_body_bytes = 100_000
+    with pytest.raises(mg.MediaTooLargeError, match="the API answered with"):
+        await backend.run(mg.ImageRequest(prompt="x"), "acme/padded", RunContext())
+    backend._connect().max_body_bytes = 10_000_000
+    res = await backend.run(mg.ImageRequest(prompt="x"), "acme/padded", RunContext())
+    assert (await res.artifacts[0].aread()).startswith(b"\x89PNG")
+
+
+async def test_the_outputs_of_one_result_share_a_byte_budget(server: FalServer) -> None:
+    server.add_app(_flooding_app("acme/four", 4))
+    size = len(media.png_bytes(8, 8))
+    backend = FalBackend(
+        key=server.key, base_url=server.url, storage_url=server.url, poll_interval=0.01, max_result_bytes=3 * size
+    )
+    try:
+        res = await backend.run(mg.ImageRequest(prompt="x"), "acme/four", RunContext())
+        assert len(res.artifacts) == 4
+        with pytest.raises(mg.MediaTooLargeError):
+            for artifact in res.artifacts:
+                await artifact.aread()
+        assert [a.is_loaded for a in res.artifacts] == [True, True, True, False]
+    finally:
+        await backend.aclose()
