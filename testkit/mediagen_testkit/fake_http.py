@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import re
 import socket
+import ssl
 import threading
 import time
 import urllib.parse
@@ -28,9 +29,20 @@ from collections import Counter
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from socketserver import TCPServer
-from typing import Any
+from typing import Any, Protocol
 
-__all__ = ["Faults", "Stats", "Request", "Reply", "DROP", "LoopbackServer", "parse_multipart"]
+__all__ = [
+    "DROP",
+    "Faults",
+    "HandlesRequests",
+    "LoopbackHTTPServer",
+    "LoopbackServer",
+    "Reply",
+    "Request",
+    "RequestHandler",
+    "Stats",
+    "parse_multipart",
+]
 
 
 @dataclass
@@ -193,14 +205,48 @@ def form_name(headers: dict[str, str]) -> tuple[str | None, str | None]:
     return (name.group(1) if name else None), (filename.group(1) if filename else None)
 
 
-class _HTTPServer(ThreadingHTTPServer):
+class HandlesRequests(Protocol):
+    """What a `LoopbackHTTPServer` serves: an object that answers each request on its handler."""
+
+    def _handle(self, handler: RequestHandler) -> None: ...
+
+
+class LoopbackHTTPServer(ThreadingHTTPServer):
+    """The threaded HTTP(S) server under every fake in the test kit.
+
+    Args:
+        address: `(host, port)`; port 0 picks a free one.
+        app: Answers each request (`app._handle(handler)`, in the connection's thread).
+        tls: Serve HTTPS with this context (set up per connection, see `finish_request`).
+        version: The `Server` header's product token.
+    """
+
     daemon_threads = True
     request_queue_size = 1024
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int], app: LoopbackServer) -> None:
+    def __init__(
+        self,
+        address: tuple[str, int],
+        app: HandlesRequests,
+        tls: ssl.SSLContext | None = None,
+        *,
+        version: str = "mediagen-fake/1.0",
+    ) -> None:
         self.app = app
-        super().__init__(address, _Handler)
+        self.tls = tls
+        self.version = version
+        super().__init__(address, RequestHandler)
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        # TLS is set up here, in the connection's own thread: a client that never completes its
+        # handshake holds up only itself, not the accept loop.
+        if self.tls is not None:
+            try:
+                request = self.tls.wrap_socket(request, server_side=True)
+            except (ssl.SSLError, OSError):
+                return
+        super().finish_request(request, client_address)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # A client closing an idle keep-alive connection is normal; anything else is still printed.
@@ -217,12 +263,17 @@ class _HTTPServer(ThreadingHTTPServer):
         self.server_port = int(port)
 
 
-class _Handler(BaseHTTPRequestHandler):
+class RequestHandler(BaseHTTPRequestHandler):
+    """Hands every request, whatever its method, to the server's app."""
+
     protocol_version = "HTTP/1.1"
     sys_version = ""
     # Headers and body go out in separate writes; Nagle + delayed ACK would add ~40 ms per response.
     disable_nagle_algorithm = True
-    server: _HTTPServer
+    server: LoopbackHTTPServer
+
+    def version_string(self) -> str:
+        return self.server.version
 
     def log_message(self, format: str, *args: Any) -> None:  # silence per-request stderr lines
         pass
@@ -262,7 +313,7 @@ class LoopbackServer:
         self.faults = faults or Faults()
         self.stats = Stats()
         self._port = port
-        self._httpd: _HTTPServer | None = None
+        self._httpd: LoopbackHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
@@ -271,7 +322,7 @@ class LoopbackServer:
     def start(self) -> LoopbackServer:
         """Start listening (idempotent)."""
         if self._httpd is None:
-            self._httpd = _HTTPServer(("127.0.0.1", self._port), self)
+            self._httpd = LoopbackHTTPServer(("127.0.0.1", self._port), self)
             self._thread = threading.Thread(target=self._httpd.serve_forever, name=type(self).__name__, daemon=True)
             self._thread.start()
         return self
@@ -324,7 +375,7 @@ class LoopbackServer:
 
     # -- the request loop ---------------------------------------------------------------------------
 
-    def _handle(self, handler: _Handler) -> None:
+    def _handle(self, handler: RequestHandler) -> None:
         self.stats.enter()
         try:
             body = _read_body(handler)
@@ -381,7 +432,7 @@ class LoopbackServer:
         """The answer for an unknown route."""
         return Reply.json(404, {"error": {"message": f"no route for {req.method} {req.path}", "code": 404}})
 
-    def _send(self, handler: _Handler, reply: Reply) -> None:
+    def _send(self, handler: RequestHandler, reply: Reply) -> None:
         try:
             handler.send_response(reply.status)
             handler.send_header("Content-Type", reply.content_type)
@@ -394,7 +445,7 @@ class LoopbackServer:
         except OSError:
             handler.close_connection = True
 
-    def _drop(self, handler: _Handler) -> None:
+    def _drop(self, handler: RequestHandler) -> None:
         self.stats.incr("dropped")
         handler.close_connection = True
         try:

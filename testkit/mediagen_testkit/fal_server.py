@@ -61,11 +61,10 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from socketserver import TCPServer
 from typing import Any
 
 from . import media_fixtures as media
+from .fake_http import LoopbackHTTPServer, RequestHandler
 
 __all__ = [
     "FakeApp",
@@ -389,50 +388,6 @@ def default_apps() -> list[FakeApp]:
 # -- the HTTP server --------------------------------------------------------------------------------
 
 
-class _HTTPServer(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 1024
-    allow_reuse_address = True
-
-    def __init__(self, address: tuple[str, int], app: FalServer, tls: ssl.SSLContext | None = None) -> None:
-        self.app = app
-        self.tls = tls
-        super().__init__(address, _Handler)
-
-    def finish_request(self, request: Any, client_address: Any) -> None:
-        # TLS is set up here, in the connection's own thread: a client that never completes its
-        # handshake holds up only itself, not the accept loop.
-        if self.tls is not None:
-            try:
-                request = self.tls.wrap_socket(request, server_side=True)
-            except (ssl.SSLError, OSError):
-                return
-        super().finish_request(request, client_address)
-
-    def server_bind(self) -> None:
-        # HTTPServer.server_bind calls socket.getfqdn(), a reverse DNS lookup that can stall offline.
-        TCPServer.server_bind(self)
-        host, port = self.server_address[:2]
-        self.server_name = str(host)
-        self.server_port = int(port)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server_version = "fal-fake/1.0"
-    sys_version = ""
-    disable_nagle_algorithm = True
-    server: _HTTPServer
-
-    def log_message(self, format: str, *args: Any) -> None:  # silence per-request stderr lines
-        pass
-
-    def _dispatch(self) -> None:
-        self.server.app._handle(self)
-
-    do_GET = do_POST = do_PUT = do_DELETE = _dispatch
-
-
 class _Drop(Exception):
     """Close the connection without answering."""
 
@@ -500,14 +455,14 @@ class FalServer:
         if certfile is not None:
             self._tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             self._tls.load_cert_chain(certfile, keyfile)
-        self._httpd: _HTTPServer | None = None
+        self._httpd: LoopbackHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------
 
     def start(self) -> FalServer:
         """Start serving in a background thread."""
-        self._httpd = _HTTPServer((self._host, self._port), self, self._tls)
+        self._httpd = LoopbackHTTPServer((self._host, self._port), self, self._tls, version="fal-fake/1.0")
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="fal-fake", daemon=True)
         self._thread.start()
         return self
@@ -652,7 +607,7 @@ class FalServer:
 
     # -- routing --------------------------------------------------------------------------------
 
-    def _handle(self, handler: _Handler) -> None:
+    def _handle(self, handler: RequestHandler) -> None:
         self.stats.incr("in_flight")
         with self.stats._lock:
             self.stats.peak_in_flight = max(self.stats.peak_in_flight, self.stats.in_flight)
@@ -682,7 +637,7 @@ class FalServer:
         finally:
             self.stats.incr("in_flight", -1)
 
-    def _route(self, handler: _Handler, body: bytes) -> _Answer:
+    def _route(self, handler: RequestHandler, body: bytes) -> _Answer:
         split = urllib.parse.urlsplit(handler.path)
         path = split.path.strip("/")
         query = urllib.parse.parse_qs(split.query)
@@ -779,7 +734,13 @@ class FalServer:
         return None
 
     def _serve(
-        self, kind: str, method: str, parts: list[str], query: dict[str, list[str]], handler: _Handler, body: bytes
+        self,
+        kind: str,
+        method: str,
+        parts: list[str],
+        query: dict[str, list[str]],
+        handler: RequestHandler,
+        body: bytes,
     ) -> _Answer:
         if kind == "upload" and method == "POST":
             return self._initiate_upload(body)
@@ -798,7 +759,7 @@ class FalServer:
                 return self._cancel(job)
         return _json(405, {"detail": "Method not allowed"})
 
-    def _submit(self, endpoint: str, query: dict[str, list[str]], handler: _Handler, body: bytes) -> _Answer:
+    def _submit(self, endpoint: str, query: dict[str, list[str]], handler: RequestHandler, body: bytes) -> _Answer:
         app = self.apps.get(endpoint)
         if app is None:
             return _json(404, {"detail": f"Application '{endpoint}' not found"})

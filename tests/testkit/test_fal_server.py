@@ -52,7 +52,9 @@ def test_submit_status_result_with_owner_alias_urls(server: FalServer) -> None:
 def test_the_full_app_id_is_not_a_status_path(server: FalServer) -> None:
     with keyed(server) as http:
         rid = http.post("/fal-ai/flux/schnell", json={"prompt": "a fox"}).json()["request_id"]
-        assert http.get(f"/fal-ai/flux/schnell/requests/{rid}/status").status_code != 200
+        # The request lives under owner/alias (as fal's status_url says), not under the full app id.
+        assert http.get(f"/fal-ai/flux/schnell/requests/{rid}/status").status_code == 405
+        assert http.get(f"/fal-ai/flux/requests/{rid}/status").json()["request_id"] == rid
 
 
 def test_auth_unknown_app_and_validation(server: FalServer) -> None:
