@@ -97,6 +97,14 @@ def test_deliveries_are_signed_filtered_and_verifiable(
     # Each token signs with its own secret: another tenant's cannot verify this delivery.
     other = replicate.Client(api_token=OTHER_TOKEN, base_url=server.url).webhooks.default.secret()
     assert other.key != secret.key and not verify_webhook(headers, body, other.key)
+    # The sender counts a delivery once it has read the answer, a moment after the receiver saw it.
+    delivered = 'mediagen_serve_webhooks_total{outcome="delivered"} 2.0'
+    for _ in range(200):
+        metrics = httpx.get(f"{server.url}/metrics", headers={"Authorization": f"Bearer {TEST_TOKEN}"}).text
+        if delivered in metrics:
+            break
+        time.sleep(0.05)
+    assert delivered in metrics and 'outcome="failed"' not in metrics
 
 
 def test_webhooks_to_private_addresses_are_refused(start_server: Callable[..., ServeServer]) -> None:

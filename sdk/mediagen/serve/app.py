@@ -176,6 +176,8 @@ def create_app(
                 models[served.ref] = await _describe(shared, served, settings, created_at)
             service_ref: list[PredictionService] = []
             metrics = _make_metrics(lambda: service_ref[0].queued(), lambda: service_ref[0].running())
+            if metrics is not None:
+                webhooks.on_outcome = lambda outcome: metrics.webhooks.labels(outcome=outcome).inc()
             service = PredictionService(shared, store, models, settings, webhooks, metrics)
             service_ref.append(service)
             state = ServeState(settings, store, shared, models, service, webhooks, metrics)

@@ -10,6 +10,7 @@
 | `mediagen_serve_batch_size` | histogram | `model` (outputs in the device call that served a prediction) |
 | `mediagen_serve_device_seconds_total` | counter | `model` (device time reported by local backends) |
 | `mediagen_serve_errors_total` | counter | `kind` (`InvalidRequestError`, `unauthenticated`, `rate_limited` ...) |
+| `mediagen_serve_webhooks_total` | counter | `outcome` (`delivered`: a 2xx answer; `failed`: given up on) |
 """
 
 from __future__ import annotations
@@ -55,6 +56,9 @@ class ServeMetrics:
             "mediagen_serve_device_seconds", "Device time spent on predictions.", ["model"], registry=self.registry
         )
         self.errors = Counter("mediagen_serve_errors", "Errors, by kind.", ["kind"], registry=self.registry)
+        self.webhooks = Counter(
+            "mediagen_serve_webhooks", "Webhook deliveries ended, by outcome.", ["outcome"], registry=self.registry
+        )
 
     def render(self) -> tuple[bytes, str]:
         """The text exposition and its content type."""

@@ -22,7 +22,7 @@ import logging
 import secrets
 import time
 import urllib.parse
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Literal
 
 from .._download import address_class
@@ -75,10 +75,8 @@ class WebhookSender:
         self._order: dict[str, asyncio.Lock] = {}
         self._last_logs: dict[str, float] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self.delivered = 0
-        """Deliveries answered with 2xx."""
-        self.failed = 0
-        """Deliveries given up on."""
+        self.on_outcome: Callable[[Literal["delivered", "failed"]], None] | None = None
+        """Told of each delivery's end (the server counts them in `/metrics`)."""
 
     def secret_for(self, token_name: str) -> str:
         """The signing secret of a token's webhooks (`whsec_...`)."""
@@ -164,7 +162,7 @@ class WebhookSender:
                     why = f"{type(exc).__name__}"
                 else:
                     if response.status_code < 300:
-                        self.delivered += 1
+                        self._ended("delivered")
                         return
                     if response.status_code < 500 and response.status_code != 429:
                         why = f"HTTP {response.status_code}"
@@ -172,9 +170,13 @@ class WebhookSender:
                     why = f"HTTP {response.status_code}"
                 if attempt < _ATTEMPTS:
                     await asyncio.sleep(0.5 * 2 ** (attempt - 1))
-            self.failed += 1
+            self._ended("failed")
             # The URL's path may hold the receiver's own secret: log only its host.
             logger.warning("webhook to %s failed (%s); giving up", urllib.parse.urlsplit(url).hostname, why)
+
+    def _ended(self, outcome: Literal["delivered", "failed"]) -> None:
+        if self.on_outcome is not None:
+            self.on_outcome(outcome)
 
     async def drain(self, timeout: float) -> None:
         """Wait up to `timeout` seconds for queued deliveries."""
