@@ -7,14 +7,22 @@ official client's own variable names; or the constructor's arguments). A client 
 image request whose connection dropped may already have been paid for.
 
 The key is kept in one private attribute, shown nowhere: not in reprs, log lines or error messages.
+
+A client built here reads every answer through `CappedTransport`: an answer (JSON holding base64
+images or audio) larger than `max_body_bytes` is refused while it streams in, so no server can make
+us hold an unbounded body in memory. A client passed in is the caller's, with the caller's limits.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-from mediagen.errors import AuthenticationError
+import httpx2 as httpx  # the official client (openai>=3) speaks httpx2, the fork of httpx it ships with
+
+from mediagen.errors import AuthenticationError, MediaTooLargeError
+from mediagen.hosted import MAX_API_BODY_BYTES
 from mediagen.safety import register_secret
 
 from .errors import PROVIDER
@@ -22,13 +30,67 @@ from .errors import PROVIDER
 if TYPE_CHECKING:
     from openai import AsyncOpenAI
 
-__all__ = ["ENV_KEY", "ENV_BASE_URL", "DEFAULT_BASE_URL", "DEFAULT_TIMEOUT_S", "OpenAIConnection", "missing_key_error"]
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "DEFAULT_TIMEOUT_S",
+    "ENV_BASE_URL",
+    "ENV_KEY",
+    "CappedTransport",
+    "OpenAIConnection",
+    "missing_key_error",
+]
 
 ENV_KEY = "OPENAI_API_KEY"
 ENV_BASE_URL = "OPENAI_BASE_URL"
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_TIMEOUT_S = 600.0
 """Longest a single request may take: a high-quality 4K image can take minutes."""
+
+
+class CappedTransport(httpx.AsyncBaseTransport):
+    """An httpx transport whose answers stop being read past `max_bytes` (`MediaTooLargeError`)."""
+
+    def __init__(self, max_bytes: int = MAX_API_BODY_BYTES, *, limits: httpx.Limits | None = None) -> None:
+        self.max_bytes = max_bytes
+        self._inner = httpx.AsyncHTTPTransport(limits=limits or httpx.Limits(max_connections=1000))
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self._inner.handle_async_request(request)
+        cap = self.max_bytes
+        declared = response.headers.get("content-length", "").strip()
+        if declared.isdigit() and int(declared) > cap:
+            await response.aclose()
+            raise _too_large(f"{declared} bytes, past the cap of {cap}", cap)
+        return httpx.Response(
+            response.status_code,
+            headers=response.headers,
+            stream=_CappedStream(response.stream, cap),
+            extensions=response.extensions,
+        )
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+class _CappedStream(httpx.AsyncByteStream):
+    def __init__(self, inner: httpx.SyncByteStream | httpx.AsyncByteStream, cap: int) -> None:
+        assert isinstance(inner, httpx.AsyncByteStream)  # an async transport answers with async streams
+        self._inner, self._cap = inner, cap
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        seen = 0
+        async for chunk in self._inner:
+            seen += len(chunk)
+            if seen > self._cap:
+                raise _too_large(f"more than {self._cap} bytes", self._cap)
+            yield chunk
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+def _too_large(what: str, cap: int) -> MediaTooLargeError:
+    return MediaTooLargeError(f"the API answered with {what}", provider=PROVIDER, limit=cap)
 
 
 def missing_key_error() -> AuthenticationError:
@@ -69,6 +131,7 @@ class OpenAIConnection:
         if client is not None:
             self.official = client
             self.owned = False
+            self.capped: CappedTransport | None = None
             # Only for redaction: a ready client may carry a key we were never told about.
             self._secret: str | None = getattr(client, "api_key", None) or os.environ.get(ENV_KEY)
             register_secret(self._secret)
@@ -79,11 +142,17 @@ class OpenAIConnection:
             self._secret = key
             # Known to the core by value: every error text and CLI output hides it, wherever it came from.
             register_secret(key)
+            from openai import DefaultAsyncHttpxClient
+            from openai._constants import DEFAULT_CONNECTION_LIMITS
+
+            # The official client's own defaults (redirects, timeouts), reading through the cap.
+            self.capped = CappedTransport(limits=DEFAULT_CONNECTION_LIMITS)
             self.official = AsyncOpenAI(
                 api_key=key,
                 base_url=base_url or os.environ.get(ENV_BASE_URL) or DEFAULT_BASE_URL,
                 max_retries=0,
                 timeout=timeout,
+                http_client=DefaultAsyncHttpxClient(transport=self.capped, timeout=timeout),
             )
             self.owned = True
 

@@ -159,6 +159,8 @@ def map_errors(
     except openai.APIStatusError as exc:
         raise error_for_status(exc.status_code, exc.body, headers=dict(exc.response.headers), model=model) from exc
     except openai.APIConnectionError as exc:
+        if isinstance(exc.__cause__, MediagenError):
+            raise exc.__cause__ from None  # ours, raised while reading the answer (a size cap)
         timed_out = isinstance(exc, openai.APITimeoutError)
         if timed_out and deadline_passed is not None and deadline_passed():
             raise DeadlineExceededError(

@@ -193,3 +193,18 @@ def test_retry_after_ms_first_then_the_core_reading_of_retry_after() -> None:
     assert parse_retry_after({"retry-after-ms": "1500", "retry-after": "9"}) == 1.5
     assert parse_retry_after({"retry-after-ms": "x", "retry-after": "9"}) == 9.0
     assert parse_retry_after({"retry-after": "-1"}) is None and parse_retry_after(None) is None
+
+
+async def test_an_answer_past_the_body_cap_is_refused(server: OpenAIServer, backend: OpenAIBackend) -> None:
+    request = mg.ImageRequest(prompt="x", width=1024, height=1024)
+    transport = await backend._connect()
+    capped = transport.connection.capped
+    assert capped is not None
+    capped.max_bytes = 1_000  # the answer's JSON holds a base64 PNG: far more than this
+    with pytest.raises(mg.MediaTooLargeError, match="the API answered with") as info:
+        await backend.run(request, "gpt-image-2", RunContext())
+    assert info.value.provider == "openai" and info.value.limit == 1_000
+    capped.max_bytes = 256 << 20
+    res = await backend.run(request, "gpt-image-2", RunContext())
+    assert (await res.artifacts[0].aread())[:4] == b"\x89PNG"
+    assert server.stats["requests"] == 2  # a refused answer is not asked for again
