@@ -99,6 +99,10 @@ CASES = [
     Case("kolors", _image(width=32, height=32), _T2I),
     Case("flux2-klein", _image(width=32, height=32), _T2I),
     Case("qwen-image", _image(width=32, height=32), _T2I),
+    # HiDream renders at a fixed area (128 x 128 latents a side); the request's size gives the aspect only.
+    Case("hidream", _image(width=32, height=32), _T2I),
+    Case("lumina2", _image(width=32, height=32), _T2I),
+    Case("lumina", _image(width=32, height=32), _T2I),
     Case("pixart", _image(width=32, height=32, options=_NO_BINNING), {**_T2I, **_NO_BINNING}),
     Case("sana", _image(width=32, height=32, options=_NO_BINNING), {**_T2I, **_NO_BINNING}),
     Case(
