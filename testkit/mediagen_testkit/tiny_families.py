@@ -738,7 +738,7 @@ def build_hidream(path: Path) -> pathlib.Path:
             num_routed_experts=4,
             num_activated_experts=2,
             axes_dims_rope=(4, 2, 2),
-            max_resolution=(32, 32),
+            max_resolution=(128, 128),  # room for every aspect ratio at 128 x 128 latents (patch 8)
             llama_layers=(0, 1),
         ).eval()
         torch.manual_seed(0)

@@ -205,6 +205,19 @@ def _raw(directory: Path, kwargs: dict[str, Any], seed: int) -> np.ndarray[Any, 
     return np.asarray(out.audios[0].float().numpy(), dtype=np.float64)
 
 
+def _check_size_warning(request: mg.Request, result: mg.Result) -> None:
+    """A picture of another size than the one asked for comes with a warning saying so; one of that size, without."""
+    if not isinstance(request, mg.ImageRequest) or request.width is None or request.height is None:
+        return
+    made = result.artifacts[0]
+    assert isinstance(made, mg.Image)
+    resized = [w for w in result.warnings if w.type == "compatibility" and "sizes its pictures itself" in w.message]
+    if made.to_pil().size == (request.width, request.height):
+        assert not resized, resized
+    else:
+        assert resized, f"made {made.to_pil().size} for {request.width}x{request.height} without a warning"
+
+
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
 async def test_family_batches_like_single_calls_and_matches_diffusers(case: Case, tiny_model: TinyModel) -> None:
     directory = tiny_model(case.model)
@@ -215,6 +228,7 @@ async def test_family_batches_like_single_calls_and_matches_diffusers(case: Case
             client.generate(case.request(1, 1), model=model), client.generate(case.request(2, 1), model=model)
         )
         pair = await client.generate(case.request(1, 2), model=model)
+    _check_size_warning(case.request(1, 1), first)
     one, two = _values(first)[0], _values(second)[0]
     both = _values(pair)
     assert len(both) == 2 and pair.seeds == [1, 2]
