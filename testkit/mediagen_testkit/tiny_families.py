@@ -740,7 +740,7 @@ def build_hidream(path: Path) -> pathlib.Path:
             axes_dims_rope=(4, 2, 2),
             max_resolution=(128, 128),  # room for every aspect ratio at 128 x 128 latents (patch 8)
             llama_layers=(0, 1),
-        ).eval()
+        )
         torch.manual_seed(0)
         vae = AutoencoderKL(
             block_out_channels=(4,),
@@ -863,7 +863,7 @@ def build_lumina(path: Path) -> pathlib.Path:
             qk_norm=True,
             cross_attention_dim=8,
             scaling_factor=1.0,
-        ).eval()
+        )
         tokenizer = _gemma_tokenizer(bos=True)
         torch.manual_seed(0)
         text_encoder = GemmaForCausalLM(
