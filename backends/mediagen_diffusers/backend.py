@@ -263,6 +263,7 @@ class DiffusersBackend(Backend):
         # 4. Turn the outputs into artifacts (converting frames and encoding meshes take a while:
         #    off the loop; images are cheap enough to wrap here). A safety checker's flags are kept.
         if plan.output.kind == "image":
+            _warn_if_resized(values, plan, ctx)
             artifacts = to_artifacts(values, plan.output, seeds, nsfw=share.nsfw)
         else:
             artifacts = await asyncio.to_thread(to_artifacts, values, plan.output, seeds, nsfw=share.nsfw)
@@ -655,6 +656,28 @@ class _Previewer:
                     return  # a latent layout previews do not know: say nothing rather than garbage
                 assert work.emit is not None
                 work.emit(Preview(image=Image.from_pil(picture), step=step, total=total, index=offset))
+
+
+def _warn_if_resized(values: list[Any], plan: Plan, ctx: RunContext) -> None:
+    """Say so when a pipeline made pictures of another size than the one it was given.
+
+    Some pipelines size their output themselves: HiDream renders at a fixed area (1 MP on the real
+    model), keeping only the aspect ratio of `width` x `height`. The caller must not believe the
+    size they asked for was honoured.
+    """
+    asked = plan.call.get("width"), plan.call.get("height")
+    if not all(isinstance(side, int) for side in asked):
+        return
+    made = sorted({tuple(value.size) for value in values if isinstance(getattr(value, "size", None), tuple)})
+    other = [size for size in made if size != asked]
+    if other:
+        sizes = ", ".join(f"{w}x{h}" for w, h in other)
+        ctx.warn(
+            GenerationWarning.compatibility(
+                "width",
+                f"{plan.class_name} sizes its pictures itself: made {sizes} instead of {asked[0]}x{asked[1]}",
+            )
+        )
 
 
 def _threadsafe(ctx: RunContext) -> Callable[[Event], None]:

@@ -37,7 +37,7 @@ Path = str | os.PathLike[str]
 # -- shared parts ------------------------------------------------------------------------------------
 
 
-def _clip_text(hidden: int = 32, *, projection: bool = False, layers: int = 2) -> Any:
+def _clip_text(hidden: int = 32, *, projection: bool = False, layers: int = 2, positions: int = 77) -> Any:
     import torch
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
@@ -51,7 +51,7 @@ def _clip_text(hidden: int = 32, *, projection: bool = False, layers: int = 2) -
         num_hidden_layers=layers,
         projection_dim=hidden,
         vocab_size=1000,
-        max_position_embeddings=77,
+        max_position_embeddings=positions,
         hidden_act="gelu",
     )
     torch.manual_seed(0)
@@ -384,7 +384,11 @@ def build_pixart(path: Path) -> pathlib.Path:
     return _pipeline(path, make)
 
 
-def _gemma_tokenizer() -> Any:
+def _gemma_tokenizer(*, bos: bool = False) -> Any:
+    """A Gemma tokenizer over single characters; `bos` starts every text with `<bos>`, as Gemma's own does.
+
+    Lumina needs `bos`: its empty negative prompt must keep one token, or its attention reads no key at all.
+    """
     from transformers import GemmaTokenizer
 
     from .tiny_recipes import _TEXT_CHARS
@@ -393,7 +397,7 @@ def _gemma_tokenizer() -> Any:
     for char in _TEXT_CHARS:
         vocab.setdefault(char, len(vocab))
         vocab.setdefault("\u2581" + char, len(vocab))
-    return GemmaTokenizer(vocab=vocab, merges=[])
+    return GemmaTokenizer(vocab=vocab, merges=[], add_bos_token=bos)
 
 
 def build_sana(path: Path) -> pathlib.Path:
@@ -695,6 +699,193 @@ def build_qwen_image(path: Path) -> pathlib.Path:
         return QwenImagePipeline(
             transformer=transformer,
             vae=vae,
+            scheduler=FlowMatchEulerDiscreteScheduler(),
+            text_encoder=text_encoder,
+            tokenizer=tokenizer,
+        )
+
+    return _pipeline(path, make)
+
+
+def build_hidream(path: Path) -> pathlib.Path:
+    """HiDream-I1 (`HiDreamImagePipeline`): a mixture-of-experts DiT read by two CLIPs, a T5 and Llama layers.
+
+    The pipeline renders at a fixed area (its `default_sample_size` 128 latents a side, times the
+    VAE's scale), keeping only the aspect ratio asked for; with this 1-level VAE that is 128 x 128 px.
+    The transformer's patches are 8 latents wide (the recipe's are 2) to keep the call well under a
+    second; the pipeline rounds latent sides to multiples of 2 only, so this model makes square
+    pictures only.
+    """
+
+    def make() -> Any:
+        import torch
+        from diffusers import (
+            AutoencoderKL,
+            FlowMatchEulerDiscreteScheduler,
+            HiDreamImagePipeline,
+            HiDreamImageTransformer2DModel,
+        )
+        from transformers import LlamaConfig, LlamaForCausalLM
+
+        torch.manual_seed(0)
+        transformer = HiDreamImageTransformer2DModel(
+            patch_size=8,  # the recipe has 2, but the pipeline always makes 128 x 128 latents: 256 tokens here
+            in_channels=4,
+            out_channels=4,
+            num_layers=1,
+            num_single_layers=1,
+            attention_head_dim=8,
+            num_attention_heads=4,
+            caption_channels=[32, 16],
+            text_emb_dim=64,
+            num_routed_experts=4,
+            num_activated_experts=2,
+            axes_dims_rope=(4, 2, 2),
+            max_resolution=(128, 128),  # room for every aspect ratio at 128 x 128 latents (patch 8)
+            llama_layers=(0, 1),
+        )
+        torch.manual_seed(0)
+        vae = AutoencoderKL(
+            block_out_channels=(4,),
+            layers_per_block=1,
+            latent_channels=4,
+            norm_num_groups=2,
+            sample_size=32,
+            scaling_factor=0.3611,
+            shift_factor=0.1159,
+        )
+        t5_tokenizer = _t5_tokenizer(model_max_length=128)
+        llama_tokenizer = _llama_tokenizer()
+        torch.manual_seed(0)
+        llama = LlamaForCausalLM(
+            LlamaConfig(
+                bos_token_id=1,
+                eos_token_id=2,
+                pad_token_id=2,
+                hidden_size=16,
+                intermediate_size=32,
+                num_attention_heads=4,
+                num_key_value_heads=4,
+                num_hidden_layers=2,
+                vocab_size=len(llama_tokenizer),
+            )
+        ).eval()
+        return HiDreamImagePipeline(
+            scheduler=FlowMatchEulerDiscreteScheduler(),
+            vae=vae,
+            text_encoder=_clip_text(32, projection=True, positions=128),
+            tokenizer=clip_tokenizer(),
+            text_encoder_2=_clip_text(32, projection=True, positions=128),
+            tokenizer_2=clip_tokenizer(),
+            text_encoder_3=_t5(t5_tokenizer),
+            tokenizer_3=t5_tokenizer,
+            text_encoder_4=llama,
+            tokenizer_4=llama_tokenizer,
+            transformer=transformer,
+        )
+
+    return _pipeline(path, make)
+
+
+def build_lumina2(path: Path) -> pathlib.Path:
+    """Lumina-Image 2.0 (`Lumina2Pipeline`): a flow DiT with a Gemma-2 text encoder.
+
+    Lumina's pipelines take the VAE's scale to be 8, so the tiny VAE has 4 levels (few channels).
+    """
+
+    def make() -> Any:
+        import torch
+        from diffusers import FlowMatchEulerDiscreteScheduler, Lumina2Pipeline, Lumina2Transformer2DModel
+        from transformers import Gemma2Config, Gemma2Model
+
+        torch.manual_seed(0)
+        transformer = Lumina2Transformer2DModel(
+            sample_size=4,
+            patch_size=2,
+            in_channels=4,
+            hidden_size=8,
+            num_layers=2,
+            num_attention_heads=1,
+            num_kv_heads=1,
+            multiple_of=16,
+            ffn_dim_multiplier=None,
+            norm_eps=1e-5,
+            scaling_factor=1.0,
+            axes_dim_rope=[4, 2, 2],
+            cap_feat_dim=8,
+        )
+        tokenizer = _gemma_tokenizer()
+        torch.manual_seed(0)
+        text_encoder = Gemma2Model(
+            Gemma2Config(
+                head_dim=4,
+                hidden_size=8,
+                intermediate_size=8,
+                num_attention_heads=2,
+                num_hidden_layers=2,
+                num_key_value_heads=2,
+                sliding_window=2,
+                vocab_size=len(tokenizer),
+                pad_token_id=0,
+                eos_token_id=1,
+                bos_token_id=2,
+            )
+        ).eval()
+        return Lumina2Pipeline(
+            transformer=transformer,
+            vae=_vae(4, levels=4, flow=True).eval(),
+            scheduler=FlowMatchEulerDiscreteScheduler(),
+            text_encoder=text_encoder,
+            tokenizer=tokenizer,
+        )
+
+    return _pipeline(path, make)
+
+
+def build_lumina(path: Path) -> pathlib.Path:
+    """Lumina-Next (`LuminaPipeline`): a next-DiT with a Gemma text encoder (a scale-8 VAE, like Lumina 2)."""
+
+    def make() -> Any:
+        import torch
+        from diffusers import FlowMatchEulerDiscreteScheduler, LuminaNextDiT2DModel, LuminaPipeline
+        from transformers import GemmaConfig, GemmaForCausalLM
+
+        torch.manual_seed(0)
+        transformer = LuminaNextDiT2DModel(
+            sample_size=4,
+            patch_size=2,
+            in_channels=4,
+            hidden_size=4,
+            num_layers=2,
+            num_attention_heads=1,
+            num_kv_heads=1,
+            multiple_of=16,
+            ffn_dim_multiplier=None,
+            norm_eps=1e-5,
+            learn_sigma=True,
+            qk_norm=True,
+            cross_attention_dim=8,
+            scaling_factor=1.0,
+        )
+        tokenizer = _gemma_tokenizer(bos=True)
+        torch.manual_seed(0)
+        text_encoder = GemmaForCausalLM(
+            GemmaConfig(
+                head_dim=2,
+                hidden_size=8,
+                intermediate_size=37,
+                num_attention_heads=4,
+                num_hidden_layers=2,
+                num_key_value_heads=4,
+                vocab_size=len(tokenizer),
+                pad_token_id=0,
+                eos_token_id=1,
+                bos_token_id=2,
+            )
+        ).eval()
+        return LuminaPipeline(
+            transformer=transformer,
+            vae=_vae(4, levels=4).eval(),
             scheduler=FlowMatchEulerDiscreteScheduler(),
             text_encoder=text_encoder,
             tokenizer=tokenizer,
@@ -1074,6 +1265,9 @@ FAMILY_BUILDERS: dict[str, Callable[[Path], pathlib.Path]] = {
     "flux2-klein": build_flux2_klein,
     "kolors": build_kolors,
     "qwen-image": build_qwen_image,
+    "hidream": build_hidream,
+    "lumina2": build_lumina2,
+    "lumina": build_lumina,
     "wan-i2v": build_wan_i2v,
     "ltx": build_ltx,
     "cogvideox": build_cogvideox,
