@@ -279,7 +279,8 @@ class RemoteDir(OutputDir):
     def remove(self, name: str) -> None:
         path = self._path(name)
         with self._lock, contextlib.suppress(FileNotFoundError):
-            self._fs.rm(path)
+            if self._fs.exists(path):  # some servers (FTP) answer a missing file with a generic error
+                self._fs.rm(path)
 
     def location(self, name: str) -> str:
         return f"{self.url.rstrip('/')}/{check_name(name)}"

@@ -41,8 +41,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ._outputs import OutputDir, is_plain_name, open_output
 from ._embedding import SIDECAR_SUFFIX
+from ._outputs import OutputDir, is_plain_name, open_output
 from .artifacts import Artifact
 from .client import Client, _invalid
 from .requests import Request, request_class
@@ -418,7 +418,9 @@ async def run_batch(
                     # cleanly (and the space they took is free again).
                     await _remove(out, written, present)
                     why = exc.strerror or str(exc)
-                    report.failed[line.number] = f"its outputs could not be recorded in {MANIFEST} ({why}); removed them"
+                    report.failed[line.number] = (
+                        f"its outputs could not be recorded in {MANIFEST} ({why}); removed them"
+                    )
                     disk_full(exc, f"writing {MANIFEST} failed")
                     if report.stopped is None:
                         report.stopped = f"writing {MANIFEST} failed: {why}"
