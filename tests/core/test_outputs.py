@@ -6,6 +6,7 @@ with renames: temporary name, then move) and fsspec's in-memory store (one put, 
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -14,12 +15,12 @@ from pathlib import Path
 
 import fsspec
 import pytest
-from mediagen_testkit.ftp_server import FtpServer
 from PIL import Image
 
 import mediagen as mg
 from mediagen._outputs import LocalDir, OutputDir, RemoteDir, open_output
 from mediagen.batch import MANIFEST, run_batch
+from mediagen_testkit.ftp_server import FtpServer
 
 PASSWORD = "ftp-secret-0123456789"
 CLI = Path(sys.executable).with_name("mediagen")
@@ -160,7 +161,7 @@ async def test_batch_writes_to_a_url_and_a_rerun_does_no_new_work(
     assert sorted(str(f).rsplit("/", 1)[-1] for f in first.files) == names
     assert all(isinstance(f, str) and PASSWORD not in f and f.startswith(RemoteDir(url).url) for f in first.files)
     for name in names:
-        with Image.open(__import__("io").BytesIO(read(name))) as img:
+        with Image.open(io.BytesIO(read(name))) as img:
             assert img.size == (16, 16)
     entries = [json.loads(t) for t in read(MANIFEST).decode().splitlines()]
     assert sorted((e["line"], e["files"]) for e in entries) == [(n, [names[n - 1]]) for n in range(1, 5)]
