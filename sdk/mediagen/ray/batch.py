@@ -32,7 +32,8 @@ async def run_batch_on_ray(
 
     Args:
         path: The JSONL file.
-        out_dir: Where outputs and `manifest.jsonl` go.
+        out_dir: Where outputs and `manifest.jsonl` go: a path, or an fsspec URL the driver can
+            write to (`s3://bucket/run`, `file:///shared/run`).
         client: The driver's client (configuration, request building); it runs nothing itself.
         settings: Workers, address and resources.
         model: Model for lines that name none.
