@@ -216,7 +216,11 @@ class RemoteDir(OutputDir):
         self._fs = fs
         self._root = str(root).rstrip("/")
         self._single_put = self.protocol in _SINGLE_PUT
-        self._lock = threading.Lock()
+        # Filesystems that hold one connection (FTP, SFTP) take one call at a time; object stores'
+        # clients are made for many at once.
+        self._lock: contextlib.AbstractContextManager[Any] = (
+            contextlib.nullcontext() if self._single_put else threading.Lock()
+        )
         self._texts: dict[str, bytes] = {}
 
     def _hide(self, exc: BaseException) -> str:

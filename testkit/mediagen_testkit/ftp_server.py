@@ -38,7 +38,11 @@ class FtpServer:
         from pyftpdlib.handlers import FTPHandler
         from pyftpdlib.servers import ThreadedFTPServer
 
-        logging.getLogger("pyftpdlib").setLevel(logging.WARNING)  # one INFO line per command otherwise
+        # One INFO line per command otherwise: a handler of ours stops pyftpdlib from adding its own.
+        quiet = logging.getLogger("pyftpdlib")
+        quiet.setLevel(logging.WARNING)
+        if not quiet.handlers:
+            quiet.addHandler(logging.NullHandler())
         authorizer = DummyAuthorizer()
         authorizer.add_user(user, password, str(root), perm=perm)
         # A refused login answers at once (pyftpdlib waits 3 s by default, to slow down guessing).
