@@ -270,7 +270,7 @@ def _append_text(out: OutputDir, name: str, text: str) -> None:
 
 async def run_batch(
     path: str | os.PathLike[str],
-    out_dir: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str] | OutputDir,
     *,
     client: Client,
     model: str | None = None,
@@ -283,7 +283,8 @@ async def run_batch(
     Args:
         path: The JSONL file.
         out_dir: Where outputs and `manifest.jsonl` go (created if missing): a path, or any fsspec
-            URL (`s3://bucket/run`, `file:///shared/run`) with its package installed.
+            URL (`s3://bucket/run`, `file:///shared/run`) with its package installed, or an
+            `OutputDir` already opened.
         client: The client that runs the requests.
         model: Model for lines that name none (else the configured default).
         concurrency: How many lines run at once.
@@ -298,7 +299,7 @@ async def run_batch(
         ConfigError: The output directory cannot be used (an unknown URL scheme, a missing
             package, an unreachable host).
     """
-    out = open_output(out_dir)
+    out = out_dir if isinstance(out_dir, OutputDir) else open_output(out_dir)
     await asyncio.to_thread(out.prepare)
     lines = parse_lines(path, model=model)
     manifest = await asyncio.to_thread(_Manifest.load, out)

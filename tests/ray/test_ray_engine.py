@@ -156,3 +156,15 @@ def test_generate_in_ray_data_writes_files_that_match_the_client(
             expected = np.asarray(alone.artifacts[0].to_pil().convert("RGB"), dtype=np.int16)
             assert np.abs(_pixels(tmp_path / "ftp" / "run" / url.rsplit("/", 1)[-1]) - expected).max() <= 2
     assert len(list((tmp_path / "ftp" / "run").iterdir())) == 3  # the three files, no temporary left
+
+
+def test_an_unusable_output_url_fails_before_ray_starts(tmp_path: Path, no_ray_left_behind: None) -> None:
+    jsonl = _lines(tmp_path / "in.jsonl", count=1)
+
+    async def main() -> None:
+        async with mg.Client() as client:
+            await run_batch_on_ray(jsonl, "nosuch://bucket/run", client=client, settings=SETTINGS, model="test:x")
+
+    with pytest.raises(mg.ConfigError, match="'nosuch'"):
+        asyncio.run(main())
+    assert not ray.is_initialized()
