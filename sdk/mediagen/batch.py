@@ -304,7 +304,10 @@ async def run_batch(
     lines = parse_lines(path, model=model)
     manifest = await asyncio.to_thread(_Manifest.load, out)
     # One listing up front (a URL's every lookup is a round trip); the run keeps it current.
-    present = {name.casefold() for name in await asyncio.to_thread(out.names)}
+    # Exact names say whether a recorded file is still there; folded ones whether a name is taken
+    # (on a case-insensitive disk `A.png` takes `a.png`).
+    existing = await asyncio.to_thread(out.names)
+    present = {name.casefold() for name in existing}
     report = BatchReport()
     semaphore = asyncio.Semaphore(max(1, concurrency))
     manifest_lock = asyncio.Lock()
@@ -323,7 +326,7 @@ async def run_batch(
 
     def skippable(line: BatchLine) -> bool:
         files = manifest.files.get(line.key)
-        return bool(files) and all(f.casefold() in present for f in files or ())
+        return bool(files) and all(f in existing for f in files or ())
 
     for line in lines:
         if line.error is None and skippable(line):
@@ -396,10 +399,11 @@ async def run_batch(
                     written.append(name)
                     places.append(place)
                     present.add(name.casefold())
+                    existing.add(name)
                     if sidecar is not None:  # provenance the format has no place for: it follows its file
                         await asyncio.to_thread(out.write, name + SIDECAR_SUFFIX, sidecar, overwrite=True)
             except Exception as exc:  # any failure is this line's; the run goes on
-                await _remove(out, written, present)
+                await _remove(out, written, present, existing)
                 report.failed[line.number] = " ".join(f"{type(exc).__name__}: {exc}".split())
                 disk_full(exc, f"writing the outputs of line {line.number} failed")
                 return
@@ -417,7 +421,7 @@ async def run_batch(
                 except OSError as exc:
                     # Not recorded means not done: remove the files, so a resumed run redoes the line
                     # cleanly (and the space they took is free again).
-                    await _remove(out, written, present)
+                    await _remove(out, written, present, existing)
                     why = exc.strerror or str(exc)
                     report.failed[line.number] = (
                         f"its outputs could not be recorded in {MANIFEST} ({why}); removed them"
@@ -445,13 +449,14 @@ async def run_batch(
     return report
 
 
-async def _remove(out: OutputDir, names: list[str], present: set[str]) -> None:
+async def _remove(out: OutputDir, names: list[str], present: set[str], existing: set[str]) -> None:
     for name in names:
         try:
             await asyncio.to_thread(out.remove, name)
         except Exception:  # cleanup after a failure: the line is reported failed either way
             continue
         present.discard(name.casefold())
+        existing.discard(name)
 
 
 def output_suffix(artifact: Artifact, modality: str) -> str:
