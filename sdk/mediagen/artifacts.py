@@ -231,21 +231,7 @@ class Artifact:
             # Refuse before encoding (cheap); the write itself refuses again, atomically.
             raise exists_error(target)
         target.parent.mkdir(parents=True, exist_ok=True)
-        if self.is_loaded and self._data is None:
-            payload = self._encode_as(wanted)
-        else:
-            data = self.read()
-            payload = data if self.media_type == wanted else self._encode_as(wanted)
-        sidecar: bytes | None = None
-        provenance = self.metadata.get("provenance")
-        if isinstance(provenance, Mapping) and provenance:
-            from ._embedding import embed, sidecar_json
-
-            stamped = embed(payload, wanted, provenance)
-            if stamped is None:
-                sidecar = sidecar_json(provenance)
-            else:
-                payload = stamped
+        payload, sidecar = self.file_payload(target.name)
         if derived and not overwrite:
             target = write_new(target.parent, target.name, payload)
         else:
@@ -255,6 +241,34 @@ class Artifact:
 
             write_atomic(sidecar_path(target), sidecar, overwrite=True)
         return target
+
+    def file_payload(self, name: str) -> tuple[bytes, bytes | None]:
+        """The bytes `save` writes for a file called `name`, and those of its sidecar (or None).
+
+        The format comes from `name`'s suffix; provenance (`metadata["provenance"]`) is written into
+        the file, or into the sidecar where the format has no place for it. For writers that put
+        files elsewhere than a local path (an fsspec URL: see `mediagen.batch`).
+
+        Raises:
+            ValueError: The suffix names no format this kind of artifact can be saved as.
+        """
+        wanted = media_type_for_name(name)
+        if wanted is None:
+            raise ValueError(f"cannot tell a format from {name!r}: add a suffix such as {self._suffixes()}")
+        if self.is_loaded and self._data is None:
+            payload = self._encode_as(wanted)
+        else:
+            data = self.read()
+            payload = data if self.media_type == wanted else self._encode_as(wanted)
+        provenance = self.metadata.get("provenance")
+        if isinstance(provenance, Mapping) and provenance:
+            from ._embedding import embed, sidecar_json
+
+            stamped = embed(payload, wanted, provenance)
+            if stamped is None:
+                return payload, sidecar_json(provenance)
+            return stamped, None
+        return payload, None
 
     def _save_target(self, path: str | os.PathLike[str]) -> tuple[Path, bool]:
         """Where `save(path)` writes, and whether the name was derived (saving into a directory)."""

@@ -10,6 +10,10 @@ A line that cannot run (not UTF-8, not JSON, a field of the wrong type, an inval
 another line already took) is reported as failed with its line number; the other lines run. A UTF-8
 byte order mark at the start of the file (or of a line) is ignored.
 
+The output directory may be a path or any fsspec URL (`s3://bucket/run`, `file:///shared/run`:
+see `mediagen._outputs`); outputs, the manifest and resume all go through it, and every file is
+written atomically.
+
 Finished lines are recorded in `manifest.jsonl` in the output directory, keyed by a fingerprint of
 the request (type, model, name and fields; the n-th identical line gets its own key). A re-run skips
 a line whose fingerprint is recorded and whose files are all still there, so after lines are
@@ -37,6 +41,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from ._embedding import SIDECAR_SUFFIX
+from ._outputs import OutputDir, is_plain_name, open_output
 from .artifacts import Artifact
 from .client import Client, _invalid
 from .requests import Request, request_class
@@ -93,8 +99,8 @@ class BatchReport:
     """Line number → why it failed."""
     not_run: list[int] = field(default_factory=list)
     """Lines never started because the run stopped (see `stopped`)."""
-    files: list[Path] = field(default_factory=list)
-    """Files written in this run."""
+    files: list[Path | str] = field(default_factory=list)
+    """Files written in this run: paths in a local directory, else URLs (without credentials)."""
     stopped: str | None = None
     """Why the run stopped before every line was tried (a full disk); None when it ran to the end."""
 
@@ -237,15 +243,15 @@ def safe_stem(name: str) -> str:
 class _Manifest:
     """What earlier runs recorded: files by request key."""
 
-    path: Path
     files: dict[str, list[str]] = field(default_factory=dict)
 
     @classmethod
-    def load(cls, out: Path) -> _Manifest:
-        manifest = cls(out / MANIFEST)
-        if not manifest.path.exists():
+    def load(cls, out: OutputDir) -> _Manifest:
+        manifest = cls()
+        raw = out.read(MANIFEST)
+        if raw is None:
             return manifest
-        for text in manifest.path.read_bytes().decode("utf-8", "replace").splitlines():
+        for text in raw.decode("utf-8", "replace").splitlines():
             try:
                 entry = json.loads(text)
                 key, files = entry["key"], entry["files"]
@@ -253,20 +259,18 @@ class _Manifest:
                 continue  # a torn last line, or a line-number entry of an older run: that line runs again
             if isinstance(key, str) and isinstance(files, list) and all(isinstance(f, str) for f in files):
                 # Only plain names inside the output directory count.
-                manifest.files[key] = [f for f in files if f and Path(f).name == f and f not in (".", "..")]
+                manifest.files[key] = [f for f in files if is_plain_name(f)]
         return manifest
 
 
-def _append_text(path: Path, text: str) -> None:
-    """Append to a file: the one place the manifest touches the disk (tests inject failures here)."""
-    with path.open("a", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
+def _append_text(out: OutputDir, name: str, text: str) -> None:
+    """Append to a file: the one place the manifest is written (tests inject failures here)."""
+    out.append(name, text)
 
 
 async def run_batch(
     path: str | os.PathLike[str],
-    out_dir: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str] | OutputDir,
     *,
     client: Client,
     model: str | None = None,
@@ -278,7 +282,9 @@ async def run_batch(
 
     Args:
         path: The JSONL file.
-        out_dir: Where outputs and `manifest.jsonl` go (created if missing).
+        out_dir: Where outputs and `manifest.jsonl` go (created if missing): a path, or any fsspec
+            URL (`s3://bucket/run`, `file:///shared/run`) with its package installed, or an
+            `OutputDir` already opened.
         client: The client that runs the requests.
         model: Model for lines that name none (else the configured default).
         concurrency: How many lines run at once.
@@ -288,12 +294,20 @@ async def run_batch(
 
     Returns:
         Each line's outcome: done, skipped, failed (with why) or not run (the run stopped).
+
+    Raises:
+        ConfigError: The output directory cannot be used (an unknown URL scheme, a missing
+            package, an unreachable host).
     """
-    out = Path(out_dir)
-    # Small, local file operations: not worth a thread hop each.
-    out.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240
+    out = out_dir if isinstance(out_dir, OutputDir) else open_output(out_dir)
+    await asyncio.to_thread(out.prepare)
     lines = parse_lines(path, model=model)
-    manifest = _Manifest.load(out)
+    manifest = await asyncio.to_thread(_Manifest.load, out)
+    # One listing up front (a URL's every lookup is a round trip); the run keeps it current.
+    # Exact names say whether a recorded file is still there; folded ones whether a name is taken
+    # (on a case-insensitive disk `A.png` takes `a.png`).
+    existing = await asyncio.to_thread(out.names)
+    present = {name.casefold() for name in existing}
     report = BatchReport()
     semaphore = asyncio.Semaphore(max(1, concurrency))
     manifest_lock = asyncio.Lock()
@@ -312,7 +326,7 @@ async def run_batch(
 
     def skippable(line: BatchLine) -> bool:
         files = manifest.files.get(line.key)
-        return bool(files) and all((out / f).exists() for f in files or ())
+        return bool(files) and all(f in existing for f in files or ())
 
     for line in lines:
         if line.error is None and skippable(line):
@@ -322,14 +336,14 @@ async def run_batch(
         folded = name.casefold()
         if folded in reserved:
             return False
-        if not (out / name).exists():
+        if folded not in present:
             return True
         # An existing file may be replaced only when this batch wrote it for this request or for a
         # line that no longer exists.
         holder = owner.get(folded)
         return holder is not None and (holder == key or holder not in current)
 
-    def targets(line: BatchLine, suffixes: list[str]) -> list[Path] | None:
+    def targets(line: BatchLine, suffixes: list[str]) -> list[str] | None:
         count = len(suffixes)
         for attempt in range(1, 1000):
             stem = line.stem if attempt == 1 else f"{line.stem}_{attempt}"
@@ -338,7 +352,7 @@ async def run_batch(
             names = [f"{stem}{s}" if count == 1 else f"{stem}-{i}{s}" for i, s in enumerate(suffixes)]
             if len({n.casefold() for n in names}) == count and all(free(n, line.key) for n in names):
                 reserved.update(n.casefold() for n in names)
-                return [out / n for n in names]
+                return names
             if line.named:
                 return None  # the user chose this name: never renamed, never overwritten
         return None
@@ -359,7 +373,8 @@ async def run_batch(
             if stop.is_set():
                 report.not_run.append(line.number)
                 return
-            written: list[Path] = []
+            written: list[str] = []
+            places: list[Path | str] = []
             try:
                 request = line.request
                 assert request is not None  # every line without an error was validated when read
@@ -370,48 +385,56 @@ async def run_batch(
                 for artifact in result.artifacts:
                     await artifact.aread()
                 suffixes = [output_suffix(a, line.modality) for a in result.artifacts]
-                places = targets(line, suffixes)
-                if places is None:
+                names = targets(line, suffixes)
+                if names is None:
                     report.failed[line.number] = (
                         f"output name {line.stem!r} is taken (by another line, or by a file this batch did "
                         "not write); give the line another name or move the file"
                     )
                     return
-                for artifact, target in zip(result.artifacts, places, strict=True):
+                for artifact, name in zip(result.artifacts, names, strict=True):
+                    payload, sidecar = await asyncio.to_thread(artifact.file_payload, name)
                     # A file already there is ours and superseded (see `free`): replaced atomically.
-                    written.append(await artifact.asave(target, overwrite=target.exists()))
+                    place = await asyncio.to_thread(out.write, name, payload, overwrite=name.casefold() in present)
+                    written.append(name)
+                    places.append(place)
+                    present.add(name.casefold())
+                    existing.add(name)
+                    if sidecar is not None:  # provenance the format has no place for: it follows its file
+                        await asyncio.to_thread(out.write, name + SIDECAR_SUFFIX, sidecar, overwrite=True)
             except Exception as exc:  # any failure is this line's; the run goes on
-                for done in written:
-                    done.unlink(missing_ok=True)
+                await _remove(out, written, present, existing)
                 report.failed[line.number] = " ".join(f"{type(exc).__name__}: {exc}".split())
                 disk_full(exc, f"writing the outputs of line {line.number} failed")
                 return
-        async with manifest_lock:
-            entry = {
-                "key": line.key,
-                "line": line.number,
-                "files": [p.name for p in written],
-                "model": result.model_string,
-                "seeds": result.seeds,
-            }
-            try:
-                _append_text(out / MANIFEST, json.dumps(entry) + "\n")
-            except OSError as exc:
-                # Not recorded means not done: remove the files, so a resumed run redoes the line
-                # cleanly (and the space they took is free again).
-                for done in written:
-                    done.unlink(missing_ok=True)
-                why = exc.strerror or str(exc)
-                report.failed[line.number] = f"its outputs could not be recorded in {MANIFEST} ({why}); removed them"
-                disk_full(exc, f"writing {MANIFEST} failed")
-                if report.stopped is None:
-                    report.stopped = f"writing {MANIFEST} failed: {why}"
-                    stop.set()
-                return
-        for done in written:
-            owner[done.name.casefold()] = line.key
+            # Recorded while the line still holds its slot: once the run stops, no other line starts.
+            async with manifest_lock:
+                entry = {
+                    "key": line.key,
+                    "line": line.number,
+                    "files": written,
+                    "model": result.model_string,
+                    "seeds": result.seeds,
+                }
+                try:
+                    await asyncio.to_thread(_append_text, out, MANIFEST, json.dumps(entry) + "\n")
+                except OSError as exc:
+                    # Not recorded means not done: remove the files, so a resumed run redoes the line
+                    # cleanly (and the space they took is free again).
+                    await _remove(out, written, present, existing)
+                    why = exc.strerror or str(exc)
+                    report.failed[line.number] = (
+                        f"its outputs could not be recorded in {MANIFEST} ({why}); removed them"
+                    )
+                    disk_full(exc, f"writing {MANIFEST} failed")
+                    if report.stopped is None:
+                        report.stopped = f"writing {MANIFEST} failed: {why}"
+                        stop.set()
+                    return
+        for name in written:
+            owner[name.casefold()] = line.key
         report.done.append(line.number)
-        report.files.extend(written)
+        report.files.extend(places)
 
     async def tracked(line: BatchLine) -> None:
         await one(line)
@@ -424,6 +447,16 @@ async def run_batch(
     report.skipped.sort()
     report.not_run.sort()
     return report
+
+
+async def _remove(out: OutputDir, names: list[str], present: set[str], existing: set[str]) -> None:
+    for name in names:
+        try:
+            await asyncio.to_thread(out.remove, name)
+        except Exception:  # cleanup after a failure: the line is reported failed either way
+            continue
+        present.discard(name.casefold())
+        existing.discard(name)
 
 
 def output_suffix(artifact: Artifact, modality: str) -> str:

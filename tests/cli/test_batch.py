@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -194,11 +195,11 @@ async def test_finding_6_batch_full_disk_on_the_manifest_stops_cleanly_with_a_su
     real = batch_module._append_text
     appended: list[str] = []
 
-    def filling_up(path: Path, text: str) -> None:
+    def filling_up(out: Any, name: str, text: str) -> None:
         if len(appended) == 2:  # the disk is full from the third record on
-            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+            raise OSError(errno.ENOSPC, "No space left on device", name)
         appended.append(text)
-        real(path, text)
+        real(out, name, text)
 
     monkeypatch.setattr(batch_module, "_append_text", filling_up)
     prompts = tmp_path / "p.jsonl"

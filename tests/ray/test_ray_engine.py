@@ -18,8 +18,11 @@ import mediagen as mg
 from mediagen.batch import MANIFEST, BatchReport, run_batch
 from mediagen.ray import Generate, RayEngine, RaySettings
 from mediagen.ray.batch import run_batch_on_ray
+from mediagen_testkit.ftp_server import FtpServer
 
 pytestmark = pytest.mark.slow
+
+FTP_PASSWORD = "ftp-secret-0123456789"
 
 # Two workers on a 2-core machine: half a CPU each leaves room for the driver.
 SETTINGS = RaySettings(workers=2, cpus_per_worker=0.5, requests_per_worker=4)
@@ -50,12 +53,13 @@ def test_ray_batch_equals_local_and_a_rerun_does_no_new_work(
 ) -> None:
     model = f"diffusers:{tiny_model('sd')}"
     jsonl = _lines(tmp_path / "in.jsonl")
+    url = f"file://{tmp_path}/ray"  # outputs, manifest and resume through a URL, as on a shared filesystem
 
     async def main() -> tuple[BatchReport, BatchReport, BatchReport]:
         async with mg.Client() as client:
             local = await run_batch(jsonl, tmp_path / "local", client=client, model=model, concurrency=4)
-            on_ray = await run_batch_on_ray(jsonl, tmp_path / "ray", client=client, settings=SETTINGS, model=model)
-            again = await run_batch_on_ray(jsonl, tmp_path / "ray", client=client, settings=SETTINGS, model=model)
+            on_ray = await run_batch_on_ray(jsonl, url, client=client, settings=SETTINGS, model=model)
+            again = await run_batch_on_ray(jsonl, url, client=client, settings=SETTINGS, model=model)
         return local, on_ray, again
 
     local, on_ray, again = asyncio.run(main())
@@ -67,7 +71,11 @@ def test_ray_batch_equals_local_and_a_rerun_does_no_new_work(
         # Same seed, same image; batching may move a value by float noise only.
         assert differ.max() <= 2 and (differ > 0).mean() <= 0.01, (number, differ.max())
     assert again.done == [] and again.skipped == list(range(1, 9))
-    assert len(_manifest(tmp_path / "ray")) == 8
+    entries = _manifest(tmp_path / "ray")
+    assert sorted((e["line"], e["files"]) for e in entries) == [(n, [f"{n:05d}.png"]) for n in range(1, 9)]
+    assert sorted(p.name for p in (tmp_path / "ray").iterdir()) == sorted(
+        [MANIFEST, *(f"{n:05d}.png" for n in range(1, 9))]
+    )
 
 
 def test_a_worker_killed_mid_run_loses_no_line_and_duplicates_none(
@@ -119,25 +127,44 @@ def test_generate_in_ray_data_writes_files_that_match_the_client(
     model = f"diffusers:{tiny_model('sd')}"
     rows = [{"prompt": f"an owl {i}", "seed": 7 + i, "width": 32, "height": 32, "steps": 2} for i in range(3)]
     rows.append({"prompt": "", "seed": 1})  # invalid: reported on its row, the others still run
-    ray.init(address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
-    try:
-        ds = ray.data.from_items(rows)
-        out = ds.map_batches(
-            Generate,
-            fn_constructor_kwargs={"model": model, "output": str(tmp_path / "out")},
-            concurrency=1,
-            batch_size=4,
-            num_cpus=1,
-        ).take_all()
-    finally:
-        ray.shutdown()
+    (tmp_path / "ftp").mkdir()
+    # The workers (other processes) write over a real socket to a filesystem URL, as to a cluster's store.
+    with FtpServer(tmp_path / "ftp", password=FTP_PASSWORD) as server:
+        ray.init(
+            address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False
+        )
+        try:
+            ds = ray.data.from_items(rows)
+            out = ds.map_batches(
+                Generate,
+                fn_constructor_kwargs={"model": model, "output": f"{server.url}/run"},
+                concurrency=1,
+                batch_size=4,
+                num_cpus=1,
+            ).take_all()
+        finally:
+            ray.shutdown()
     by_prompt = {row["prompt"]: row for row in out}
     assert by_prompt[""]["error"] and not list(by_prompt[""]["paths"])
     with mg.SyncClient() as client:
         for i in range(3):
             row = by_prompt[f"an owl {i}"]
             assert row["error"] is None and list(row["seeds"]) == [7 + i]
-            (path,) = list(row["paths"])
+            (url,) = list(row["paths"])
+            assert url.startswith(f"ftp://127.0.0.1:{server.port}/run/") and FTP_PASSWORD not in url
             alone = client.image(f"an owl {i}", model=model, seed=7 + i, width=32, height=32, steps=2)
             expected = np.asarray(alone.artifacts[0].to_pil().convert("RGB"), dtype=np.int16)
-            assert np.abs(_pixels(Path(path)) - expected).max() <= 2
+            assert np.abs(_pixels(tmp_path / "ftp" / "run" / url.rsplit("/", 1)[-1]) - expected).max() <= 2
+    assert len(list((tmp_path / "ftp" / "run").iterdir())) == 3  # the three files, no temporary left
+
+
+def test_an_unusable_output_url_fails_before_ray_starts(tmp_path: Path, no_ray_left_behind: None) -> None:
+    jsonl = _lines(tmp_path / "in.jsonl", count=1)
+
+    async def main() -> None:
+        async with mg.Client() as client:
+            await run_batch_on_ray(jsonl, "nosuch://bucket/run", client=client, settings=SETTINGS, model="test:x")
+
+    with pytest.raises(mg.ConfigError, match="'nosuch'"):
+        asyncio.run(main())
+    assert not ray.is_initialized()

@@ -43,7 +43,7 @@ def _wait_ready(url: str, proc: subprocess.Popen[str], log: Path) -> None:
     pytest.fail(f"mediagen serve --engine ray never became ready:\n{log.read_text()[-4000:]}")
 
 
-def test_serve_on_ray_answers_the_official_replicate_client(tmp_path: Path, tiny_model: Callable[[str], Path]) -> None:
+def test_serve_on_ray_answers_the_official_replicate_client_with_progress(tmp_path: Path, tiny_model: Callable[[str], Path]) -> None:
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     log = tmp_path / "serve.log"
@@ -80,6 +80,11 @@ def test_serve_on_ray_answers_the_official_replicate_client(tmp_path: Path, tiny
             images.append(np.asarray(Image.open(io.BytesIO(response.content)).convert("RGB")))
         assert images[0].shape == (32, 32, 3)
         assert np.abs(images[0].astype(int) - images[1].astype(int)).max() <= 2  # same seed, whichever replica
+        # The replica's steps cross the deployment handle: the prediction's progress is as on one machine.
+        prediction = client.models.predictions.create("acme/tiny-sd", input=inputs)
+        prediction.wait()
+        assert prediction.status == "succeeded", prediction.error
+        assert prediction.progress is not None and prediction.progress.current == prediction.progress.total == 2
     finally:
         proc.send_signal(signal.SIGTERM)  # as a supervisor stops it
         try:

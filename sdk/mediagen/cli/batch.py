@@ -32,13 +32,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("path", type=Path, metavar="FILE", help="JSONL file: one request per line.")
     parser.add_argument("-m", "--model", help="provider:model for lines that name none.")
     parser.add_argument(
-        "-o", "--output", default="batch-out", metavar="DIR", help="Directory for outputs and manifest.jsonl."
+        "-o",
+        "--output",
+        default="batch-out",
+        metavar="DIR|URL",
+        help=(
+            "Where outputs and manifest.jsonl go: a directory, or an fsspec URL such as s3://bucket/run or "
+            "file:///shared/run (needs fsspec and the store's package; credentials in it are never printed)."
+        ),
     )
     parser.add_argument(
         "-c", "--concurrency", type=_positive, default=4, metavar="N", help="Lines run at once (default 4)."
     )
     parser.add_argument("--json", action="store_true", dest="as_json", help="Print one JSON report.")
-    ray = parser.add_argument_group("engine", "Where the requests run (the files are always written here).")
+    ray = parser.add_argument_group(
+        "engine", "Where the requests run (this process always writes the files, to DIR|URL)."
+    )
     ray.add_argument(
         "--engine", choices=["local", "ray"], default="local", help="local: this process (default); ray: Ray workers."
     )

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Callable
 
+from .._outputs import open_output
 from ..batch import BatchReport, run_batch
 from ..client import Client
 from ..requests import Request
@@ -32,13 +34,20 @@ async def run_batch_on_ray(
 
     Args:
         path: The JSONL file.
-        out_dir: Where outputs and `manifest.jsonl` go.
+        out_dir: Where outputs and `manifest.jsonl` go: a path, or an fsspec URL the driver can
+            write to (`s3://bucket/run`, `file:///shared/run`).
         client: The driver's client (configuration, request building); it runs nothing itself.
         settings: Workers, address and resources.
         model: Model for lines that name none.
         concurrency: Lines in flight across all workers.
         on_line_done: Called as each line ends.
+
+    Raises:
+        ConfigError: `out_dir` cannot be used (checked before Ray starts).
     """
+    # An output that cannot be used fails now, not after Ray and its workers have started.
+    out = open_output(out_dir)
+    await asyncio.to_thread(out.prepare)
     async with RayEngine(settings) as engine:
 
         async def generate(request: Request, line_model: str | None) -> Result:
@@ -47,7 +56,7 @@ async def run_batch_on_ray(
 
         return await run_batch(
             path,
-            out_dir,
+            out,
             client=client,
             model=model,
             concurrency=concurrency,

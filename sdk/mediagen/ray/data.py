@@ -18,14 +18,15 @@ out.show()                  # rows gain "paths", "seeds", "error"
 from __future__ import annotations
 
 import asyncio
-import os
+import secrets
 from collections.abc import Mapping
 from typing import Any
 
-from .._files import write_atomic
+from .._embedding import SIDECAR_SUFFIX
+from .._outputs import OutputDir, open_output
 from ..batch import output_suffix, safe_stem
 from ..client import Client
-from ..errors import MediagenError
+from ..errors import MediagenError, OutputExistsError
 from ..requests import Request, request_class
 
 __all__ = ["Generate"]
@@ -37,9 +38,14 @@ class Generate:
     """A callable class for `Dataset.map_batches`: each row is a request, each output row says where its files went.
 
     A row holds request fields (`prompt`, `seed`, `width` ...) and optionally `type` (image, video,
-    audio, mesh), `model` and `name` (the file stem; else the row's `seed` and position). The
-    returned batch keeps the input columns and adds `paths` (files written, as paths or URLs),
-    `seeds` and `error` (None, or why that row failed: one bad row never fails the batch).
+    audio, mesh), `model` and `name` (the file stem; else one unique to this actor, call and
+    position). The returned batch keeps the input columns and adds `paths` (files written, as
+    paths or URLs without credentials), `seeds` and `error` (None, or why that row failed: one bad
+    row never fails the batch).
+
+    Files are written as `mediagen batch` writes them (see `mediagen._outputs`): atomically, with
+    provenance, never over another file. A named row whose file is already there with the same
+    bytes (Ray retried the task) reuses it; with other bytes the row fails instead.
 
     Args:
         model: Model string (or alias) for rows that name none.
@@ -47,6 +53,10 @@ class Generate:
             None keeps the encoded bytes in an `outputs` column instead.
         modality: The request type for rows without `type`.
         client_kwargs: Passed to the actor's `Client`.
+        storage_options: Passed to the fsspec filesystem of `output` (credentials, endpoint).
+
+    Raises:
+        ConfigError: `output` cannot be used (an unknown scheme, a missing package, unreachable).
     """
 
     def __init__(
@@ -55,10 +65,17 @@ class Generate:
         output: str | None = None,
         modality: str = "image",
         client_kwargs: Mapping[str, Any] | None = None,
+        storage_options: Mapping[str, Any] | None = None,
     ) -> None:
         self.model = model
         self.output = output
         self.modality = modality
+        self._out: OutputDir | None = None
+        if output is not None:
+            self._out = open_output(output, storage_options)
+            self._out.prepare()  # an unreachable output fails the actor at once, not every row
+        # Default names must not clash between actors writing to one place.
+        self._tag = secrets.token_hex(4)
         self._loop = asyncio.new_event_loop()
         self._client = Client(**dict(client_kwargs or {}))
         self._calls = 0
@@ -77,12 +94,17 @@ class Generate:
         return out
 
     async def _all(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        return list(await asyncio.gather(*(self._one(row, f"{self._calls:05d}-{i:04d}") for i, row in enumerate(rows))))
+        return list(
+            await asyncio.gather(
+                *(self._one(row, f"{self._tag}-{self._calls:05d}-{i:04d}") for i, row in enumerate(rows))
+            )
+        )
 
     async def _one(self, row: dict[str, Any], default_stem: str) -> dict[str, Any]:
         modality = str(row.get("type") or self.modality)
         fields = {k: v for k, v in row.items() if k not in _CONTROL and v is not None}
         stem = safe_stem(str(row["name"])) if row.get("name") else default_stem
+        paths: list[str] = []
         try:
             request: Request = request_class(modality)(**fields)  # type: ignore[assignment]
             result = await self._client.generate(request, model=row.get("model") or self.model)
@@ -91,12 +113,13 @@ class Generate:
                 data = await artifact.aread()
                 suffix = output_suffix(artifact, modality)
                 name = f"{stem}{suffix}" if len(result.artifacts) == 1 else f"{stem}-{index}{suffix}"
-                blobs.append((name, data))
-        except (MediagenError, ValueError) as exc:
-            return {"paths": [], "seeds": [], "error": f"{type(exc).__name__}: {exc}", "outputs": []}
-        if self.output is None:
-            return {"paths": [], "seeds": result.seeds, "error": None, "outputs": [d for _, d in blobs]}
-        paths = [await asyncio.to_thread(_write, self.output, name, data) for name, data in blobs]
+                blobs.append((name, data, artifact))
+            if self._out is None:
+                return {"paths": [], "seeds": result.seeds, "error": None, "outputs": [d for _, d, _ in blobs]}
+            for name, _, artifact in blobs:
+                paths.append(await asyncio.to_thread(_write, self._out, name, artifact))
+        except (MediagenError, ValueError, OSError) as exc:
+            return {"paths": paths, "seeds": [], "error": f"{type(exc).__name__}: {exc}", "outputs": []}
         return {"paths": paths, "seeds": result.seeds, "error": None, "outputs": []}
 
     def __del__(self) -> None:
@@ -117,16 +140,15 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _write(output: str, name: str, data: bytes) -> str:
-    """Write one file atomically: a local temp file renamed into place, or one object PUT."""
-    if "://" not in output or output.startswith("file://"):
-        directory = output.removeprefix("file://")
-        os.makedirs(directory, exist_ok=True)
-        return str(write_atomic(os.path.join(directory, name), data, overwrite=True))
-    import fsspec
-
-    fs, root = fsspec.core.url_to_fs(output)
-    path = f"{root.rstrip('/')}/{name}"
-    # Object stores make a single PUT visible whole or not at all.
-    fs.pipe_file(path, data)
-    return f"{output.rstrip('/')}/{name}"
+def _write(out: OutputDir, name: str, artifact: Any) -> str:
+    """Write one output (provenance included) and its sidecar, if any; where it went."""
+    payload, sidecar = artifact.file_payload(name)
+    try:
+        place = out.write(name, payload)
+    except OutputExistsError:
+        if out.read(name) != payload:
+            raise
+        place = out.location(name)  # this very file, from an earlier attempt at this row: reused
+    if sidecar is not None:
+        out.write(name + SIDECAR_SUFFIX, sidecar, overwrite=True)
+    return str(place)

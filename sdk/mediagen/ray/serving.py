@@ -10,7 +10,9 @@ Two deployments:
   mediagen client, so requests that land on a replica are micro-batched on its device. The api's
   client forwards every run to it through a deployment handle; Ray Serve balances the replicas.
 
-Progress events do not cross the handle: HTTP callers see a job start and finish, not its steps.
+Progress and log events cross the handle: the api streams each run from its replica
+(`generate_stream`), so a prediction's `logs` (and replicate's `prediction.progress`) advance as
+on one machine. Previews do not (pictures per step are not worth the trip).
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from typing import Any, ClassVar
 from .._registry import parse_model
 from ..backend import Backend, Capabilities, RunContext
 from ..client import Client
+from ..errors import GenerationFailedError
+from ..events import Log, Progress
 from ..requests import Request
 from ..results import Result
 from ._imports import import_ray, init_ray
@@ -57,12 +61,19 @@ class _Forward(Backend):
         return caps
 
     async def run(self, request: Request, model: str, ctx: RunContext) -> Result:
-        response = self._handle.generate.remote(request, f"{self.provider}:{model}")
+        response = self._handle.options(stream=True).generate_stream.remote(request, f"{self.provider}:{model}")
+        outcome: WorkerOutcome | None = None
         try:
-            outcome: WorkerOutcome = await response
+            async for item in response:
+                if isinstance(item, Progress | Log):
+                    ctx.emit(item)  # the prediction's logs advance as the replica's steps do
+                else:
+                    outcome = item
         except asyncio.CancelledError:
             response.cancel()  # the replica stops the request too
             raise
+        if outcome is None:
+            raise GenerationFailedError("the generate replica ended the stream without a result")
         return unwrap(outcome)
 
 

@@ -7,12 +7,16 @@ does in a single process.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import dataclasses
 import os
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 from ..client import Client
 from ..errors import MediagenError
+from ..events import Event, Log, Progress
 from ..requests import Request
 from ..results import Result
 
@@ -60,8 +64,46 @@ class GenerateWorker:
 
     async def generate(self, request: Request, model: str | list[str] | None) -> WorkerOutcome:
         """Run one request; read every artifact so the driver gets bytes, not URLs only this worker can reach."""
+        return await self._run(request, model, None)
+
+    async def generate_stream(
+        self, request: Request, model: str | list[str] | None
+    ) -> AsyncIterator[Progress | Log | WorkerOutcome]:
+        """`generate`, yielding the job's `Progress` and `Log` events as they happen, then its outcome.
+
+        For a streaming caller (a Ray Serve handle with `stream=True`): the steps of a job reach
+        the caller while it runs. Closing the stream early cancels the request.
+        """
+        events: asyncio.Queue[Progress | Log] = asyncio.Queue()
+
+        def on_event(event: Event) -> None:
+            if isinstance(event, Progress | Log):
+                # The caller's own job stamps its id on them.
+                events.put_nowait(dataclasses.replace(event, job_id=""))
+
+        task = asyncio.ensure_future(self._run(request, model, on_event))
         try:
-            result = await self._client.generate(request, model=model)
+            while not task.done():
+                getter = asyncio.ensure_future(events.get())
+                await asyncio.wait({task, getter}, return_when=asyncio.FIRST_COMPLETED)
+                if getter.done():
+                    yield getter.result()
+                else:
+                    getter.cancel()
+            while not events.empty():
+                yield events.get_nowait()
+            yield task.result()
+        finally:
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    async def _run(
+        self, request: Request, model: str | list[str] | None, on_event: Callable[[Event], Any] | None
+    ) -> WorkerOutcome:
+        try:
+            result = await self._client.generate(request, model=model, on_event=on_event)
             for artifact in result.artifacts:
                 await artifact.aread()
         except MediagenError as exc:
