@@ -123,7 +123,9 @@ async def _create(request: Request, model: ModelDescription, body: dict[str, Any
             origin=base_url(request),
             webhook=webhook,
             webhook_events=events,
-            cancel_after_s=None if cancel_after is None else parse_cancel_after(cancel_after),
+            cancel_after_s=None
+            if cancel_after is None
+            else parse_cancel_after(cancel_after, state.settings.min_cancel_after_s),
             trace_headers=request.headers,
         )
     except InputError as exc:
