@@ -9,7 +9,7 @@ import pytest
 import mediagen as mg
 from mediagen_fal import FalBackend
 from mediagen_testkit.fal_server import FalServer, expected_image
-from mediagen_testkit.replicate_on_serve import ReplicateServer
+from mediagen_testkit.replicate_server import ReplicateServer
 
 pytest.importorskip("replicate")
 from mediagen_replicate import ReplicateBackend

@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 
 import mediagen as mg
-from mediagen_testkit.replicate_on_serve import ReplicateServer
-from mediagen_testkit.replicate_server import SDXL_VERSION, video_model
+from mediagen_testkit.replicate_server import SDXL_VERSION, ReplicateServer, video_model
 
 pytest.importorskip("replicate")
 

@@ -11,8 +11,7 @@ from PIL import Image
 import mediagen as mg
 from mediagen.backend import RunContext
 from mediagen_testkit import media_fixtures as media
-from mediagen_testkit.replicate_on_serve import ReplicateServer
-from mediagen_testkit.replicate_server import default_models, edit_model
+from mediagen_testkit.replicate_server import ReplicateServer, default_models, edit_model
 
 pytest.importorskip("replicate")
 from mediagen_replicate import ReplicateBackend

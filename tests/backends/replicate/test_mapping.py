@@ -10,8 +10,7 @@ import pytest
 import mediagen as mg
 from mediagen.backend import RunContext
 from mediagen_testkit import media_fixtures as media
-from mediagen_testkit.replicate_on_serve import ReplicateServer
-from mediagen_testkit.replicate_server import SDXL_VERSION, FakeModel
+from mediagen_testkit.replicate_server import SDXL_VERSION, FakeModel, ReplicateServer
 
 pytest.importorskip("replicate")
 from mediagen_replicate import ReplicateBackend

@@ -14,8 +14,7 @@ from PIL import Image
 import mediagen as mg
 from mediagen.backend import RunContext
 from mediagen_testkit import media_fixtures as media
-from mediagen_testkit.replicate_on_serve import ReplicateServer
-from mediagen_testkit.replicate_server import SDXL_VERSION, FakeModel, default_models
+from mediagen_testkit.replicate_server import SDXL_VERSION, FakeModel, ReplicateServer, default_models
 
 pytest.importorskip("replicate")
 from mediagen_replicate import ReplicateBackend

@@ -16,8 +16,7 @@ import pytest
 import mediagen as mg
 from mediagen.backend import RunContext
 from mediagen_testkit import media_fixtures as media
-from mediagen_testkit.replicate_on_serve import ReplicateServer
-from mediagen_testkit.replicate_server import FaultPlan, i2v_model, image_model
+from mediagen_testkit.replicate_server import FaultPlan, ReplicateServer, i2v_model, image_model
 
 pytest.importorskip("replicate")
 from mediagen_replicate import ReplicateBackend

@@ -10,8 +10,7 @@ import pytest
 
 import mediagen as mg
 from mediagen.backend import RunContext
-from mediagen_testkit.replicate_on_serve import ReplicateServer
-from mediagen_testkit.replicate_server import FaultPlan, image_model
+from mediagen_testkit.replicate_server import FaultPlan, ReplicateServer, image_model
 
 replicate = pytest.importorskip("replicate")
 from mediagen_replicate import ReplicateBackend  # noqa: E402

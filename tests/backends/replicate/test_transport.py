@@ -13,8 +13,7 @@ import respx
 import mediagen as mg
 from mediagen.backend import RunContext
 from mediagen.policies import parse_retry_after  # moved to the core; Replicate re-exports it
-from mediagen_testkit.replicate_on_serve import ReplicateServer
-from mediagen_testkit.replicate_server import image_model, video_model
+from mediagen_testkit.replicate_server import ReplicateServer, image_model, video_model
 
 pytest.importorskip("replicate")
 from mediagen_replicate import ReplicateBackend

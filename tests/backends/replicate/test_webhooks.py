@@ -12,8 +12,7 @@ import pytest
 
 import mediagen as mg
 from mediagen.backend import RunContext
-from mediagen_testkit.replicate_on_serve import ReplicateServer
-from mediagen_testkit.replicate_server import image_model
+from mediagen_testkit.replicate_server import ReplicateServer, image_model
 
 pytest.importorskip("replicate")
 from mediagen_replicate import ReplicateBackend, verify_webhook
