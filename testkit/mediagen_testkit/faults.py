@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["FaultInjection", "Faults"]
+__all__ = ["FaultInjection", "Faults", "drop_connection"]
 
 
 @dataclass
@@ -65,6 +65,13 @@ class _Dropped(Exception):
     """Raised to make the ASGI server abort the connection."""
 
 
+async def drop_connection(send: Send) -> None:
+    """Start a response, then break the connection off mid-answer (raises to make the server abort it)."""
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"1000")]})
+    await send({"type": "http.response.body", "body": b'{"id": "', "more_body": True})
+    raise _Dropped("fault injection: connection dropped")
+
+
 class FaultInjection:
     """ASGI middleware injecting `Faults` in front of an app."""
 
@@ -84,9 +91,7 @@ class FaultInjection:
             return
         faults.injected += 1
         if faults.drop:
-            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"1000")]})
-            await send({"type": "http.response.body", "body": b'{"id": "', "more_body": True})
-            raise _Dropped("fault injection: connection dropped")
+            await drop_connection(send)
         assert faults.status is not None
         headers = [(b"content-type", b"application/problem+json")]
         if faults.retry_after is not None:

@@ -17,6 +17,7 @@ from typing import Any
 import uvicorn
 
 from mediagen._config import Config
+from mediagen.client import Client
 from mediagen.serve import ServedModel, ServeSettings, create_app
 
 __all__ = ["TEST_TOKEN", "OTHER_TOKEN", "ServeServer", "fake_model"]
@@ -31,10 +32,15 @@ class ServeServer:
     """A `create_app` app on real uvicorn, on a loopback ephemeral port."""
 
     def __init__(
-        self, settings: ServeSettings, config: Config | None = None, wrap: Callable[[Any], Any] | None = None
+        self,
+        settings: ServeSettings,
+        config: Config | None = None,
+        wrap: Callable[[Any], Any] | None = None,
+        client: Client | None = None,
     ) -> None:
         self.settings = settings
-        self.app = create_app(settings, config=config or Config())
+        # A given client (one with test backends, say) is the caller's to close.
+        self.app = create_app(settings, config=config or Config(), client=client)
         # What uvicorn runs: the app, or the app inside middleware (e.g. `mediagen_testkit.faults`).
         self.asgi = wrap(self.app) if wrap is not None else self.app
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

@@ -39,7 +39,7 @@ from mediagen_testkit.replicate_server import (
 
 replicate = pytest.importorskip("replicate")
 
-TOKEN = "r8_test"
+TOKEN = "r8_test_0123456789abcdef"  # the server's default token (serve wants 16 characters or more)
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
@@ -183,10 +183,12 @@ def test_models_versions_and_not_found(server: ReplicateServer) -> None:
         assert by_name.status_code == 404
         assert by_name.json() == {"detail": "The requested resource could not be found.", "status": 404}
         assert http.post("/models/nobody/nothing/predictions", json={"input": {}}).status_code == 404
-        for bad_version in ("0" * 64, "stability-ai/sdxl", "stability-ai/sdxl:" + "1" * 64, "nobody/x", 7):
+        for bad_version in ("0" * 64, "stability-ai/sdxl", "stability-ai/sdxl:" + "1" * 64, "nobody/x"):
             resp = http.post("/predictions", json={"version": bad_version, "input": {"prompt": "x"}})
             assert resp.status_code == 422, bad_version
             assert resp.json()["title"] == "Invalid version or not permitted"
+        not_text = http.post("/predictions", json={"version": 7, "input": {"prompt": "x"}})
+        assert not_text.status_code == 422 and "version is required" in not_text.json()["detail"]
     with pytest.raises(replicate.exceptions.ReplicateError) as err:
         client.run("stability-ai/sdxl", input={"prompt": "x"})
     assert err.value.status == 404
@@ -296,8 +298,9 @@ def test_model_factory_round_trip(server: ReplicateServer, factory: Any) -> None
         assert out["color_video"] is None
     if model.ref in ("firtoz/trellis", "wavespeedai/wan-2.1-i2v-480p"):
         assert server.stats.files_uploaded == 1
-        uploaded = next(iter(server.files))
-        assert server.file_bytes(uploaded) == media.png_bytes(seed=0 if "trellis" in model.ref else 2)
+        sent = list(server.predictions.values())[-1]["input"]
+        uploaded = sent["images"][0] if "trellis" in model.ref else sent["image"]
+        assert server.resolve_uri(uploaded) == media.png_bytes(seed=0 if "trellis" in model.ref else 2)
     (pred,) = server.predictions.values()
     assert pred["status"] == "succeeded" and pred["metrics"]["predict_time"] > 0
     assert pred["version"] == ("hidden" if model.official else model.version)
@@ -313,8 +316,7 @@ async def test_async_run_and_async_create(server: ReplicateServer) -> None:
     assert pred.status == "succeeded" and pred.progress is not None and pred.progress.percentage == 1.0
 
 
-def test_create_forms_and_deployments(server: ReplicateServer) -> None:
-    server.add_deployment("acme", "prod-sdxl", "stability-ai/sdxl")
+def test_create_forms(server: ReplicateServer) -> None:
     flux = server.get_model("black-forest-labs/flux-schnell")
     with api(server) as http:
         forms = [
@@ -322,20 +324,13 @@ def test_create_forms_and_deployments(server: ReplicateServer) -> None:
             ("/predictions", {"version": f"stability-ai/sdxl:{SDXL_VERSION}"}),
             ("/predictions", {"version": "black-forest-labs/flux-schnell"}),
             ("/predictions", {"version": flux.version}),
-            ("/deployments/acme/prod-sdxl/predictions", {}),
         ]
         created = [http.post(path, json={**extra, "input": {"prompt": "x"}}) for path, extra in forms]
-        assert [r.status_code for r in created] == [201] * 5
-        assert [r.json()["version"] for r in created] == [
-            SDXL_VERSION,
-            SDXL_VERSION,
-            "hidden",
-            flux.version,
-            SDXL_VERSION,
-        ]
-        assert created[-1].json()["deployment"] == "acme/prod-sdxl"
-        assert http.get("/deployments/acme/prod-sdxl").json()["current_release"]["version"] == SDXL_VERSION
-        assert http.post("/deployments/acme/nope/predictions", json={"input": {}}).status_code == 404
+        assert [r.status_code for r in created] == [201] * 4
+        assert [r.json()["version"] for r in created] == [SDXL_VERSION, SDXL_VERSION, "hidden", flux.version]
+        # Only official models run by name.
+        assert http.post("/models/stability-ai/sdxl/predictions", json={"input": {}}).status_code == 404
+        assert http.post("/predictions", json={"version": "stability-ai/sdxl", "input": {}}).status_code == 422
         # The version endpoint refuses the body keys it does not know.
         assert (
             http.post(
@@ -343,7 +338,7 @@ def test_create_forms_and_deployments(server: ReplicateServer) -> None:
             ).status_code
             == 422
         )
-    assert server.stats.predictions_created == 5
+    assert server.stats.predictions_created == 4
 
 
 # -- sync mode, polling, timing -------------------------------------------------------------------------
@@ -358,7 +353,7 @@ def test_prefer_wait_returns_the_result_and_plain_create_returns_starting(server
         )
         plain = http.post("/models/black-forest-labs/flux-schnell/predictions", json={"input": {"prompt": "x"}})
         assert sync.status_code == plain.status_code == 201
-        assert sync.headers["Preference-Applied"] == "wait"
+        assert sync.headers["Preference-Applied"] == "wait=1"  # 60 s on the model clock: serve waits whole seconds
         assert sync.json()["status"] == "succeeded" and len(sync.json()["output"]) == 1
         body = plain.json()
         assert "Preference-Applied" not in plain.headers
@@ -372,23 +367,23 @@ def test_prefer_wait_returns_the_result_and_plain_create_returns_starting(server
             assert time.monotonic() < deadline
             time.sleep(0.01)
         assert got["status"] == "succeeded" and got["completed_at"] >= got["started_at"] >= got["created_at"]
-        assert got["metrics"]["predict_time"] == pytest.approx(1.0, abs=0.5)  # model time, not real time
         assert "100%|" in got["logs"]
     assert server.records[body["id"]].prefer_wait_s is None
     assert server.records[sync.json()["id"]].prefer_wait_s == 60
 
 
 def test_long_model_outlives_the_wait_window() -> None:
-    with ReplicateServer(models=[slow_model()], time_scale=0.01) as server:
+    # 5 model seconds of wait are one real second (serve waits whole seconds); the model runs three.
+    with ReplicateServer(models=[slow_model(run_seconds=300)], time_scale=0.01) as server:
         with api(server) as http:
             t0 = time.monotonic()
             resp = http.post(
                 "/models/acme/slow/predictions", json={"input": {"prompt": "x"}}, headers={"Prefer": "wait=5"}
             )
             waited = time.monotonic() - t0
-        assert resp.status_code == 201 and resp.headers["Preference-Applied"] == "wait=5"
+        assert resp.status_code == 202 and resp.headers["Preference-Applied"] == "wait=1"
         assert resp.json()["status"] == "starting" and resp.json()["output"] is None
-        assert waited >= 0.04  # 5 model seconds = 0.05 s here: it held the request for the window
+        assert waited >= 0.9  # it held the request for the window
         assert server.predictions[resp.json()["id"]]["status"] == "processing"
         # The official client sees `starting`, so it polls until the end.
         client = make_client(server)
@@ -434,13 +429,12 @@ def test_cancel(server: ReplicateServer) -> None:
 
 def test_cancel_after(server: ReplicateServer) -> None:
     server.add_model(slow_model())
-    server.add_model(image_model(owner="acme", name="cold", queue_seconds=30.0, run_seconds=1.0))
     with api(server) as http:
         running = http.post(
             "/models/acme/slow/predictions", json={"input": {"prompt": "x"}}, headers={"Cancel-After": "5s"}
         ).json()
-        queued = http.post(
-            "/models/acme/cold/predictions", json={"input": {"prompt": "x"}}, headers={"Cancel-After": "10"}
+        bare = http.post(
+            "/models/acme/slow/predictions", json={"input": {"prompt": "x"}}, headers={"Cancel-After": "10"}
         ).json()
         fine = http.post(
             "/models/acme/slow/predictions", json={"input": {"prompt": "x"}}, headers={"Cancel-After": "1m30s"}
@@ -451,10 +445,10 @@ def test_cancel_after(server: ReplicateServer) -> None:
     assert too_short.status_code == 422
     assert "deadline" in running
     assert server.records[running["id"]].cancel_after_s == 5
-    assert server.records[queued["id"]].cancel_after_s == 10
+    assert server.records[bare["id"]].cancel_after_s == 10
     assert server.records[fine["id"]].cancel_after_s == 90
     assert server.wait_for(running["id"], 5)["status"] == "canceled"
-    assert server.wait_for(queued["id"], 5)["status"] == "aborted"  # deadline hit before it started
+    assert server.wait_for(bare["id"], 5)["status"] == "canceled"
     assert server.wait_for(fine["id"], 5)["status"] == "succeeded"  # ended before its 90 s deadline
     assert server.stats.predictions_created == 3 and server.stats.cancels == 0
 
@@ -516,24 +510,32 @@ def test_webhooks_are_signed_and_filtered(server: ReplicateServer, receiver: Rec
         webhook=receiver.url,
         webhook_events_filter=["start", "logs", "completed"],
     )
-    calls = receiver.wait(1 + 4 + 1)  # start, 4 log lines, completed
-    time.sleep(0.05)
-    assert len(receiver.calls) == 6
+    # start, log deliveries (serve throttles them: the first always goes, later ones at most one
+    # per interval), completed.
+    first = json.loads(receiver.wait(3)[-1][1])
+    deadline = time.monotonic() + 5
+    while json.loads(receiver.calls[-1][1])["status"] != "succeeded":
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    calls = list(receiver.calls)
     bodies = [json.loads(body) for _, body in calls]
-    assert [b["status"] for b in bodies] == ["processing"] * 5 + ["succeeded"]
+    assert first["id"] == pred.id
+    assert [b["status"] for b in bodies] == ["processing"] * (len(bodies) - 1) + ["succeeded"]
+    assert 3 <= len(bodies) <= 1 + 5 + 1  # start, 1..5 logs (a seed line and 4 steps), completed
     assert {b["id"] for b in bodies} == {pred.id} and bodies[-1]["output"]
-    assert bodies[3]["logs"].count("%|") == 3
+    assert "Using seed" in bodies[1]["logs"] and "100%|" in bodies[-1]["logs"]
     for headers, body in calls:
         assert verify_webhook(headers, body, server.webhook_secret)
         replicate.webhook.Webhooks.validate(headers=headers, body=body.decode(), secret=secret, tolerance=60)
-    assert len({h["webhook-id"] for h, _ in calls}) == 6
+    assert len({h["webhook-id"] for h, _ in calls}) == len(calls)
 
     # Default filter: one delivery when the prediction completes with its output.
+    before = len(calls)
     client.models.predictions.create("black-forest-labs/flux-schnell", input={"prompt": "y"}, webhook=receiver.url)
-    receiver.wait(7)
-    time.sleep(0.1)
-    assert len(receiver.calls) == 7 and json.loads(receiver.calls[-1][1])["status"] == "succeeded"
-    assert server.stats.webhooks_sent == 7
+    receiver.wait(before + 1)
+    time.sleep(0.2)
+    assert len(receiver.calls) == before + 1 and json.loads(receiver.calls[-1][1])["status"] == "succeeded"
+    assert server.state.webhooks.delivered == before + 1  # serve counts its deliveries
 
     with api(server) as http:
         public = http.post(
@@ -591,14 +593,14 @@ def test_dropped_connections(server: ReplicateServer) -> None:
     path = "/models/black-forest-labs/flux-schnell/predictions"
     server.faults = FaultPlan(drop_every=1)
     with api(server) as http:
-        with pytest.raises(httpx.RemoteProtocolError):
+        with pytest.raises(httpx.TransportError):
             http.post(path, json=body)
-        with pytest.raises(httpx.RemoteProtocolError):
+        with pytest.raises(httpx.TransportError):
             http.get("/account")
     assert server.stats.predictions_created == 0 and server.stats.dropped == 2
 
     server.faults = FaultPlan(drop_every=1, drop_after_create=True)
-    with api(server) as http, pytest.raises(httpx.RemoteProtocolError):
+    with api(server) as http, pytest.raises(httpx.TransportError):
         http.post(path, json=body, headers={"Idempotency-Key": "k1", "Prefer": "wait"})
     assert server.stats.predictions_created == 1 and server.stats.creates_by_key == {"k1": 1}
     (pred,) = server.predictions.values()
@@ -607,7 +609,7 @@ def test_dropped_connections(server: ReplicateServer) -> None:
     server.faults = FaultPlan(drop_every=2)
     with api(server) as http:
         assert http.get("/account").status_code == 200
-        with pytest.raises(httpx.RemoteProtocolError):
+        with pytest.raises(httpx.TransportError):
             http.get("/account")
         assert http.get("/account").status_code == 200  # a fresh connection after the drop
     assert server.stats.dropped == 4
@@ -639,18 +641,18 @@ def test_files(server: ReplicateServer) -> None:
         assert created.status_code == 201
         obj = created.json()
         assert obj["size"] == len(data) and obj["name"] == "blob.bin" and obj["metadata"] == {"k": "v"}
-        assert obj["urls"]["get"] == f"{server.url}/files/{obj['id']}"
-        assert http.get(f"/files/{obj['id']}").json()["checksums"]["md5"] == obj["etag"]
-        assert [f["id"] for f in http.get("/files").json()["results"]] == [obj["id"]]
-        assert httpx.get(f"{server.url}/files/{obj['id']}/download").content == data
-        ranged = httpx.get(f"{server.url}/files/{obj['id']}/download", headers={"Range": "bytes=0-9"})
+        # serve keeps an upload under an unguessable URL, readable without the token; it has no
+        # GET/DELETE /v1/files/{id} or listing (see the closing note of sim14).
+        assert obj["urls"]["get"].startswith(f"{server.origin}/uploads/{obj['id']}/")
+        assert obj["checksums"]["md5"] == obj["etag"]
+        assert httpx.get(obj["urls"]["get"]).content == data
+        ranged = httpx.get(obj["urls"]["get"], headers={"Range": "bytes=0-9"})
         assert ranged.status_code == 206 and ranged.content == data[:10]
         assert server.resolve_uri(obj["urls"]["get"]) == data
-        assert http.delete(f"/files/{obj['id']}").status_code == 204
-        assert http.get(f"/files/{obj['id']}").status_code == 404
     client = make_client(server)
     up = client.files.create(io.BytesIO(b"hello"), filename="hi.txt")
-    assert up.size == 5 and up.content_type == "text/plain" and client.files.delete(up.id)
+    assert up.size == 5 and up.content_type == "text/plain"
+    assert httpx.get(up.urls["get"]).content == b"hello"
     assert server.stats.files_uploaded == 2
 
 
@@ -682,10 +684,11 @@ async def test_200_concurrent_predictions() -> None:
             resp = await http.post(
                 "/models/black-forest-labs/flux-schnell/predictions",
                 json={"input": {"prompt": f"p{i}", "seed": i, "output_format": "png"}},
-                headers={"Prefer": "wait" if i % 2 else "wait=1"},  # wait=1: 0.1 s, shorter than the 0.4 s run
+                headers={"Prefer": "wait" if i % 2 else "wait=1"},  # wait=1: 1 s (serve waits whole seconds)
             )
-            assert resp.status_code == 201
             pred = resp.json()
+            # serve answers a sync create that is not done in its window with 202 and `starting`.
+            assert (resp.status_code, pred["status"] == "starting") in ((201, False), (202, True))
             while pred["status"] not in ("succeeded", "failed", "canceled"):
                 await asyncio.sleep(0.05)
                 pred = (await http.get(pred["urls"]["get"])).json()

@@ -71,11 +71,11 @@ class LimitError(Exception):
         """True when the token's budget is spent (402, not 429: waiting does not help)."""
 
 
-def parse_cancel_after(value: str) -> float:
-    """Seconds from a `Cancel-After` header: `90`, `5m`, `1h30m45s` (at least 5 s).
+def parse_cancel_after(value: str, minimum_s: float = 5.0) -> float:
+    """Seconds from a `Cancel-After` header: `90`, `5m`, `1h30m45s` (at least `minimum_s`).
 
     Raises:
-        InputError: Not a duration, or under 5 s.
+        InputError: Not a duration, or under `minimum_s`.
     """
     text = value.strip().lower()
     if re.fullmatch(r"\d+(\.\d+)?", text):
@@ -87,8 +87,10 @@ def parse_cancel_after(value: str) -> float:
                 [{"type": "invalid", "field": "Cancel-After", "description": f"not a duration: {value!r}"}]
             )
         seconds = sum(float(n) * {"h": 3600, "m": 60, "s": 1}[u] for n, u in parts)
-    if seconds < 5:
-        raise InputError([{"type": "invalid", "field": "Cancel-After", "description": "must be at least 5s"}])
+    if seconds < minimum_s:
+        raise InputError(
+            [{"type": "invalid", "field": "Cancel-After", "description": f"must be at least {minimum_s:g}s"}]
+        )
     return seconds
 
 
@@ -168,6 +170,9 @@ class PredictionService:
         """
         if not isinstance(given, Mapping):
             raise InputError([{"type": "invalid_type", "field": "input", "description": "input must be an object"}])
+        own = model.parse_input(given)
+        if own is not None:
+            return own
         allowed = model.input_properties
         problems: list[dict[str, str]] = []
         fields: dict[str, Any] = {}
@@ -435,11 +440,14 @@ class PredictionService:
         files = await asyncio.to_thread(_encode_all, result.artifacts)
         names = await asyncio.to_thread(self.store.write_outputs, record, files)
         record.output = names
+        layout = model.output_layout(result)
         record.extra = {
             "warnings": [str(w) for w in result.warnings],
             "seeds": list(result.seeds),
             "backend": result.model_string,
         }
+        if layout is not None:
+            record.extra["output_layout"] = layout
         if result.seeds and any(s is not None for s in result.seeds):
             record.logs += f"Using seed: {result.seeds[0]}\n"
         record.status = "succeeded"

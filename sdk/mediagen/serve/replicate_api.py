@@ -4,7 +4,7 @@
 |---|---|---|
 | POST | `/v1/models/{owner}/{name}/predictions` | create (`Prefer: wait[=N]`, `Cancel-After`, webhooks) |
 | POST | `/v1/predictions` | create by `version` (`owner/name`, `owner/name:<id>` or `<id>`) |
-| GET | `/v1/predictions` | the token's predictions, newest first, 100 a page (`next` cursor, `created_after`) |
+| GET | `/v1/predictions` | the token's predictions, newest first, `page_size` (100) a page (`next` cursor, `created_after`) |
 | GET | `/v1/predictions/{id}` | one prediction |
 | POST | `/v1/predictions/{id}/cancel` | cancel; a running one ends `canceled` |
 | GET | `/v1/models`, `/v1/models/{owner}/{name}` | model objects, `latest_version.openapi_schema` included |
@@ -45,7 +45,6 @@ __all__ = ["routes", "base_url", "state_of"]
 
 _PREFER = re.compile(r"^\s*wait(?:\s*=\s*(\d+))?\s*$")
 _MAX_WAIT_S = 60
-_PAGE = 100
 _CREATE_KEYS = frozenset({"input", "webhook", "webhook_events_filter", "webhook_completed", "stream"})
 
 
@@ -123,7 +122,9 @@ async def _create(request: Request, model: ModelDescription, body: dict[str, Any
             origin=base_url(request),
             webhook=webhook,
             webhook_events=events,
-            cancel_after_s=None if cancel_after is None else parse_cancel_after(cancel_after),
+            cancel_after_s=None
+            if cancel_after is None
+            else parse_cancel_after(cancel_after, state.settings.min_cancel_after_s),
             trace_headers=request.headers,
         )
     except InputError as exc:
@@ -234,12 +235,13 @@ async def list_predictions(request: Request) -> Response:
                 ) from exc
     except InputError as exc:
         return _invalid(request, exc.fields)
+    size = state.settings.page_size
     records = await asyncio.to_thread(
-        state.store.page, token.name if token else "", before=before, created_after=after, limit=_PAGE + 1
+        state.store.page, token.name if token else "", before=before, created_after=after, limit=size + 1
     )
     base = base_url(request)
-    more = len(records) > _PAGE
-    records = records[:_PAGE]
+    more = len(records) > size
+    records = records[:size]
     results = [state.service.fresh(stored).to_json(base) for stored in records]
     next_url = f"{base}/v1/predictions?cursor={_cursor(records[-1])}" if more and records else None
     return JSONResponse({"previous": None, "next": next_url, "results": results})

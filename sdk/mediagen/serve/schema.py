@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +19,8 @@ from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
 from pydantic_core import core_schema
 
 from ..backend import Capabilities
-from ..requests import request_class
+from ..requests import Request, request_class
+from ..results import Result
 from .settings import EXPOSABLE_FIELDS, ServedModel
 
 __all__ = ["ModelDescription", "describe_model", "MEDIA_FIELDS"]
@@ -116,6 +118,24 @@ class ModelDescription:
     version: str
     """64 hex digits, from the model string and the schema: a change of either is a new version."""
     created_at: str
+
+    def parse_input(self, given: Mapping[str, Any]) -> Request | None:
+        """The request of an input, for a model with its own input shape; None: the request fields.
+
+        The served models of `mediagen serve` take the request's own fields (checked against
+        `openapi_schema` by the prediction service). A subclass describing a model of another
+        shape (a test kit's imitation of a hosted model, say) turns its input into the request
+        here, and raises `mediagen.serve.predictions.InputError` for a wrong one.
+        """
+        return None
+
+    def output_layout(self, result: Result) -> Any:
+        """How the outputs sit in the prediction's `output`; None: a list of URLs.
+
+        Returns JSON whose `{"$output": i}` leaves stand for the URL of `result.artifacts[i]`
+        (one URL, an object of URLs, a literal such as a `data:` URL ...).
+        """
+        return None
 
     @property
     def input_properties(self) -> dict[str, Any]:

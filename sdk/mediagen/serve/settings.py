@@ -271,6 +271,11 @@ class ServeSettings(BaseModel):
     default one is made and kept in `<db>.webhook-secret`."""
     webhook_allow_http: Literal["loopback", "never"] = "loopback"
     """Plain-http webhooks go only to loopback addresses (tests, a local relay), or nowhere."""
+    page_size: int = Field(100, ge=1, le=1000)
+    """Predictions per page of `GET /v1/predictions`."""
+    min_cancel_after_s: float = Field(5.0, gt=0)
+    """Shortest `Cancel-After` accepted (Replicate's minimum is 5 s; a test server on a scaled
+    clock lowers it)."""
 
     @model_validator(mode="after")
     def _unique(self) -> ServeSettings:

@@ -100,6 +100,30 @@ class PredictionRecord:
             return None
         return [f"{base}/outputs/{self.id}/{self.file_key}/{name}" for name in self.output]
 
+    def output_json(self, base: str) -> Any:
+        """The `output` of the prediction object: its URLs, laid out as its model lays them out.
+
+        A model with its own output shape (`ModelDescription.output_layout`) left a layout in
+        `extra`: JSON whose `{"$output": i}` leaves stand for the i-th output's URL. Without one the
+        output is the list of URLs.
+        """
+        urls = self.output_urls(base)
+        layout = self.extra.get("output_layout")
+        if urls is None or layout is None:
+            return urls
+
+        def fill(node: Any) -> Any:
+            if isinstance(node, dict):
+                index = node.get("$output")
+                if len(node) == 1 and isinstance(index, int) and 0 <= index < len(urls):
+                    return urls[index]
+                return {key: fill(value) for key, value in node.items()}
+            if isinstance(node, list):
+                return [fill(item) for item in node]
+            return node
+
+        return fill(layout)
+
     def to_json(self, base: str, *, status: Status | None = None) -> dict[str, Any]:
         """The prediction object of Replicate's API.
 
@@ -112,7 +136,7 @@ class PredictionRecord:
             "model": self.ref,
             "version": self.version,
             "input": None if self.data_removed else self.input,
-            "output": self.output_urls(base),
+            "output": self.output_json(base),
             "logs": self.logs,
             "error": self.error,
             "status": status or self.status,

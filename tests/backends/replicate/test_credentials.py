@@ -108,13 +108,11 @@ def test_finding_1_opting_in_to_the_cwd_config_is_explicit(tmp_path: Path, monke
 
 async def test_finding_1_a_next_link_to_another_origin_is_never_followed(collector: str) -> None:
     class Redirecting(ReplicateServer):
-        def _create(self, req: Any, route: str, params: Any, drop: bool) -> Any:
-            return super()._create(req, route, params, True)  # created, and its answer lost
+        def lose_create_answer(self, number: int) -> bool:
+            return True  # created, and its answer lost
 
-        def _list_predictions(self, req: Any, params: dict[str, str], drop: bool) -> Any:
-            from mediagen_testkit.replicate_server import _json_response
-
-            return _json_response(200, {"results": [], "next": f"{collector}/v1/predictions?cursor=1"})
+        def rewrite_list(self, page: dict[str, Any], number: int) -> dict[str, Any]:
+            return {"results": [], "next": f"{collector}/v1/predictions?cursor=1"}
 
     with Redirecting(token=TOKEN, time_scale=0.01, models=[image_model()]) as server:
         backend = ReplicateBackend(api_token=TOKEN, base_url=server.url, reconcile_delay_s=0, max_retries=2)

@@ -14,12 +14,7 @@ from PIL import Image
 import mediagen as mg
 from mediagen.backend import RunContext
 from mediagen_testkit import media_fixtures as media
-from mediagen_testkit.replicate_server import (
-    SDXL_VERSION,
-    FakeModel,
-    ReplicateServer,
-    default_models,
-)
+from mediagen_testkit.replicate_server import SDXL_VERSION, FakeModel, ReplicateServer, default_models
 
 pytest.importorskip("replicate")
 from mediagen_replicate import ReplicateBackend
@@ -142,7 +137,7 @@ async def test_large_input_goes_through_the_files_api(server: ReplicateServer) -
         await backend.aclose()
     assert server.stats.files_uploaded == 1
     (uploaded,) = server.snapshot(res.raw["id"])["input"]["images"]
-    assert uploaded.startswith(server.url + "/files/")
+    assert uploaded.startswith(server.origin + "/uploads/")  # serve keeps uploads under /uploads/
     assert server.resolve_uri(uploaded) == picture
 
 

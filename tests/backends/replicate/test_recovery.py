@@ -8,7 +8,6 @@ found nothing and sent the create again: 109-111 predictions for 100 requests.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -80,21 +79,13 @@ async def test_creates_that_ran_twice_a_list_that_shifts_while_read_is_no_ambigu
     # Offset pages shift when predictions arrive while the list is read: one prediction can show on
     # two pages. Here the first page's `next` serves it again; it is still one match, and adopted.
     class Shifting(ReplicateServer):
-        lists = 0
-        creates = 0
+        def lose_create_answer(self, number: int) -> bool:
+            return number == 1  # answer lost
 
-        def _create(self, req: Any, route: str, params: Any, drop: bool) -> Any:
-            Shifting.creates += 1
-            return super()._create(req, route, params, drop or Shifting.creates == 1)  # answer lost
-
-        def _list_predictions(self, req: Any, params: dict[str, str], drop: bool) -> Any:
-            from mediagen_testkit.replicate_server import _json_response
-
-            Shifting.lists += 1
-            body = json.loads(super()._list_predictions(req, params, drop).body)
-            if Shifting.lists == 1:
-                body["next"] = f"{self.url}/predictions?cursor=0"
-            return _json_response(200, body)
+        def rewrite_list(self, page: dict[str, Any], number: int) -> dict[str, Any]:
+            if number == 1:
+                page["next"] = f"{self.url}/predictions"  # the first page again
+            return page
 
     with Shifting(time_scale=0.001, models=[image_model()], echo_effective_input=True) as server:
         backend = ReplicateBackend(api_token=server.token, base_url=server.url, reconcile_delay_s=0)
@@ -103,7 +94,7 @@ async def test_creates_that_ran_twice_a_list_that_shifts_while_read_is_no_ambigu
             recovered = backend.describe()["requests"]["creates_recovered"]
         finally:
             await backend.aclose()
-    assert Shifting.lists == 2 and recovered == 1
+    assert server.lists == 2 and recovered == 1
     assert server.stats.predictions_created == 1 and int(res.raw["input"]["seed"]) == 3
 
 
@@ -153,11 +144,8 @@ async def test_creates_that_ran_twice_identical_requests_never_share_or_duplicat
 
 async def test_creates_that_ran_twice_an_inline_file_echoed_as_a_stored_url_still_matches() -> None:
     class LosesFirstAnswer(ReplicateServer):
-        lost = 0
-
-        def _create(self, req: Any, route: str, params: Any, drop: bool) -> Any:
-            LosesFirstAnswer.lost += 1
-            return super()._create(req, route, params, drop or LosesFirstAnswer.lost == 1)
+        def lose_create_answer(self, number: int) -> bool:
+            return number == 1
 
     with LosesFirstAnswer(time_scale=0.001, models=[i2v_model()], echo_effective_input=True) as server:
         backend = ReplicateBackend(api_token=server.token, base_url=server.url, reconcile_delay_s=0)
@@ -172,7 +160,7 @@ async def test_creates_that_ran_twice_an_inline_file_echoed_as_a_stored_url_stil
         finally:
             await backend.aclose()
         # The server stored the inline image and echoed its own URL; the prediction was still found.
-        assert res.raw["input"]["image"].startswith(server.origin + "/delivery/")
+        assert res.raw["input"]["image"].startswith(server.origin + "/uploads/")
         assert server.stats.predictions_created == 1
 
 
