@@ -729,9 +729,22 @@ class ReplicateServer:
         )
         client = Client(config=Config(), backends={_PROVIDER: ReplicateSimBackend(self)})
         self._serve = ServeServer(settings, client=client, wrap=lambda app: _SimLayer(app, self)).start()
+        self._count_webhooks()
         for model in list(self._models.values()):
             self._register(model)
         return self
+
+    def _count_webhooks(self) -> None:
+        """Count serve's webhook outcomes in `stats` too (serve's own /metrics keeps counting them)."""
+        webhooks = self.state.webhooks
+        before = webhooks.on_outcome
+
+        def counted(outcome: str) -> None:
+            if before is not None:
+                before(outcome)
+            self.stats.incr("webhooks_sent" if outcome == "delivered" else "webhooks_failed")
+
+        webhooks.on_outcome = counted
 
     def stop(self) -> None:
         """Stop the server and remove its files."""
