@@ -55,11 +55,14 @@ def _gaussian(size: int = 11, sigma: float = 1.5) -> Array:
 
 
 def _blur(plane: Array, kernel: Array) -> Array:
-    """Separable Gaussian filter of a 2-D plane, edges padded."""
-    pad = len(kernel) // 2
+    """Separable Gaussian filter of a 2-D plane, edges padded (shifted sums: fast on 1024 px too)."""
+    taps = len(kernel)
+    pad = taps // 2
     padded = np.pad(plane, pad, mode="edge")
-    rows = np.apply_along_axis(lambda r: np.convolve(r, kernel, mode="valid"), 1, padded)
-    return np.apply_along_axis(lambda c: np.convolve(c, kernel, mode="valid"), 0, rows)
+    height, width = plane.shape
+    rows: Array = sum((kernel[i] * padded[:, i : i + width] for i in range(taps)), np.zeros((height + 2 * pad, width)))
+    out: Array = sum((kernel[i] * rows[i : i + height, :] for i in range(taps)), np.zeros((height, width)))
+    return out
 
 
 def ssim(a: Any, b: Any, *, peak: float = 255.0) -> float:
