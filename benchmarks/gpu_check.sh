@@ -14,7 +14,9 @@
 # Writes gpu-<device>-<date>.json (and each stage's JSON and log) to $OUT, or to
 # benchmarks/results/ when $OUT is unset; commit the merged file as benchmarks/results/.
 #
-#   benchmarks/gpu_check.sh [--dry-run] [--budget-s 560] [--approx first-block,faster,fp8]
+#   benchmarks/gpu_check.sh [--dry-run] [--budget-s 560] [--approx first-block,faster,fp8] [-- ARGS]
+#
+# ARGS after `--` go to every local_throughput.py run (e.g. `-- --threads 1` on a small CPU).
 #
 # --dry-run: shrunken models on whatever device there is (the CPU here), short budget, no
 # compile in the restart stage: checks the script end to end without a GPU.
@@ -23,12 +25,14 @@ set -uo pipefail
 DRY_RUN=0
 BUDGET_S=560
 APPROX="first-block,faster,fp8"
+PASS=()
 while [ $# -gt 0 ]; do
     case "$1" in
+        --) shift; PASS=("$@"); break ;;
         --dry-run) DRY_RUN=1 ;;
         --budget-s) BUDGET_S="${2:?--budget-s needs seconds}"; shift ;;
         --approx) APPROX="${2:?--approx needs modes}"; shift ;;
-        -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+        -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
         *) echo "gpu_check.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
     esac
     shift
@@ -81,7 +85,7 @@ stage() {
     if [ "$limit" -lt 30 ]; then log "$name: skipped (${limit} s left)"; return; fi
     log "$name: up to ${limit} s"
     timeout --kill-after=10 "$limit" "$PY" benchmarks/local_throughput.py "${MODE[@]}" --model-dir "$WORK/models" \
-        --budget-s $(( limit * 6 / 10 )) --out "$DEST/$name.json" "$@" >"$DEST/$name.log" 2>&1
+        --budget-s $(( limit * 6 / 10 )) --out "$DEST/$name.json" "$@" ${PASS[@]+"${PASS[@]}"} >"$DEST/$name.log" 2>&1
     log "$name: exit $? ($(grep -c . "$DEST/$name.log") log lines, json: $([ -f "$DEST/$name.json" ] && echo yes || echo no))"
 }
 
