@@ -18,8 +18,8 @@
 #
 # ARGS after `--` go to every local_throughput.py run (e.g. `-- --threads 1` on a small CPU).
 #
-# --dry-run: shrunken models on whatever device there is (the CPU here), short budget, no
-# compile in the restart stage: checks the script end to end without a GPU.
+# --dry-run: shrunken models on whatever device there is (the CPU here), no --speed and no compile
+# in the restart stage: checks the script end to end without a GPU.
 set -uo pipefail
 
 DRY_RUN=0
@@ -72,10 +72,13 @@ print("diffusers", diffusers.__version__, "transformers", transformers.__version
 EOF
 
 if [ "$DRY_RUN" = 1 ]; then
+    # No compiling on a CPU (minutes on a small one): the eager paths and the script are what is checked.
     MODE=(--gpu --dry-run --rounds 1 --single-reps 2 --requests 4 --max-batch 4)
+    SPEED=()
     RESTART='{}'
 else
     MODE=(--gpu --rounds 2)
+    SPEED=(--speed)
     RESTART='{"channels_last": true, "compile": "full"}'
 fi
 
@@ -90,7 +93,7 @@ stage() {
 }
 
 # Stage limits: what is left, shared out so that a slow first stage cannot starve the others.
-stage sd15 $(( $(left) * 62 / 100 )) --speed
+stage sd15 $(( $(left) * 62 / 100 )) ${SPEED[@]+"${SPEED[@]}"}
 # One restart only: stage 1 compiled the same model, settings and batch, so its caches are there
 # (the cold figure is stage 1's speed.sdk_warmup_s, in a process that had already loaded torch).
 stage restart $(( $(left) * 45 / 100 )) --approx-only --warm-restart --restart-runs 1 --restart-settings "$RESTART"
@@ -108,6 +111,8 @@ for name in ("sd15", "restart", "approx"):
         row.setdefault("missing_stages", []).append(name)
         continue
     part = json.loads(path.read_text())
+    if part.pop("partial", False):  # stopped by its time limit: what it had measured by then
+        row.setdefault("partial_stages", []).append(name)
     for key, value in part.items():
         row.setdefault(key, value)
 row.setdefault("warm_restart_s", None)
@@ -116,6 +121,6 @@ device = re.sub(r"[^a-z0-9]+", "-", str(row.get("device", "unknown")).lower()).s
 out = dest / f"gpu-{device}-{row['date'][:10]}.json"
 out.write_text(json.dumps(row, indent=1) + "\n")
 print(f"wrote {out}")
-print(json.dumps({k: row.get(k) for k in ("device", "mode", "raw_sequential_images_per_s", "sdk_concurrent_images_per_s", "ratio", "speed", "warm_restart_s", "missing_stages")}))
+print(json.dumps({k: row.get(k) for k in ("device", "mode", "raw_sequential_images_per_s", "sdk_concurrent_images_per_s", "ratio", "speed", "warm_restart_s", "missing_stages", "partial_stages")}))
 EOF
 log "done"

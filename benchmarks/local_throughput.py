@@ -516,7 +516,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
     if args.window is not None:
         settings["batch_window_s"] = args.window
     if not args.approx_only:
-        row |= await sd_stages(args, device, dtype, workdir, settings)
+        await sd_stages(args, device, dtype, workdir, settings, row)
     big = args.gpu and not args.dry_run
     if args.approx:
         # bf16 where the GPU has it (FLUX's own dtype); fp32 on the CPU.
@@ -551,6 +551,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
             except mg.MediagenError as exc:  # e.g. fp8 without torchao: say so, measure the rest
                 row["approx"][mode] = {"error": str(exc)}
             log(f"approx {mode}: {row['approx'][mode]}")
+            checkpoint(args, row)
     if args.warm_restart:
         model_dir = (
             build_sd15(
@@ -583,10 +584,17 @@ def versions() -> dict[str, str]:
     return out
 
 
+def checkpoint(args: argparse.Namespace, row: dict[str, Any]) -> None:
+    """Write what is measured so far to `--out`: a run stopped by a hard time limit keeps it."""
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(row | {"partial": True}, indent=1) + "\n")
+
+
 async def sd_stages(
-    args: argparse.Namespace, device: str, dtype: Any, workdir: Path, settings: dict[str, Any]
-) -> dict[str, Any]:
-    """The SD stages: raw sequential vs SDK concurrent, single-request overhead, and `--speed`."""
+    args: argparse.Namespace, device: str, dtype: Any, workdir: Path, settings: dict[str, Any], row: dict[str, Any]
+) -> None:
+    """The SD stages (raw sequential vs SDK concurrent, single-request overhead, `--speed`), into `row`."""
 
     # 1. The model, written once as a standard pipeline directory, and the raw side's pipeline.
     if args.gpu:
@@ -601,7 +609,7 @@ async def sd_stages(
     pipe = load_raw(model_dir, device, dtype)
     await on_device_thread(device, raw_call, pipe, args, "warm up", 0)
     model = f"diffusers:{model_dir}"
-    row: dict[str, Any] = {
+    row |= {
         "size": args.size,
         "steps": args.steps,
         "guidance": args.guidance,
@@ -614,6 +622,7 @@ async def sd_stages(
         row |= await throughput(client, model, pipe, args, device, "eager")
         row |= await overhead(client, model, pipe, args, device)
         row["batch_window_s"] = (await client.backend("diffusers")).describe()["batching"]["window_s"]
+    checkpoint(args, row)
 
     # 3. With speed options (a second client: compiling changes the loaded modules), throughput only:
     #    single requests would each recompile for a new batch size, which says nothing about overhead.
@@ -625,7 +634,7 @@ async def sd_stages(
             async with mg.Client(providers={"diffusers": fast}) as client:
                 stage = await throughput(client, model, pipe, args, device, "speed")
             row["speed"] = {k: stage[k] for k in ("sdk_concurrent_images_per_s", "ratio", "sdk_warmup_s", "rounds")}
-    return row
+            checkpoint(args, row)
 
 
 def modes(text: str) -> list[str]:
