@@ -14,7 +14,7 @@
 # Writes gpu-<device>-<date>.json (and each stage's JSON and log) to $OUT, or to
 # benchmarks/results/ when $OUT is unset; commit the merged file as benchmarks/results/.
 #
-#   benchmarks/gpu_check.sh [--dry-run] [--budget-s 560] [--approx first-block,faster,fp8] [-- ARGS]
+#   benchmarks/gpu_check.sh [--dry-run] [--budget-s 560] [--approx first-block:0.3,fp8,faster] [-- ARGS]
 #
 # ARGS after `--` go to every local_throughput.py run (e.g. `-- --threads 1` on a small CPU).
 #
@@ -24,7 +24,7 @@ set -uo pipefail
 
 DRY_RUN=0
 BUDGET_S=560
-APPROX="first-block,faster,fp8"
+APPROX="first-block:0.3,fp8,faster"
 PASS=()
 while [ $# -gt 0 ]; do
     case "$1" in

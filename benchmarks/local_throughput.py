@@ -410,9 +410,10 @@ def quality(exact: list[mg.Result], approx: list[mg.Result]) -> dict[str, Any]:
 async def approx_stage(model: str, args: argparse.Namespace, settings: dict[str, Any], mode: str) -> dict[str, Any]:
     """One approximate mode against the exact path: alternating bursts of the same seeds."""
     exact_settings = settings
-    approx_settings = settings | APPROX_SETTINGS[mode]
-    if mode == "first-block" and args.threshold is not None:
-        approx_settings["step_cache_threshold"] = args.threshold
+    name, _, threshold = mode.partition(":")
+    approx_settings = settings | APPROX_SETTINGS[name]
+    if threshold or (name == "first-block" and args.threshold is not None):
+        approx_settings["step_cache_threshold"] = float(threshold) if threshold else args.threshold
     async with (
         mg.Client(providers={"diffusers": exact_settings}) as exact,
         mg.Client(providers={"diffusers": approx_settings}) as approx,
@@ -638,11 +639,23 @@ async def sd_stages(
 
 
 def modes(text: str) -> list[str]:
+    """`first-block,fp8`; `first-block:0.3` gives First Block Cache its threshold."""
     chosen = [m.strip() for m in text.split(",") if m.strip()]
-    unknown = [m for m in chosen if m not in APPROX_SETTINGS]
+    unknown = [m for m in chosen if m.partition(":")[0] not in APPROX_SETTINGS]
     if unknown:
         raise argparse.ArgumentTypeError(f"unknown approx mode(s) {unknown}; known: {', '.join(APPROX_SETTINGS)}")
+    for mode in chosen:
+        name, colon, threshold = mode.partition(":")
+        if colon and (name != "first-block" or not _fraction(threshold)):
+            raise argparse.ArgumentTypeError(f"{mode}: only first-block takes a threshold, a number in (0, 1]")
     return chosen
+
+
+def _fraction(text: str) -> bool:
+    try:
+        return 0.0 < float(text) <= 1.0
+    except ValueError:
+        return False
 
 
 def layers(text: str) -> tuple[int, int]:
@@ -674,7 +687,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     parser.add_argument("--budget-s", type=float, default=540.0, help="stop starting new rounds after this")
     parser.add_argument("--model-dir", default=None, help="where models are written (default: a temp dir)")
-    parser.add_argument("--approx", type=modes, default=[], help="approximate modes: " + ",".join(APPROX_SETTINGS))
+    parser.add_argument(
+        "--approx",
+        type=modes,
+        default=[],
+        help="approximate modes: " + ",".join(APPROX_SETTINGS) + " (first-block:T: threshold T)",
+    )
     parser.add_argument("--approx-only", action="store_true", help="skip the SD1.5 stages")
     parser.add_argument("--threshold", type=float, default=None, help="first-block: step_cache_threshold")
     parser.add_argument("--flux-layers", type=layers, default=(2, 4), help="--approx model: DOUBLE,SINGLE blocks")
@@ -718,7 +736,7 @@ def main() -> None:
     for mode, stage in row.get("approx", {}).items():
         print(f"approx {mode}: {stage}")
     if "warm_restart_s" in row:
-        print(f"restart to the first batch: cold {row['cold_restart_s']} s, warm {row['warm_restart_s']} s")
+        print(f"restart to the first batch: cold {row.get('cold_restart_s', '-')} s, warm {row['warm_restart_s']} s")
     if "ratio" not in row:
         return
     print()

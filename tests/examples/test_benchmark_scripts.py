@@ -35,6 +35,8 @@ def test_gpu_check_rejects_bad_arguments_and_documents_itself() -> None:
     ("args", "message"),
     [
         (["--approx", "first-block,teacache"], "unknown approx mode"),
+        (["--approx", "fp8:0.3"], "only first-block takes a threshold"),
+        (["--approx", "first-block:2"], "only first-block takes a threshold"),
         (["--flux-layers", "0,4"], "at least one double block"),
         (["--flux-layers", "two"], "DOUBLE,SINGLE"),
         (["--restart-runs", "3"], "invalid choice"),
