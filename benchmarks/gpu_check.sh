@@ -87,7 +87,8 @@ stage() {
     local name="$1" limit="$2"; shift 2
     if [ "$limit" -lt 30 ]; then log "$name: skipped (${limit} s left)"; return; fi
     log "$name: up to ${limit} s"
-    timeout --kill-after=10 "$limit" "$PY" benchmarks/local_throughput.py "${MODE[@]}" --model-dir "$WORK/models" \
+    # Without OUT: local_throughput.py would also write its own copy there (the tool returns 8 files).
+    env -u OUT timeout --kill-after=10 "$limit" "$PY" benchmarks/local_throughput.py "${MODE[@]}" --model-dir "$WORK/models" \
         --budget-s $(( limit * 6 / 10 )) --out "$DEST/$name.json" "$@" ${PASS[@]+"${PASS[@]}"} >"$DEST/$name.log" 2>&1
     log "$name: exit $? ($(grep -c . "$DEST/$name.log") log lines, json: $([ -f "$DEST/$name.json" ] && echo yes || echo no))"
 }

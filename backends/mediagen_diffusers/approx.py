@@ -20,7 +20,7 @@ and PSNR/SSIM against the exact path are in docs/performance.md (`benchmarks/loc
   that matters).
 - `quantize="fp8"`: the denoiser's linear weights stored in float8 (e4m3) by torchao
   (`Float8WeightOnlyConfig`; `pip install 'mediagen[fp8]'`), halving their memory; the matmuls run
-  in the compute dtype. Made for CUDA; it also runs (slower: torchao dequantizes in plain torch ops)
+  in the compute dtype. Made for CUDA; it also runs (torchao dequantizes in plain torch ops)
   on the CPU, where the tests run it; refused on MPS.
 """
 
@@ -70,7 +70,7 @@ class ApproxOptions(BaseModel):
     """First Block Cache only: skip the remaining blocks when the first block's output changed by less
     than this (mean absolute relative difference); higher is faster and less exact (default 0.05)."""
     quantize: Literal["off", "fp8"] = "off"
-    """Store the denoiser's linear weights in float8 (torchao; for CUDA, slow on the CPU)."""
+    """Store the denoiser's linear weights in float8 (torchao; made for CUDA, runs on the CPU)."""
 
     @property
     def any(self) -> bool:
@@ -262,14 +262,16 @@ def _fp8(denoiser: Any, name: str, *, model: str, device: str) -> None:
     if not device.startswith(("cuda", "cpu")):
         # float8 tensors need kernels that MPS and the others do not have.
         raise UnsupportedRequestError(
-            f"quantize='fp8' runs on CUDA (or, slowly, the CPU); this backend runs on {device}",
+            f"quantize='fp8' runs on CUDA or the CPU; this backend runs on {device}",
             feature="quantize",
             provider="diffusers",
             model=model,
         )
     if device.startswith("cpu"):
-        # torchao dequantizes in plain torch ops here: memory halves, nothing gets faster.
-        logger.warning("%s: fp8 weights on the CPU save memory but are slower than the exact weights", model)
+        # torchao dequantizes in plain torch ops here, not in the kernels it was made for.
+        logger.warning(
+            "%s: fp8 weights on the CPU are dequantized by plain torch ops; measure before relying on it", model
+        )
     torchao: Any = importlib.import_module("torchao.quantization")  # untyped
     torchao.quantize_(denoiser, torchao.Float8WeightOnlyConfig())
     logger.info("%s: %s weights in float8 (torchao)", model, name)
