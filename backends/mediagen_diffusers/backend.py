@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from mediagen import (
     Backend,
     Capabilities,
+    ConfigError,
     Event,
     GenerationFailedError,
     GenerationWarning,
@@ -63,6 +64,15 @@ from mediagen_local import (
 )
 from mediagen_local.hints import slow_work_hint
 
+from .approx import (
+    ApproxOptions,
+    ApproxState,
+    StepCache,
+    apply_approx,
+    approx_call,
+    step_cache_error,
+    step_cache_refusal,
+)
 from .loading import (
     ModelInfo,
     estimate_weights,
@@ -123,6 +133,20 @@ class DiffusersSettings(BaseModel):
     attention_backend: str | None = None
     """Speed: diffusers attention backend (`native`, `flash`, `_native_cudnn`, `sage` ...)."""
 
+    step_cache: StepCache = "off"
+    """Approximate: reuse work across denoising steps with a diffusers cache hook (see `approx.py`)."""
+    step_cache_threshold: float | None = Field(None, gt=0.0, le=1.0)
+    """Approximate: First Block Cache's threshold (default 0.05; higher is faster and less exact)."""
+    quantize: Literal["off", "fp8"] = "off"
+    """Approximate: the denoiser's weights in float8 (torchao, `mediagen[fp8]`)."""
+
+    @property
+    def approx(self) -> ApproxOptions:
+        """The approximate options among the settings."""
+        return ApproxOptions(
+            step_cache=self.step_cache, step_cache_threshold=self.step_cache_threshold, quantize=self.quantize
+        )
+
     @property
     def speed(self) -> SpeedOptions:
         """The speed options among the settings."""
@@ -154,6 +178,8 @@ class _Share:
     load_s: float
     nsfw: list[bool | None]
     """Per output: whether the pipeline's safety checker flagged it (None: the pipeline has none)."""
+    approximate: tuple[str, ...] = ()
+    """The approximate options the outputs were made with (empty: exact)."""
 
 
 @dataclass
@@ -163,6 +189,7 @@ class _Loaded:
     placement: Placement
     low_memory: bool = False
     speed: list[str] = field(default_factory=list)
+    approx: ApproxState | None = None
 
 
 # The device, its worker, this backend's pipeline cache and its batcher of `_Work`.
@@ -208,6 +235,11 @@ class DiffusersBackend(Backend):
     def __init__(self, **settings: Any) -> None:
         super().__init__(**settings)
         self.config = parse_settings(DiffusersSettings, settings, "diffusers")
+        self.config.approx.check()
+        if self.config.quantize != "off" and self.config.fuse_qkv:
+            # Fusing concatenates the projections' weights, which float8 tensors do not allow.
+            raise ConfigError("quantize='fp8' and fuse_qkv cannot be combined; choose one")
+        self._refusals: dict[str, str | None] = {}
         self._models: dict[str, ModelInfo] = {}
         self._loaded: dict[str, _Loaded] = {}
         self._rgb_fits: dict[str, RGBFit | None] = {}
@@ -228,6 +260,9 @@ class DiffusersBackend(Backend):
         if self._closed:
             raise RuntimeError("this DiffusersBackend is closed; create a new one")
         info = await self._model_info(model)
+        refusal = self._refusals.get(model)
+        if refusal is not None:
+            raise step_cache_error(model, self.config.step_cache, refusal)
         opts = parse_options(request.options)
         runtime = await self._ensure_runtime()
         ctx.check_deadline()
@@ -267,6 +302,10 @@ class DiffusersBackend(Backend):
             artifacts = to_artifacts(values, plan.output, seeds, nsfw=share.nsfw)
         else:
             artifacts = await asyncio.to_thread(to_artifacts, values, plan.output, seeds, nsfw=share.nsfw)
+        if share.approximate:
+            # Outputs of an approximate path say so wherever they go (saved files keep the metadata).
+            for artifact in artifacts:
+                artifact.metadata["approximate"] = list(share.approximate)
         flagged = [i for i, flag in enumerate(share.nsfw) if flag]
         if flagged:
             ctx.warn(
@@ -292,7 +331,8 @@ class DiffusersBackend(Backend):
                 "batch_requests": done.batch_requests,
                 "batch_outputs": done.batch_outputs,
                 "device": runtime.device,
-            },
+            }
+            | ({"approximate": list(share.approximate)} if share.approximate else {}),
         )
 
     async def aclose(self) -> None:
@@ -313,6 +353,17 @@ class DiffusersBackend(Backend):
             return f"{', '.join(missing)} not installed: pip install 'mediagen[local]'"
         return None
 
+    async def revision(self, model: str) -> str | None:
+        """None for exact outputs; with approximate options on, a tag naming them.
+
+        The result cache keys on it: an output made approximately never answers a request to a
+        backend without those options, nor the other way round.
+        """
+        approx = self.config.approx
+        if not approx.any:
+            return None
+        return "approx:" + ",".join(f"{k}={v}" for k, v in approx.model_dump(exclude_defaults=True).items())
+
     def describe(self) -> dict[str, Any]:
         """Device, settings, batching and the loaded pipelines (for `mediagen backends`)."""
         runtime = self._runtime
@@ -325,6 +376,9 @@ class DiffusersBackend(Backend):
             memory_budget_gb=round(runtime.cache.budget_bytes / _GB, 2),
             memory_used_gb=round(runtime.cache.used_bytes / _GB, 3),
         )
+        approximate = {m: loaded.approx.applied for m, loaded in self._loaded.items() if loaded.approx}
+        if any(approximate.values()):
+            state["approximate"] = {m: applied for m, applied in approximate.items() if applied}
         return state
 
     # -- setting up (off the event loop) ----------------------------------------------------------
@@ -341,7 +395,10 @@ class DiffusersBackend(Backend):
         with self._setup_lock:
             info = self._models.get(model)
             if info is None:
-                info = self._models[model] = resolve_model(model, allow_deprecated=self.config.allow_deprecated)
+                info = resolve_model(model, allow_deprecated=self.config.allow_deprecated)
+                # Judged once, before any weights load: a model the step cache cannot hook fails fast.
+                self._refusals[model] = step_cache_refusal(info.components, self.config.approx)
+                self._models[model] = info
             return info
 
     async def _ensure_runtime(self) -> _Runtime:
@@ -399,11 +456,13 @@ class DiffusersBackend(Backend):
             raise GenerationFailedError(
                 f"{plan.class_name} returned {len(values)} outputs for {len(seeds)} requested", model=info.model
             )
+        approx = self._loaded[info.model].approx
+        approximate = tuple(approx.applied) if approx else ()
         shares: list[_Share] = []
         start = 0
         for work in batch.payloads:
             end = start + work.plan.n
-            shares.append(_Share(values[start:end], load_s, nsfw[start:end]))
+            shares.append(_Share(values[start:end], load_s, nsfw[start:end], approximate))
             start = end
         logger.debug(
             "%s: %d request(s), %d output(s) in %.3f s",
@@ -440,6 +499,7 @@ class DiffusersBackend(Backend):
                     _step_reporter(pipe, batch, enabled=not plan.callbacks),
                     _loras(pipe, plan.loras, info, fused="fuse_qkv" in loaded.speed),
                     _scheduler(pipe, plan.scheduler),
+                    approx_call(pipe, loaded.approx),
                     torch.inference_mode(),
                 ):
                     return pipe(**kwargs)
@@ -494,6 +554,8 @@ class DiffusersBackend(Backend):
             placement = self._place(info.model, size, largest)
         loaded = _Loaded(placement)
         self._to_device(pipe, info, loaded)
+        # Before the speed options: weights are quantized and hooks set before anything compiles.
+        loaded.approx = apply_approx(pipe, self.config.approx, model=info.model, device=runtime.device)
         loaded.speed = apply_speed(pipe, self.config.speed)
         self._loaded[info.model] = loaded
         runtime.cache.put(
