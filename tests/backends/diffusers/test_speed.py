@@ -76,7 +76,9 @@ def _pixels(artifact: mg.Artifact) -> np.ndarray[Any, Any]:
     return np.asarray(artifact.to_pil().convert("RGB"), dtype=np.int16)
 
 
-async def _generate(backend: DiffusersBackend, model: str, picture: mg.Image | None) -> tuple[list[mg.Result], list[int]]:
+async def _generate(
+    backend: DiffusersBackend, model: str, picture: mg.Image | None
+) -> tuple[list[mg.Result], list[int]]:
     """Three outputs in one batch (two requests, or one img2img request with n=3), and the UNet's batch sizes."""
     seen: list[int] = []
     ctx = mg.RunContext
@@ -88,7 +90,9 @@ async def _generate(backend: DiffusersBackend, model: str, picture: mg.Image | N
             mg.ImageRequest(prompt="a blue bird", width=32, height=32, steps=2, seed=2, n=2),
         ]
     else:
-        await backend.run(mg.ImageRequest(prompt="warm", image=picture, width=32, height=32, steps=2, seed=9), model, ctx())
+        await backend.run(
+            mg.ImageRequest(prompt="warm", image=picture, width=32, height=32, steps=2, seed=9), model, ctx()
+        )
         requests = [mg.ImageRequest(prompt="a red fox", image=picture, width=32, height=32, steps=2, seed=1, n=3)]
     runtime = backend._runtime
     assert runtime is not None
@@ -105,7 +109,9 @@ async def _generate(backend: DiffusersBackend, model: str, picture: mg.Image | N
 def test_padded_batch_returns_the_real_outputs_equal_to_unpadded(tiny_model: TinyModel, task: str) -> None:
     model = str(tiny_model("sd"))
     rng = np.random.default_rng(0)
-    picture = mg.Image.from_array(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)) if task != "text-to-image" else None
+    picture = (
+        mg.Image.from_array(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)) if task != "text-to-image" else None
+    )
 
     async def both() -> tuple[tuple[list[mg.Result], list[int]], tuple[list[mg.Result], list[int]]]:
         plain = DiffusersBackend(batch_window_s=0.05)
