@@ -55,6 +55,8 @@ _PRIVATE_FILE = 0o600
 _READ_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
 # torch's counters of graphs compiled afresh (not found in a cache): a save is due when one grows.
 _MISS_COUNTERS = (("inductor", "fxgraph_cache_miss"), ("aot_autograd", "autograd_cache_miss"))
+# ... and of graphs found in torch's own on-disk cache (a file lacking them is worth writing too).
+_HIT_COUNTERS = (("inductor", "fxgraph_cache_hit"), ("aot_autograd", "autograd_cache_hit"))
 
 
 def compile_cache_root() -> Path:
@@ -93,12 +95,14 @@ def use_inductor_cache_dir(root: Path | None = None) -> str | None:
     """Point torch's on-disk compile caches at `<root>/inductor` unless the user chose a directory.
 
     Call before the first compilation of the process: torch reads `TORCHINDUCTOR_CACHE_DIR` each
-    time it needs the directory, and sets it to its own default on first use.
+    time it needs the directory, and sets it to its own default on first use (some imports already
+    do), so torch's default in the variable counts as unset.
 
     Returns:
         The directory torch will use, or None when it is left alone (set already, or ours unusable).
     """
-    if os.environ.get("TORCHINDUCTOR_CACHE_DIR"):
+    chosen = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    if chosen and not _is_torch_default(chosen):
         return None
     root = compile_cache_root() if root is None else root
     directory = root / "inductor"
@@ -108,10 +112,19 @@ def use_inductor_cache_dir(root: Path | None = None) -> str | None:
     return str(directory)
 
 
-def _misses() -> int:
+def _is_torch_default(directory: str) -> bool:
+    """Whether `directory` is torch's default, which torch writes into the environment on first use."""
+    try:
+        from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+    except ImportError:  # no torch: nothing to point anywhere
+        return False
+    return os.path.abspath(directory) == os.path.abspath(default_cache_dir())
+
+
+def _count(names: tuple[tuple[str, str], ...]) -> int:
     from torch._dynamo.utils import counters
 
-    return sum(counters[group][name] for group, name in _MISS_COUNTERS)
+    return sum(counters[group][name] for group, name in names)
 
 
 def _load_artifacts(payload: bytes) -> int:
@@ -155,7 +168,9 @@ class CompileCache:
         self._key_digest = hashlib.sha256(canonical).digest()
         self.root = (compile_cache_root() if root is None else root) / "artifacts"
         self.path = self.root / f"{self._key_digest.hex()[:32]}.bin"
-        self._saved_misses: int | None = None
+        self._loaded = False
+        self._seen = 0
+        """The counters (misses, or misses + hits while no file was loaded) at the last load or save."""
 
     def load(self) -> bool:
         """Hand the artifacts file to torch, if there is one and it is ours (see the module docs).
@@ -172,7 +187,7 @@ class CompileCache:
             logger.warning("compile cache %s ignored: %s", self.path, exc)
             return False
         # What this process compiles from now on is what the file lacks.
-        self._saved_misses = _misses()
+        self._loaded, self._seen = True, _count(_MISS_COUNTERS)
         logger.info("compile cache: %d artifact(s) loaded from %s", count, self.path)
         return True
 
@@ -216,21 +231,21 @@ class CompileCache:
     def save_if_new(self) -> bool:
         """Write torch's artifacts if this process compiled a graph the file lacks.
 
-        Call after a compiled batch. Cheap when nothing is new (it reads two counters).
+        Call after a compiled batch. Cheap when nothing is new (it reads torch's counters).
 
         Returns:
             Whether the file was (re)written. Never raises.
         """
         try:
-            misses = _misses()
-            if self._saved_misses is not None and misses <= self._saved_misses:
-                return False
-            if self._saved_misses is None and misses == 0:
+            # With our file loaded, only a graph compiled afresh is new to it; without one, a graph
+            # torch found in its own on-disk cache is worth a file too (to copy to another machine).
+            seen = _count(_MISS_COUNTERS) if self._loaded else _count(_MISS_COUNTERS) + _count(_HIT_COUNTERS)
+            if seen <= self._seen:
                 return False
             import torch
 
             saved = torch.compiler.save_cache_artifacts()
-            self._saved_misses = misses
+            self._seen = seen
             if saved is None or not saved[0]:
                 return False
             self._write(saved[0])
