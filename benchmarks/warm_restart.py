@@ -42,8 +42,11 @@ from typing import Any
 
 def child(args: argparse.Namespace) -> None:
     """One fresh process: a client, one burst of requests (timed from the spawn), a second burst."""
+    import logging
+
     import mediagen as mg
 
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     settings: dict[str, Any] = {"device": args.device, "dtype": args.dtype, "max_batch": args.requests}
     if args.compiled:
         settings["speed"] = "max"
@@ -86,13 +89,14 @@ def child(args: argparse.Namespace) -> None:
     print(json.dumps(asyncio.run(main())), flush=True)
 
 
-def spawn(args: argparse.Namespace, model: Path, *, compiled: bool, env: dict[str, str]) -> dict[str, Any]:
+def spawn(args: argparse.Namespace, model: Path, *, compiled: bool, env: dict[str, str], log: Path) -> dict[str, Any]:
     command = [sys.executable, __file__, "--child", "--model", str(model), "--device", args.device]
     command += ["--dtype", args.dtype, "--size", str(args.size), "--steps", str(args.steps)]
     command += ["--guidance", str(args.guidance), "--requests", str(args.requests), "--spawned", str(time.time())]
     if compiled:
         command.append("--compiled")
     done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    log.write_text(done.stderr)  # the backend's log lines (compile cache loaded/saved/ignored)
     if done.returncode != 0:
         raise SystemExit(f"child failed ({done.returncode}):\n{done.stderr[-4000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
@@ -103,6 +107,7 @@ def main() -> None:
     parser.add_argument("--gpu", action="store_true", help="SD1.5 architecture, 512 px, 30 steps, fp16 on CUDA")
     parser.add_argument("--dry-run", action="store_true", help="with --gpu: shrunken configs, any device")
     parser.add_argument("--portable", action="store_true", help="also time a restart from the artifacts file alone")
+    parser.add_argument("--no-eager", action="store_true", help="skip the uncompiled reference process")
     parser.add_argument("--size", type=int, default=None)
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--guidance", type=float, default=7.5)
@@ -151,19 +156,20 @@ def main() -> None:
             "requests": args.requests,
             "torch": torch.__version__,
         }
-        eager = spawn(args, model, compiled=False, env=env)
-        row["eager_start_s"] = eager["first_batch_s"]
-        row["eager_batch_s"] = eager["steady_batch_s"]
-        cold = spawn(args, model, compiled=True, env=env)
+        if not args.no_eager:
+            eager = spawn(args, model, compiled=False, env=env, log=work / "eager.log")
+            row["eager_start_s"] = eager["first_batch_s"]
+            row["eager_batch_s"] = eager["steady_batch_s"]
+        cold = spawn(args, model, compiled=True, env=env, log=work / "cold.log")
         row["cold_start_s"] = cold["first_batch_s"]
-        warm = spawn(args, model, compiled=True, env=env)
+        warm = spawn(args, model, compiled=True, env=env, log=work / "warm.log")
         row["warm_restart_s"] = warm["first_batch_s"]
         row["steady_batch_s"] = warm["steady_batch_s"]
         row["warm_counters"] = warm["counters"]
         if args.portable:
             # A new machine with the artifacts file only: torch's own caches start empty.
             fresh = env | {"TORCHINDUCTOR_CACHE_DIR": str(work / "fresh-inductor")}
-            portable = spawn(args, model, compiled=True, env=fresh)
+            portable = spawn(args, model, compiled=True, env=fresh, log=work / "portable.log")
             row["portable_restart_s"] = portable["first_batch_s"]
             row["portable_counters"] = portable["counters"]
     print(json.dumps(row), flush=True)
