@@ -11,7 +11,8 @@ concurrent requests done through `mg.Client` (imports, model load, compile or ca
   empty directory), i.e. a new machine that was handed the file. On a CPU the C++ kernels are not
   in the file and are rebuilt; on CUDA the Triton kernels are.
 
-Then `steady_batch_s`: the warm process's second batch (what a compiled batch costs once warm).
+Each also has its `*_imports_s`: spawn to torch, diffusers and transformers imported, the part a
+loaded machine stretches most. Then `steady_batch_s`: the warm process's second batch (what a compiled batch costs once warm).
 torch's counters of the warm run (FX graph and AOTAutograd cache hits/misses) are in the JSON too.
 
 Modes: default is the tiny Stable Diffusion of `mediagen_testkit.tiny` on the CPU (32 px, 2 steps);
@@ -67,6 +68,14 @@ def child(args: argparse.Namespace) -> None:
             )
         )
 
+    # What every start pays before the backend does anything, and which a loaded machine stretches
+    # most: timed apart, so that the rest (load, compile or cache, the batch) can be compared.
+    import diffusers  # noqa: F401
+    import torch  # noqa: F401
+    import transformers  # noqa: F401
+
+    imports = time.time() - args.spawned
+
     async def main() -> dict[str, Any]:
         model = f"diffusers:{args.model}"
         async with mg.Client(providers={"diffusers": settings}) as client:
@@ -79,6 +88,7 @@ def child(args: argparse.Namespace) -> None:
 
         return {
             "first_batch_s": round(first, 2),
+            "imports_s": round(imports, 2),
             "steady_batch_s": round(steady, 3),
             "counters": {
                 "inductor": {k: v for k, v in counters["inductor"].items() if "cache" in k},
@@ -159,11 +169,14 @@ def main() -> None:
         if not args.no_eager:
             eager = spawn(args, model, compiled=False, env=env, log=work / "eager.log")
             row["eager_start_s"] = eager["first_batch_s"]
+            row["eager_imports_s"] = eager["imports_s"]
             row["eager_batch_s"] = eager["steady_batch_s"]
         cold = spawn(args, model, compiled=True, env=env, log=work / "cold.log")
         row["cold_start_s"] = cold["first_batch_s"]
+        row["cold_imports_s"] = cold["imports_s"]
         warm = spawn(args, model, compiled=True, env=env, log=work / "warm.log")
         row["warm_restart_s"] = warm["first_batch_s"]
+        row["warm_imports_s"] = warm["imports_s"]
         row["steady_batch_s"] = warm["steady_batch_s"]
         row["warm_counters"] = warm["counters"]
         if args.portable:
@@ -171,6 +184,7 @@ def main() -> None:
             fresh = env | {"TORCHINDUCTOR_CACHE_DIR": str(work / "fresh-inductor")}
             portable = spawn(args, model, compiled=True, env=fresh, log=work / "portable.log")
             row["portable_restart_s"] = portable["first_batch_s"]
+            row["portable_imports_s"] = portable["imports_s"]
             row["portable_counters"] = portable["counters"]
     print(json.dumps(row), flush=True)
     out = os.environ.get("OUT")
