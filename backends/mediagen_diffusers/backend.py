@@ -18,15 +18,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import platform
 import secrets
 import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeAlias
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from mediagen import (
     Backend,
@@ -62,6 +64,7 @@ from mediagen_local import (
     planned_runtime,
     start_runtime,
 )
+from mediagen_local.compile_cache import CompileCache, use_inductor_cache_dir
 from mediagen_local.hints import slow_work_hint
 
 from .approx import (
@@ -89,7 +92,7 @@ from .options import parse_options
 from .outputs import collect, safety_flags, to_artifacts
 from .plan import Plan
 from .previews import RGBFit, fit_rgb, latent_preview
-from .speed import SpeedOptions, apply_speed, unfused
+from .speed import DEFAULT_BUCKETS, CompileMode, SpeedOptions, apply_speed, bucket_for, unfused
 
 __all__ = ["DiffusersBackend", "DiffusersSettings"]
 
@@ -132,6 +135,25 @@ class DiffusersSettings(BaseModel):
     """Speed: torch.compile the denoiser's repeated blocks (`regional`) or all of it (`full`)."""
     attention_backend: str | None = None
     """Speed: diffusers attention backend (`native`, `flash`, `_native_cudnn`, `sage` ...)."""
+    speed: Literal["default", "max"] = "default"
+    """Speed preset: `max` turns on `channels_last`, `compile = "full"` with batch buckets, the
+    compile cache and, on CUDA, `max-autotune-no-cudagraphs`; settings given beside it win."""
+    compile_mode: CompileMode = "auto"
+    """Speed: torch.compile mode (`auto`, `default`, `reduce-overhead`, `max-autotune`,
+    `max-autotune-no-cudagraphs`); `auto` is torch's default except under `speed = "max"` on CUDA."""
+    batch_buckets: tuple[int, ...] | None = Field(None, max_length=16)
+    """Speed: with compile on, batches are padded to the smallest of these sizes that fits (None:
+    1, 4, 8, 16 when compiling, no padding otherwise; `[]`: never pad). Sizes above `max_batch` are
+    dropped and `max_batch` is added, so every batch has a bucket."""
+    compile_cache: bool = True
+    """Speed: keep compiled artifacts under the mediagen cache, so a new process skips compiling."""
+
+    @field_validator("batch_buckets")
+    @classmethod
+    def _check_buckets(cls, value: tuple[int, ...] | None) -> tuple[int, ...] | None:
+        if value is not None and any(size < 1 or size > 256 for size in value):
+            raise ValueError("batch bucket sizes must be between 1 and 256")
+        return value if value is None else tuple(sorted(set(value)))
 
     step_cache: StepCache = "off"
     """Approximate: reuse work across denoising steps with a diffusers cache hook (see `approx.py`)."""
@@ -148,13 +170,25 @@ class DiffusersSettings(BaseModel):
         )
 
     @property
-    def speed(self) -> SpeedOptions:
-        """The speed options among the settings."""
+    def speed_options(self) -> SpeedOptions:
+        """The speed options among the settings, with the `speed` preset applied."""
+        given = self.model_fields_set
+        maximal = self.speed == "max"
+        compile = self.compile if "compile" in given or not maximal else "full"
+        buckets = self.batch_buckets
+        if buckets is None:
+            buckets = DEFAULT_BUCKETS if compile != "off" else ()
+        if buckets:
+            buckets = tuple(sorted({size for size in buckets if size < self.max_batch} | {self.max_batch}))
         return SpeedOptions(
-            channels_last=self.channels_last,
+            channels_last=self.channels_last if "channels_last" in given or not maximal else True,
             fuse_qkv=self.fuse_qkv,
-            compile=self.compile,
+            compile=compile,
             attention_backend=self.attention_backend,
+            compile_mode=self.compile_mode,
+            buckets=buckets,
+            compile_cache=self.compile_cache,
+            preset=self.speed,
         )
 
 
@@ -190,6 +224,8 @@ class _Loaded:
     low_memory: bool = False
     speed: list[str] = field(default_factory=list)
     approx: ApproxState | None = None
+    compile_cache: CompileCache | None = None
+    """Where this model's compiled artifacts are kept across processes (compile on only)."""
 
 
 # The device, its worker, this backend's pipeline cache and its batcher of `_Work`.
@@ -240,6 +276,7 @@ class DiffusersBackend(Backend):
             # Fusing concatenates the projections' weights, which float8 tensors do not allow.
             raise ConfigError("quantize='fp8' and fuse_qkv cannot be combined; choose one")
         self._refusals: dict[str, str | None] = {}
+        self._speed = self.config.speed_options
         self._models: dict[str, ModelInfo] = {}
         self._loaded: dict[str, _Loaded] = {}
         self._rgb_fits: dict[str, RGBFit | None] = {}
@@ -428,18 +465,24 @@ class DiffusersBackend(Backend):
 
         kwargs = dict(plan.call)
         seeds = [seed for work in batch.payloads for seed in work.plan.seeds]
+        # Compiled graphs are reused only for a batch size they were compiled for: pad the batch up
+        # to its bucket with copies of its last input; those outputs are made and thrown away.
+        buckets = self._speed.buckets
+        pad = bucket_for(len(seeds), buckets) - len(seeds) if buckets and not plan.one_at_a_time else 0
         if plan.per_prompt:
             # Every request of this batch has the very same inputs (they are in the batch key):
             # pass them once, and ask for all the outputs through `num_*_per_prompt`.
             for name in plan.inputs:
                 kwargs[name] = plan.inputs[name][0]
             # One output per call where the pipeline cannot make several of one input (see below).
-            kwargs[plan.per_prompt] = 1 if plan.one_at_a_time else len(seeds)
+            kwargs[plan.per_prompt] = 1 if plan.one_at_a_time else len(seeds) + pad
         else:
             for name in plan.inputs:
-                kwargs[name] = [value for work in batch.payloads for value in work.plan.inputs[name]]
-        # One CPU generator per output: the same noise on any device, whatever the batch.
-        generators = [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
+                values_of = [value for work in batch.payloads for value in work.plan.inputs[name]]
+                kwargs[name] = values_of + values_of[-1:] * pad
+        # One CPU generator per output: the same noise on any device, whatever the batch (and the
+        # padding, which comes after the real outputs and has generators of its own).
+        generators = [torch.Generator("cpu").manual_seed(seed) for seed in seeds + [0] * pad]
         values: list[Any] = []
         nsfw: list[bool | None] = []
         # A pipeline that cannot make several outputs of one input in a call (Wan 2.1 image-to-video
@@ -452,10 +495,16 @@ class DiffusersBackend(Backend):
                 made = collect(result, plan.output.kind)
             values += made
             nsfw += safety_flags(result, len(made))
-        if len(values) != len(seeds):
+        if len(values) != len(seeds) + pad:
             raise GenerationFailedError(
-                f"{plan.class_name} returned {len(values)} outputs for {len(seeds)} requested", model=info.model
+                f"{plan.class_name} returned {len(values)} outputs for {len(seeds) + pad} requested",
+                model=info.model,
             )
+        del values[len(seeds) :], nsfw[len(seeds) :]
+        loaded = self._loaded.get(info.model)
+        if loaded is not None and loaded.compile_cache is not None:
+            # After the first batch of each new shape, so that a restart finds it compiled.
+            loaded.compile_cache.save_if_new()
         approx = self._loaded[info.model].approx
         approximate = tuple(approx.applied) if approx else ()
         shares: list[_Share] = []
@@ -556,7 +605,12 @@ class DiffusersBackend(Backend):
         self._to_device(pipe, info, loaded)
         # Before the speed options: weights are quantized and hooks set before anything compiles.
         loaded.approx = apply_approx(pipe, self.config.approx, model=info.model, device=runtime.device)
-        loaded.speed = apply_speed(pipe, self.config.speed)
+        if self._speed.compile != "off" and self._speed.compile_cache:
+            # Before the first compiled call: torch then finds the graphs and kernels compiled.
+            use_inductor_cache_dir()
+            loaded.compile_cache = CompileCache(_compile_key(info, runtime.device, runtime.dtype, self._speed))
+            loaded.compile_cache.load()
+        loaded.speed = apply_speed(pipe, self._speed)
         self._loaded[info.model] = loaded
         runtime.cache.put(
             key,
@@ -677,6 +731,44 @@ class DiffusersBackend(Backend):
 
 
 # -- previews --------------------------------------------------------------------------------------
+
+
+def _compile_key(info: ModelInfo, device: str, dtype: Any, speed: SpeedOptions) -> dict[str, Any]:
+    """What a model's compiled graphs depend on: the key of its compile cache file."""
+    import diffusers
+    import torch
+
+    if device.startswith("cuda") and torch.cuda.is_available():
+        index = torch.device(device).index or 0
+        kind = f"{torch.cuda.get_device_name(index)} sm{''.join(map(str, torch.cuda.get_device_capability(index)))}"
+    else:
+        kind = f"{device.split(':')[0]} {platform.machine()}"
+    return {
+        "model": info.source,
+        "weights": _weights_identity(info.config_dir),
+        "class": info.class_name,
+        "dtype": dtype_name(dtype),
+        "device": kind,
+        "compile": speed.compile,
+        "mode": speed.compile_mode,
+        "preset": speed.preset,
+        "buckets": speed.buckets,
+        "channels_last": speed.channels_last,
+        "fuse_qkv": speed.fuse_qkv,
+        "attention": speed.attention_backend,
+        "torch": torch.__version__,
+        "diffusers": diffusers.__version__,
+    }
+
+
+def _weights_identity(directory: Path) -> list[tuple[str, int]]:
+    """Name and size of each weights file of a model directory (a hub snapshot's path names its commit)."""
+    found: list[tuple[str, int]] = []
+    with contextlib.suppress(OSError):
+        for path in sorted(directory.glob("*/*")):
+            if path.suffix in (".safetensors", ".bin", ".pt", ".ckpt", ".gguf"):
+                found.append((path.relative_to(directory).as_posix(), path.stat().st_size))
+    return found
 
 
 class _Previewer:

@@ -15,6 +15,17 @@ loaded modules that every request shares. Measured effects are in docs/backends/
   shape or batch size pays a compile (tens of seconds).
 - `attention_backend`: diffusers' attention dispatcher (`"native"`, `"flash"`, `"_native_cudnn"`,
   `"sage"` ...); some need extra packages or a recent GPU.
+- `compile_mode`: torch.compile's mode. `"auto"` is torch's default, except under the `max` preset
+  on CUDA, where it is `"max-autotune-no-cudagraphs"` (autotuned kernels pay off once shapes are
+  fixed by the buckets; which mode is best on a given GPU is still to be measured there).
+- `buckets`: with compile on, a micro-batch of n outputs is padded to the smallest bucket >= n
+  (1, 4, 8, 16 by default), so that a handful of compiled graphs serve every batch instead of one
+  recompile per new batch size; the padding outputs are computed and discarded. Graphs are compiled
+  with static shapes (`dynamic=False`) then.
+- `compile_cache`: keep what was compiled across processes (`mediagen_local.compile_cache`).
+
+The `max` preset (`speed="max"` in the settings) turns on channels_last, full compile with buckets,
+the compile cache and the `auto` mode above; options set explicitly beside it still win.
 """
 
 from __future__ import annotations
@@ -26,12 +37,26 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-__all__ = ["SpeedOptions", "apply_speed", "denoiser_of", "unfused"]
+__all__ = [
+    "DEFAULT_BUCKETS",
+    "CompileMode",
+    "SpeedOptions",
+    "apply_speed",
+    "bucket_for",
+    "compile_mode_for",
+    "denoiser_of",
+    "unfused",
+]
 
 logger = logging.getLogger("mediagen")
 
 _DENOISERS = ("transformer", "unet", "prior")
 _CONVOLUTIONAL = ("unet", "vae", "controlnet")
+
+DEFAULT_BUCKETS: tuple[int, ...] = (1, 4, 8, 16)
+"""Batch sizes a compiled pipeline's micro-batches are padded to, unless the settings say otherwise."""
+
+CompileMode = Literal["auto", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
 
 
 class SpeedOptions(BaseModel):
@@ -47,11 +72,33 @@ class SpeedOptions(BaseModel):
     """torch.compile the denoiser: its repeated blocks (`regional`) or all of it (`full`)."""
     attention_backend: str | None = None
     """diffusers attention backend for the denoiser (`native`, `flash`, `_native_cudnn`, `sage` ...)."""
+    compile_mode: CompileMode = "auto"
+    """torch.compile mode (see `compile_mode_for`)."""
+    buckets: tuple[int, ...] = ()
+    """Batch sizes micro-batches are padded to (empty: no padding)."""
+    compile_cache: bool = True
+    """Keep compiled artifacts across processes (only with compile on)."""
+    preset: Literal["default", "max"] = "default"
+    """The preset these options came from (it picks the `auto` compile mode)."""
 
     @property
     def any(self) -> bool:
         """Whether any option is on."""
         return self.channels_last or self.fuse_qkv or self.compile != "off" or self.attention_backend is not None
+
+
+def compile_mode_for(options: SpeedOptions, device_type: str) -> str | None:
+    """The torch.compile mode to use on a device of `device_type` (None: torch's default)."""
+    if options.compile_mode == "auto":
+        # Autotuning on a CPU compiles C++ GEMM templates for minutes for little gain; on CUDA it is
+        # the mode the `max` preset stands for (to be measured against reduce-overhead on the GPU).
+        return "max-autotune-no-cudagraphs" if options.preset == "max" and device_type == "cuda" else None
+    return None if options.compile_mode == "default" else options.compile_mode
+
+
+def bucket_for(n: int, buckets: tuple[int, ...]) -> int:
+    """The batch size `n` outputs are padded to: the smallest bucket >= n, or n past the largest."""
+    return min((b for b in buckets if b >= n), default=n)
 
 
 def denoiser_of(pipe: Any) -> Any | None:
@@ -97,12 +144,21 @@ def apply_speed(pipe: Any, options: SpeedOptions) -> list[str]:
         except (AttributeError, ValueError, RuntimeError, ImportError) as exc:
             logger.warning("attention backend %r not used: %s", options.attention_backend, exc)
     if options.compile != "off" and denoiser is not None:
+        device = getattr(denoiser, "device", None)
+        mode = compile_mode_for(options, getattr(device, "type", "cpu"))
+        kwargs: dict[str, Any] = {"fullgraph": True}
+        if mode is not None:
+            kwargs["mode"] = mode
+        if options.buckets:
+            # Padded batches come in a few fixed sizes: one static graph each beats a dynamic one.
+            kwargs["dynamic"] = False
+        suffix = f":{mode}" if mode else ""
         if options.compile == "regional" and getattr(denoiser, "_repeated_blocks", None):
-            denoiser.compile_repeated_blocks(fullgraph=True)
-            applied.append("compile:regional")
+            denoiser.compile_repeated_blocks(**kwargs)
+            applied.append(f"compile:regional{suffix}")
         else:
-            denoiser.compile(fullgraph=True)
-            applied.append("compile:full")
+            denoiser.compile(**kwargs)
+            applied.append(f"compile:full{suffix}")
     return applied
 
 
