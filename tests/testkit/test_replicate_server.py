@@ -645,8 +645,7 @@ def test_files(server: ReplicateServer) -> None:
         assert created.status_code == 201
         obj = created.json()
         assert obj["size"] == len(data) and obj["name"] == "blob.bin" and obj["metadata"] == {"k": "v"}
-        # serve keeps an upload under an unguessable URL, readable without the token; it has no
-        # GET/DELETE /v1/files/{id} or listing (see the closing note of sim14).
+        # serve keeps an upload under an unguessable URL, readable without the token.
         assert obj["urls"]["get"].startswith(f"{server.origin}/uploads/{obj['id']}/")
         assert obj["checksums"]["md5"] == obj["etag"]
         assert httpx.get(obj["urls"]["get"]).content == data
@@ -658,6 +657,7 @@ def test_files(server: ReplicateServer) -> None:
     assert up.size == 5 and up.content_type == "text/plain"
     assert httpx.get(up.urls["get"]).content == b"hello"
     assert server.stats.files_uploaded == 2
+    assert [f.id for f in client.files.list()] == [up.id, obj["id"]] and client.files.get(up.id).size == 5
 
 
 def test_list_predictions_paginates() -> None:

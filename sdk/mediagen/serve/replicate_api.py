@@ -10,6 +10,8 @@
 | GET | `/v1/models`, `/v1/models/{owner}/{name}` | model objects, `latest_version.openapi_schema` included |
 | GET | `/v1/models/{owner}/{name}/versions[/{id}]` | versions |
 | POST | `/v1/files` | upload an input file (multipart `content`); `urls.get` is its capability URL |
+| GET | `/v1/files` | the token's uploads, newest first (`next` is an absolute URL) |
+| GET, DELETE | `/v1/files/{id}` | one of the token's uploads; DELETE removes its bytes too (204) |
 | GET | `/v1/webhooks/default/secret` | this token's webhook signing secret |
 | GET | `/v1/account` | who the token is |
 
@@ -22,10 +24,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
 import json
 import re
-import time
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -35,7 +35,7 @@ from starlette.routing import Route
 
 from .auth import error_response
 from .predictions import InputError, LimitError, parse_cancel_after
-from .store import PredictionRecord, iso
+from .store import PredictionRecord, UploadRecord, iso
 
 if TYPE_CHECKING:
     from .app import ServeState
@@ -203,7 +203,7 @@ async def cancel_prediction(request: Request) -> Response:
     return JSONResponse(record.to_json(base_url(request)))
 
 
-def _cursor(record: PredictionRecord) -> str:
+def _cursor(record: PredictionRecord | UploadRecord) -> str:
     return base64.urlsafe_b64encode(json.dumps([record.created_at, record.id]).encode()).decode().rstrip("=")
 
 
@@ -297,27 +297,77 @@ async def create_file(request: Request) -> Response:
     try:
         metadata = json.loads(metadata_text) if isinstance(metadata_text, str) else {}
     except json.JSONDecodeError:
-        return _invalid(request, [{"type": "invalid", "field": "metadata", "description": "metadata must be JSON"}])
-    file_id, key, name = await asyncio.to_thread(state.store.write_upload, data, filename)
-    now = time.time()
-    return JSONResponse(
-        {
-            "id": file_id,
-            "name": name,
-            "content_type": content_type,
-            "size": len(data),
-            "etag": hashlib.md5(data, usedforsecurity=False).hexdigest(),
-            "checksums": {
-                "sha256": hashlib.sha256(data).hexdigest(),
-                "md5": hashlib.md5(data, usedforsecurity=False).hexdigest(),
-            },
-            "metadata": metadata,
-            "created_at": iso(now),
-            "expires_at": iso(now + (state.settings.retention_days or 1.0) * 86400),
-            "urls": {"get": f"{base_url(request)}/uploads/{file_id}/{key}/{name}"},
-        },
-        status_code=201,
+        metadata = None
+    if not isinstance(metadata, dict):
+        return _invalid(
+            request, [{"type": "invalid", "field": "metadata", "description": "metadata must be a JSON object"}]
+        )
+    token = request.state.token
+    file_id, _, _ = await asyncio.to_thread(
+        state.store.write_upload,
+        data,
+        filename,
+        token=token.name if token else "",
+        content_type=content_type,
+        metadata=metadata,
     )
+    upload = await asyncio.to_thread(state.store.get_upload, file_id, token.name if token else "")
+    assert upload is not None  # just written, by this token
+    return JSONResponse(_file_json(request, upload), status_code=201)
+
+
+def _file_json(request: Request, upload: UploadRecord) -> dict[str, Any]:
+    """A file object as Replicate's API (and replicate-python's `File`) has it."""
+    retention_s = (state_of(request).settings.retention_days or 1.0) * 86400
+    return {
+        "id": upload.id,
+        "name": upload.name,
+        "content_type": upload.content_type,
+        "size": upload.size,
+        "etag": upload.md5,
+        "checksums": {"sha256": upload.sha256, "md5": upload.md5},
+        "metadata": upload.metadata,
+        "created_at": iso(upload.created_at),
+        "expires_at": iso(upload.created_at + retention_s),
+        "urls": {"get": base_url(request) + upload.path()},
+    }
+
+
+async def get_file(request: Request) -> Response:
+    """`GET /v1/files/{id}`: one of the calling token's uploads."""
+    token = request.state.token
+    upload = await asyncio.to_thread(
+        state_of(request).store.get_upload, request.path_params["file_id"], token.name if token else ""
+    )
+    return _not_found(request, "File not found") if upload is None else JSONResponse(_file_json(request, upload))
+
+
+async def delete_file(request: Request) -> Response:
+    """`DELETE /v1/files/{id}`: remove one of the calling token's uploads (204; 404 when it has none)."""
+    token = request.state.token
+    gone = await asyncio.to_thread(
+        state_of(request).store.delete_upload, request.path_params["file_id"], token.name if token else ""
+    )
+    return Response(status_code=204) if gone else _not_found(request, "File not found")
+
+
+async def list_files(request: Request) -> Response:
+    """`GET /v1/files`: the calling token's uploads, newest first, paginated like predictions."""
+    state = state_of(request)
+    token = request.state.token
+    try:
+        cursor = request.query_params.get("cursor")
+        before = _read_cursor(cursor) if cursor else None
+    except InputError as exc:
+        return _invalid(request, exc.fields)
+    size = state.settings.page_size
+    uploads = await asyncio.to_thread(state.store.uploads, token.name if token else "", before=before, limit=size + 1)
+    more = len(uploads) > size
+    uploads = uploads[:size]
+    results = [_file_json(request, upload) for upload in uploads]
+    last = uploads[-1] if uploads else None
+    next_url = f"{base_url(request)}/v1/files?cursor={_cursor(last)}" if more and last else None
+    return JSONResponse({"previous": None, "next": next_url, "results": results})
 
 
 async def webhook_secret(request: Request) -> Response:
@@ -346,6 +396,9 @@ def routes() -> list[Route]:
         Route("/v1/models/{owner}/{name}/versions", list_versions, methods=["GET"]),
         Route("/v1/models/{owner}/{name}/versions/{id}", get_version, methods=["GET"]),
         Route("/v1/files", create_file, methods=["POST"]),
+        Route("/v1/files", list_files, methods=["GET"]),
+        Route("/v1/files/{file_id}", get_file, methods=["GET"]),
+        Route("/v1/files/{file_id}", delete_file, methods=["DELETE"]),
         Route("/v1/webhooks/default/secret", webhook_secret, methods=["GET"]),
         Route("/v1/account", account, methods=["GET"]),
     ]

@@ -27,7 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
-__all__ = ["PredictionRecord", "PredictionStore", "Status", "new_prediction_id", "iso"]
+__all__ = ["PredictionRecord", "PredictionStore", "Status", "UploadRecord", "new_prediction_id", "iso"]
 
 Status = Literal["starting", "processing", "succeeded", "failed", "canceled"]
 TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "canceled"})
@@ -194,7 +194,33 @@ CREATE TABLE IF NOT EXISTS predictions (
     PRIMARY KEY (id)
 );
 CREATE INDEX IF NOT EXISTS predictions_by_token ON predictions (token, created_at DESC, id DESC);
+CREATE TABLE IF NOT EXISTS uploads (
+    id TEXT PRIMARY KEY, token TEXT, key TEXT, name TEXT, content_type TEXT, size INTEGER,
+    sha256 TEXT, md5 TEXT, metadata TEXT, created_at REAL
+);
+CREATE INDEX IF NOT EXISTS uploads_by_token ON uploads (token, created_at DESC, id DESC);
 """
+_UPLOAD_COLUMNS = ("id", "token", "key", "name", "content_type", "size", "sha256", "md5", "metadata", "created_at")
+
+
+@dataclass(frozen=True)
+class UploadRecord:
+    """An input file kept by `POST /v1/files`: who uploaded it, and what it is."""
+
+    id: str
+    token: str
+    key: str
+    name: str
+    content_type: str
+    size: int
+    sha256: str
+    md5: str
+    metadata: dict[str, Any]
+    created_at: float
+
+    def path(self) -> str:
+        """The URL path that reads it (`/uploads/<id>/<key>/<name>`; the key is the permission)."""
+        return f"/uploads/{self.id}/{self.key}/{self.name}"
 
 
 class PredictionStore:
@@ -319,6 +345,8 @@ class PredictionStore:
                 )
         for prediction_id in ids:
             shutil.rmtree(self.files / prediction_id, ignore_errors=True)
+        with self._lock:
+            self._db.execute("DELETE FROM uploads WHERE created_at < ?", (older_than,))
         uploads = self.files / "uploads"
         for folder in uploads.iterdir() if uploads.is_dir() else ():
             if folder.stat().st_mtime < older_than:
@@ -345,19 +373,72 @@ class PredictionStore:
             _fsync_dir(folder)
         return names
 
-    def write_upload(self, data: bytes, filename: str) -> tuple[str, str, str]:
+    def write_upload(
+        self,
+        data: bytes,
+        filename: str,
+        *,
+        token: str = "",
+        content_type: str = "application/octet-stream",
+        metadata: dict[str, Any] | None = None,
+    ) -> tuple[str, str, str]:
         """Keep an uploaded input file (`POST /v1/files`); returns its id, key and stored name.
 
-        Uploads have no row: their folder names (an id and a random key) are the permission to
-        read them, as with outputs.
+        Its folder names (an id and a random key) are the permission to read it, as with outputs;
+        its row says whose it is, for `GET`/`DELETE /v1/files/{id}` and the list.
         """
+        import hashlib
+
         from ..safety import safe_filename
 
         file_id, key, name = new_prediction_id(), secrets.token_urlsafe(24), safe_filename(filename, "upload")
         folder = self.files / "uploads" / file_id / key
         folder.mkdir(parents=True)
         _write_atomic(folder / name, data, fsync=self.fsync)
+        row = (
+            file_id,
+            token,
+            key,
+            name,
+            content_type,
+            len(data),
+            hashlib.sha256(data).hexdigest(),
+            hashlib.md5(data, usedforsecurity=False).hexdigest(),
+            json.dumps(metadata or {}),
+            time.time(),
+        )
+        with self._lock:
+            self._db.execute(f"INSERT INTO uploads ({', '.join(_UPLOAD_COLUMNS)}) VALUES ({', '.join('?' * 10)})", row)
         return file_id, key, name
+
+    def get_upload(self, file_id: str, token: str) -> UploadRecord | None:
+        """A token's upload by id (None for another token's: tenants never see each other's files)."""
+        with self._lock:
+            row = self._db.execute(
+                f"SELECT {', '.join(_UPLOAD_COLUMNS)} FROM uploads WHERE id = ? AND token = ?", (file_id, token)
+            ).fetchone()
+        return None if row is None else _upload(row)
+
+    def uploads(self, token: str, *, before: tuple[float, str] | None = None, limit: int = 100) -> list[UploadRecord]:
+        """A token's uploads, newest first (`before`: `(created_at, id)` of the previous page's last)."""
+        sql = f"SELECT {', '.join(_UPLOAD_COLUMNS)} FROM uploads WHERE token = ?"
+        args: list[Any] = [token]
+        if before is not None:
+            sql += " AND (created_at < ? OR (created_at = ? AND id < ?))"
+            args += [before[0], before[0], before[1]]
+        sql += " ORDER BY created_at DESC, id DESC LIMIT ?"
+        args.append(limit)
+        with self._lock:
+            rows = self._db.execute(sql, args).fetchall()
+        return [_upload(r) for r in rows]
+
+    def delete_upload(self, file_id: str, token: str) -> bool:
+        """Remove a token's upload, row and bytes; False when it has none by that id."""
+        with self._lock:
+            gone = self._db.execute("DELETE FROM uploads WHERE id = ? AND token = ?", (file_id, token)).rowcount
+        if gone and _ID.match(file_id):
+            shutil.rmtree(self.files / "uploads" / file_id, ignore_errors=True)
+        return bool(gone)
 
     def upload_file(self, file_id: str, key: str, filename: str) -> Path | None:
         """The file behind an upload URL, or None."""
@@ -380,6 +461,13 @@ class PredictionStore:
             return None
         path = self.files / record.id / record.file_key / filename
         return path if path.is_file() else None
+
+
+def _upload(row: tuple[Any, ...]) -> UploadRecord:
+    values = dict(zip(_UPLOAD_COLUMNS, row, strict=True))
+    values["metadata"] = json.loads(values["metadata"] or "{}")
+    values["size"] = int(values["size"])
+    return UploadRecord(**values)
 
 
 def _record(row: tuple[Any, ...]) -> PredictionRecord:
