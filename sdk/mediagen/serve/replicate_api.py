@@ -26,8 +26,9 @@ import asyncio
 import base64
 import json
 import re
+from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -203,6 +204,9 @@ async def cancel_prediction(request: Request) -> Response:
     return JSONResponse(record.to_json(base_url(request)))
 
 
+_Row = TypeVar("_Row", PredictionRecord, UploadRecord)
+
+
 def _cursor(record: PredictionRecord | UploadRecord) -> str:
     return base64.urlsafe_b64encode(json.dumps([record.created_at, record.id]).encode()).decode().rstrip("=")
 
@@ -240,11 +244,7 @@ async def list_predictions(request: Request) -> Response:
         state.store.page, token.name if token else "", before=before, created_after=after, limit=size + 1
     )
     base = base_url(request)
-    more = len(records) > size
-    records = records[:size]
-    results = [state.service.fresh(stored).to_json(base) for stored in records]
-    next_url = f"{base}/v1/predictions?cursor={_cursor(records[-1])}" if more and records else None
-    return JSONResponse({"previous": None, "next": next_url, "results": results})
+    return _page(request, "/v1/predictions", records, size, lambda stored: state.service.fresh(stored).to_json(base))
 
 
 async def list_models(request: Request) -> Response:
@@ -362,12 +362,15 @@ async def list_files(request: Request) -> Response:
         return _invalid(request, exc.fields)
     size = state.settings.page_size
     uploads = await asyncio.to_thread(state.store.uploads, token.name if token else "", before=before, limit=size + 1)
-    more = len(uploads) > size
-    uploads = uploads[:size]
-    results = [_file_json(request, upload) for upload in uploads]
-    last = uploads[-1] if uploads else None
-    next_url = f"{base_url(request)}/v1/files?cursor={_cursor(last)}" if more and last else None
-    return JSONResponse({"previous": None, "next": next_url, "results": results})
+    return _page(request, "/v1/files", uploads, size, lambda upload: _file_json(request, upload))
+
+
+def _page(request: Request, path: str, rows: Sequence[_Row], size: int, to_json: Callable[[_Row], Any]) -> Response:
+    """One page of a list: at most `size` of `rows` (one more was read to know whether more follow)."""
+    shown = rows[:size]
+    more = len(rows) > size and bool(shown)
+    next_url = f"{base_url(request)}{path}?cursor={_cursor(shown[-1])}" if more else None
+    return JSONResponse({"previous": None, "next": next_url, "results": [to_json(row) for row in shown]})
 
 
 async def webhook_secret(request: Request) -> Response:
