@@ -4,7 +4,7 @@ Two cases, each run through both clients in the same process, against one fake s
 model latency:
 
 - **burst**: N image predictions at once (a model answering in about a second), outputs downloaded.
-- **long**: predictions of a model running past Replicate's 60 s sync window (scaled down by the
+- **long**: predictions of a model running well past Replicate's 60 s sync window (scaled down by the
   server's clock), to count the HTTP requests spent waiting for them.
 
 Columns: wall time, HTTP requests the server saw (API calls + output downloads), predictions created.
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import statistics
 import time
 from dataclasses import dataclass
@@ -35,7 +36,7 @@ from mediagen_testkit.replicate_server import ReplicateServer, image_model, vide
 # One server clock for both cases: 0.02 real seconds per model second.
 TIME_SCALE = 0.02
 IMAGE_MODEL_S = 50.0  # 1 s real: answered inside the sync window
-LONG_MODEL_S = 150.0  # 3 s real: past the 60 s (1.2 s real) sync window
+LONG_MODEL_S = 300.0  # 6 s real: well past the 60 s sync window (2 s real: the server rounds a wait up to whole seconds)
 
 
 @dataclass
@@ -55,7 +56,8 @@ class Row:
 
 def _counts(server: ReplicateServer) -> tuple[int, int, int]:
     snap = server.stats.snapshot()
-    downloads = sum(n for route, n in snap["by_route"].items() if "/delivery/" in route)
+    # Output files are served by `mediagen serve` under /outputs/ (keys are "METHOD route").
+    downloads = sum(n for route, n in snap["by_route"].items() if route.split(" ", 1)[-1].startswith("/outputs/"))
     return snap["requests"] - downloads, downloads, snap["predictions_created"]
 
 
@@ -155,7 +157,7 @@ async def main(n: int, long_n: int, rounds: int) -> list[Row]:
 def print_table(rows: list[Row]) -> None:
     print(
         f"fake Replicate, time_scale={TIME_SCALE}: image model {IMAGE_MODEL_S * TIME_SCALE:.1f} s, "
-        f"long model {LONG_MODEL_S * TIME_SCALE:.1f} s (sync window {60 * TIME_SCALE:.1f} s), real seconds"
+        f"long model {LONG_MODEL_S * TIME_SCALE:.1f} s (sync window {math.ceil(60 * TIME_SCALE)} s), real seconds"
     )
     header = f"{'case':<6} {'client':<20} {'n':>4} {'wall s':>8} {'API req':>8} {'downloads':>9} {'created':>8} {'API req/pred':>13}"
     print(header)
