@@ -18,6 +18,17 @@ os.environ.pop("REPLICATE_API_TOKEN", None)
 os.environ.pop("FAL_KEY", None)
 
 
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Tests marked `torchvision` skip where it is not installed, or fail where it must be (the second environment)."""
+    import importlib.util
+
+    if item.get_closest_marker("torchvision") is None or importlib.util.find_spec("torchvision") is not None:
+        return
+    if os.environ.get("MEDIAGEN_REQUIRE_TORCHVISION") == "1":
+        pytest.fail("torchvision is not installed, yet MEDIAGEN_REQUIRE_TORCHVISION=1 (make pytest-torchvision)")
+    pytest.skip("needs torchvision; `make pytest-torchvision` runs it in an environment that has it")
+
+
 @pytest.fixture(scope="session")
 def tiny_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One directory per test run holding the tiny random-weight models (built on demand)."""

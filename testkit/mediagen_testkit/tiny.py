@@ -67,6 +67,7 @@ __all__ = [
     "build_wan_t2v",
     "marching_cubes_table",
     "TINY_MODEL_NAMES",
+    "TORCHVISION_TINY_MODEL_NAMES",
     "default_cache_dir",
     "ensure_tiny_model",
     "ensure_tiny_models",
@@ -110,6 +111,10 @@ TINY_MODEL_NAMES: tuple[str, ...] = (
     "hunyuan-video",
     "animatediff",
 )
+
+#: Names :func:`ensure_tiny_model` also understands whose pipelines need torchvision to load (their
+#: `Qwen2VLProcessor` builds a video processor); :func:`ensure_tiny_models` leaves them out.
+TORCHVISION_TINY_MODEL_NAMES: tuple[str, ...] = ("qwen-image-edit", "qwen-image-edit-plus")
 
 
 def default_cache_dir() -> pathlib.Path:
@@ -155,7 +160,7 @@ def ensure_tiny_model(name: str, cache_dir: str | os.PathLike[str] | None = None
     an atomic rename.
 
     Args:
-        name: One of :data:`TINY_MODEL_NAMES`.
+        name: One of :data:`TINY_MODEL_NAMES` or :data:`TORCHVISION_TINY_MODEL_NAMES`.
         cache_dir: Cache root; defaults to :func:`default_cache_dir`.
 
     Returns:
@@ -171,7 +176,9 @@ def ensure_tiny_model(name: str, cache_dir: str | os.PathLike[str] | None = None
     root = _versioned_root(cache_dir)
     builders = _builders(root)
     if name not in builders:
-        raise KeyError(f"unknown tiny model {name!r}; known: {', '.join(TINY_MODEL_NAMES)}")
+        raise KeyError(
+            f"unknown tiny model {name!r}; known: {', '.join(TINY_MODEL_NAMES + TORCHVISION_TINY_MODEL_NAMES)}"
+        )
     target = root / name
     with _build_lock(root / f".{name}.lock"):
         if name in ("controlnet", "lora", "sd-controlnet", "sd-safety"):

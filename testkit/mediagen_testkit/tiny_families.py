@@ -629,82 +629,146 @@ def build_flux2_klein(path: Path) -> pathlib.Path:
     return _pipeline(path, make)
 
 
+def _qwen_vl_tokenizer(*, video: bool = False) -> Any:
+    """The byte-level Qwen tokenizer with the vision tokens of the Qwen2.5-VL chat template."""
+    tokenizer = _qwen_tokenizer()
+    extra = ["<|vision_start|>", "<|vision_end|>", "<|image_pad|>"] + (["<|video_pad|>"] if video else [])
+    tokenizer.add_special_tokens({"additional_special_tokens": extra})
+    return tokenizer
+
+
+def _qwen_image_transformer() -> Any:
+    import torch
+    from diffusers import QwenImageTransformer2DModel
+
+    torch.manual_seed(0)
+    return QwenImageTransformer2DModel(
+        patch_size=2,
+        in_channels=16,
+        out_channels=4,
+        num_layers=2,
+        attention_head_dim=16,
+        num_attention_heads=3,
+        joint_attention_dim=16,
+        guidance_embeds=False,
+        axes_dims_rope=(8, 4, 4),
+    )
+
+
+def _qwen_image_vae(base_dim: int, dim_mult: list[int], temporal_downsample: list[bool]) -> Any:
+    import torch
+    from diffusers import AutoencoderKLQwenImage
+
+    torch.manual_seed(0)
+    return AutoencoderKLQwenImage(
+        base_dim=base_dim,
+        z_dim=4,
+        dim_mult=dim_mult,
+        num_res_blocks=1,
+        temperal_downsample=temporal_downsample,
+        latents_mean=[0.0] * 4,
+        latents_std=[1.0] * 4,
+    )
+
+
+def _qwen_vl_text_encoder(tokenizer: Any) -> Any:
+    """A two-layer Qwen2.5-VL (text and vision towers) reading `tokenizer`'s ids."""
+    import torch
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    ids = tokenizer.convert_tokens_to_ids(["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|im_end|>"])
+    video = (
+        {"video_token_id": tokenizer.convert_tokens_to_ids("<|video_pad|>")}
+        if "<|video_pad|>" in tokenizer.get_vocab()
+        else {}
+    )
+    torch.manual_seed(0)
+    return Qwen2_5_VLForConditionalGeneration(
+        Qwen2_5_VLConfig(
+            text_config={
+                "hidden_size": 16,
+                "intermediate_size": 16,
+                "num_hidden_layers": 2,
+                "num_attention_heads": 2,
+                "num_key_value_heads": 2,
+                "rope_scaling": {"mrope_section": [1, 1, 2], "rope_type": "default", "type": "default"},
+                "rope_theta": 1000000.0,
+                "vocab_size": len(tokenizer),
+                "bos_token_id": ids[3],
+                "eos_token_id": ids[3],
+            },
+            vision_config={
+                "depth": 2,
+                "hidden_size": 16,
+                "intermediate_size": 16,
+                "num_heads": 2,
+                "out_hidden_size": 16,
+            },
+            vision_start_token_id=ids[0],
+            vision_end_token_id=ids[1],
+            image_token_id=ids[2],
+            **video,
+        )
+    ).eval()
+
+
 def build_qwen_image(path: Path) -> pathlib.Path:
     """Qwen-Image text-to-image (`QwenImagePipeline`): an MMDiT, a Qwen2.5-VL text encoder, a Wan-style VAE."""
 
     def make() -> Any:
-        import torch
-        from diffusers import (
-            AutoencoderKLQwenImage,
-            FlowMatchEulerDiscreteScheduler,
-            QwenImagePipeline,
-            QwenImageTransformer2DModel,
-        )
-        from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+        from diffusers import FlowMatchEulerDiscreteScheduler, QwenImagePipeline
 
-        tokenizer = _qwen_tokenizer()
-        tokenizer.add_special_tokens(
-            {"additional_special_tokens": ["<|vision_start|>", "<|vision_end|>", "<|image_pad|>"]}
-        )
-        torch.manual_seed(0)
-        transformer = QwenImageTransformer2DModel(
-            patch_size=2,
-            in_channels=16,
-            out_channels=4,
-            num_layers=2,
-            attention_head_dim=16,
-            num_attention_heads=3,
-            joint_attention_dim=16,
-            guidance_embeds=False,
-            axes_dims_rope=(8, 4, 4),
-        )
-        torch.manual_seed(0)
-        vae = AutoencoderKLQwenImage(
-            base_dim=24,
-            z_dim=4,
-            dim_mult=[1, 2, 4],
-            num_res_blocks=1,
-            temperal_downsample=[False, True],
-            latents_mean=[0.0] * 4,
-            latents_std=[1.0] * 4,
-        )
-        ids = tokenizer.convert_tokens_to_ids(["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|im_end|>"])
-        torch.manual_seed(0)
-        text_encoder = Qwen2_5_VLForConditionalGeneration(
-            Qwen2_5_VLConfig(
-                text_config={
-                    "hidden_size": 16,
-                    "intermediate_size": 16,
-                    "num_hidden_layers": 2,
-                    "num_attention_heads": 2,
-                    "num_key_value_heads": 2,
-                    "rope_scaling": {"mrope_section": [1, 1, 2], "rope_type": "default", "type": "default"},
-                    "rope_theta": 1000000.0,
-                    "vocab_size": len(tokenizer),
-                    "bos_token_id": ids[3],
-                    "eos_token_id": ids[3],
-                },
-                vision_config={
-                    "depth": 2,
-                    "hidden_size": 16,
-                    "intermediate_size": 16,
-                    "num_heads": 2,
-                    "out_hidden_size": 16,
-                },
-                vision_start_token_id=ids[0],
-                vision_end_token_id=ids[1],
-                image_token_id=ids[2],
-            )
-        ).eval()
+        tokenizer = _qwen_vl_tokenizer()
         return QwenImagePipeline(
-            transformer=transformer,
-            vae=vae,
+            transformer=_qwen_image_transformer(),
+            vae=_qwen_image_vae(24, [1, 2, 4], [False, True]),
             scheduler=FlowMatchEulerDiscreteScheduler(),
-            text_encoder=text_encoder,
+            text_encoder=_qwen_vl_text_encoder(tokenizer),
             tokenizer=tokenizer,
         )
 
     return _pipeline(path, make)
+
+
+def _build_qwen_image_edit(path: Path, pipeline_class: str) -> pathlib.Path:
+    def make() -> Any:
+        import diffusers
+        from transformers import Qwen2VLImageProcessor, Qwen2VLProcessor
+        from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
+
+        tokenizer = _qwen_vl_tokenizer(video=True)
+        # The text encoder sees the picture at the smallest size the processor allows (4 merged patches).
+        processor = Qwen2VLProcessor(
+            image_processor=Qwen2VLImageProcessor(min_pixels=56 * 56, max_pixels=56 * 56),
+            tokenizer=tokenizer,
+            video_processor=Qwen2VLVideoProcessor(),
+        )
+        return getattr(diffusers, pipeline_class)(
+            transformer=_qwen_image_transformer(),
+            # 16x down (four levels, base width 4): the pipeline VAE-encodes the input at about 1 MP
+            # whatever the output size, and this keeps that encode and its 1024 tokens cheap.
+            vae=_qwen_image_vae(4, [1, 2, 4, 4, 4], [False, False, True, True]),
+            scheduler=diffusers.FlowMatchEulerDiscreteScheduler(),
+            text_encoder=_qwen_vl_text_encoder(tokenizer),
+            tokenizer=tokenizer,
+            processor=processor,
+        )
+
+    return _pipeline(path, make)
+
+
+def build_qwen_image_edit(path: Path) -> pathlib.Path:
+    """Qwen-Image-Edit (`QwenImageEditPipeline`): an instruction edit of one picture, read by Qwen2.5-VL.
+
+    Its `Qwen2VLProcessor` needs torchvision (transformers builds the video processor even for
+    pictures), so this model is not in :data:`~mediagen_testkit.tiny.TINY_MODEL_NAMES`.
+    """
+    return _build_qwen_image_edit(path, "QwenImageEditPipeline")
+
+
+def build_qwen_image_edit_plus(path: Path) -> pathlib.Path:
+    """Qwen-Image-Edit Plus (`QwenImageEditPlusPipeline`): an edit from several reference pictures; needs torchvision."""
+    return _build_qwen_image_edit(path, "QwenImageEditPlusPipeline")
 
 
 def build_hidream(path: Path) -> pathlib.Path:
@@ -1265,6 +1329,8 @@ FAMILY_BUILDERS: dict[str, Callable[[Path], pathlib.Path]] = {
     "flux2-klein": build_flux2_klein,
     "kolors": build_kolors,
     "qwen-image": build_qwen_image,
+    "qwen-image-edit": build_qwen_image_edit,
+    "qwen-image-edit-plus": build_qwen_image_edit_plus,
     "hidream": build_hidream,
     "lumina2": build_lumina2,
     "lumina": build_lumina,

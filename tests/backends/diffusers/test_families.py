@@ -27,8 +27,8 @@ TinyModel = Callable[[str], Path]
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserWarning")
 
 
-def _picture(side: int = 32) -> mg.Image:
-    rng = np.random.default_rng(0)
+def _picture(side: int = 32, seed: int = 0) -> mg.Image:
+    rng = np.random.default_rng(seed)
     return mg.Image.from_array(rng.integers(0, 256, (side, side, 3), dtype=np.uint8))
 
 
@@ -38,6 +38,7 @@ def _mask(side: int = 32) -> mg.Image:
 
 
 PICTURE = _picture()
+OTHER_PICTURE = _picture(seed=1)
 MASK = _mask()
 
 
@@ -99,6 +100,23 @@ CASES = [
     Case("kolors", _image(width=32, height=32), _T2I),
     Case("flux2-klein", _image(width=32, height=32), _T2I),
     Case("qwen-image", _image(width=32, height=32), _T2I),
+    # Their processor needs torchvision: `make test` runs these in a second environment that has it.
+    pytest.param(
+        Case(
+            "qwen-image-edit",
+            _image(prompt="make it night", image=PICTURE, width=32, height=32),
+            {**_T2I, "prompt": "make it night", "image": PICTURE},
+        ),
+        marks=pytest.mark.torchvision,
+    ),
+    pytest.param(
+        Case(
+            "qwen-image-edit-plus",
+            _image(prompt="make it night", image=PICTURE, images=[OTHER_PICTURE], width=32, height=32),
+            {**_T2I, "prompt": "make it night", "image": [PICTURE, OTHER_PICTURE]},
+        ),
+        marks=pytest.mark.torchvision,
+    ),
     # HiDream renders at a fixed area (128 x 128 latents a side); the request's size gives the aspect only.
     Case("hidream", _image(width=32, height=32), _T2I),
     Case("lumina2", _image(width=32, height=32), _T2I),
@@ -189,7 +207,12 @@ def _raw(directory: Path, kwargs: dict[str, Any], seed: int) -> np.ndarray[Any, 
 
     pipe = diffusers.DiffusionPipeline.from_pretrained(directory)
     pipe.set_progress_bar_config(disable=True)
-    args = {k: (v.to_pil().convert("RGB") if isinstance(v, mg.Image) else v) for k, v in kwargs.items()}
+    def pil(value: Any) -> Any:
+        if isinstance(value, list):
+            return [pil(v) for v in value]
+        return value.to_pil().convert("RGB") if isinstance(value, mg.Image) else value
+
+    args = {k: pil(v) for k, v in kwargs.items()}
     if "mask_image" in args:
         args["mask_image"] = args["mask_image"].convert("L")
     args["generator"] = [torch.Generator("cpu").manual_seed(seed)]
