@@ -138,14 +138,8 @@ def _plan_image(
     m = Mapper(info, view, ctx, req.n)
 
     m.each("prompt", req.prompt, "prompt")
-    m.each("negative_prompt", req.negative_prompt, "negative_prompt")
-    if req.negative_prompt is not None and m.accepts("true_cfg_scale") and (opts.true_cfg_scale or 0.0) <= 1.0:
-        ctx.warn(
-            "negative_prompt",
-            f"{view.class_name} is guidance-distilled: the negative prompt only acts with options.true_cfg_scale > 1",
-        )
+    m.guidance(req.guidance, req.negative_prompt, opts)
     m.shared("num_inference_steps", req.steps, "steps")
-    m.shared("guidance_scale", req.guidance, "guidance")
     m.shared("strength", req.strength, "strength")
     m.shared("controlnet_conditioning_scale", req.control_scale, "control_scale")
     m.options(opts)
@@ -221,10 +215,10 @@ def _plan_video(req: VideoRequest, info: ModelInfo, opts: DiffusersOptions, ctx:
         m.inputs["prompt"] = [req.prompt or ""] * req.n
     elif req.prompt:
         m.unsupported("prompt", f"{name} is conditioned on the image only; the prompt was ignored")
-    m.each("negative_prompt", req.negative_prompt, "negative_prompt")
     m.shared("num_inference_steps", req.steps, "steps")
     # SVD ramps guidance from the first frame to the last; `guidance` sets where it ends.
-    m.shared("max_guidance_scale" if m.accepts("max_guidance_scale") else "guidance_scale", req.guidance, "guidance")
+    scale_name = "max_guidance_scale" if m.accepts("max_guidance_scale") else "guidance_scale"
+    m.guidance(req.guidance, req.negative_prompt, opts, scale_name=scale_name)
     m.options(opts)
 
     size = _video_size(req, view, ctx)

@@ -41,7 +41,7 @@ class DiffusersOptions(BaseModel):
     guidance_rescale: float | None = Field(None, ge=0.0, le=1.0)
     """Rescales guided noise to fix over-exposure (SD, SDXL, LTX); 0.7 is the paper's value."""
     true_cfg_scale: float | None = Field(None, ge=0.0, le=100.0)
-    """Real classifier-free guidance for guidance-distilled models (Flux): above 1 the negative prompt takes effect."""
+    """Real classifier-free guidance (a second pass with the negative prompt) where the pipeline has it: above 1, with a negative prompt (see *Two kinds of guidance*)."""
     clip_skip: int | None = Field(None, ge=0, le=12)
     """CLIP layers to skip from the end when encoding the prompt (some fine-tunes expect 1 or 2)."""
     eta: float | None = Field(None, ge=0.0, le=1.0)

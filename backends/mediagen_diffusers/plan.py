@@ -14,7 +14,7 @@ from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from mediagen import LoRA
+from mediagen import InvalidRequestError, LoRA
 
 from .options import SELECTORS, DiffusersOptions, pipeline_kwargs
 
@@ -117,6 +117,8 @@ class Mapper:
         self.n = n
         self.call: dict[str, Any] = {}
         self.inputs: dict[str, list[Any]] = {}
+        self.handled: set[str] = set()
+        """Named options a method here has applied itself (`options` leaves them out)."""
 
     def accepts(self, name: str) -> bool:
         return name in self.view.params
@@ -137,6 +139,72 @@ class Mapper:
         else:
             self.unsupported(field_name, f"{self.view.class_name} has no {name} argument; it was ignored")
 
+    def guidance(
+        self,
+        guidance: float | None,
+        negative_prompt: str | None,
+        opts: DiffusersOptions,
+        *,
+        scale_name: str = "guidance_scale",
+    ) -> None:
+        """`guidance` and `negative_prompt`, for whichever classifier-free guidance the pipeline runs.
+
+        Most pipelines guide with `guidance_scale` (`scale_name`) and the negative prompt. Those that
+        also take `true_cfg_scale` come in two kinds, told apart by that argument's default:
+
+        - above 1 (Qwen-Image and its edit pipelines): real CFG is their guidance, and it runs only
+          with a negative prompt (their `guidance_scale` serves guidance-distilled checkpoints and is
+          ignored otherwise). `guidance` sets `true_cfg_scale`, with an empty negative prompt when
+          none is given: diffusers' documented way to switch it on.
+        - 1 (FLUX, HunyuanVideo): `guidance_scale` is the distilled guidance; the negative prompt acts
+          only with `options.true_cfg_scale` > 1.
+
+        A negative prompt that would not act is not passed (with a warning), and a pipeline that
+        would run no CFG is called with `true_cfg_scale=1`: the same computation as its default,
+        without the pipeline's own log line about it.
+
+        Raises:
+            InvalidRequestError: Both `guidance` and `options.true_cfg_scale` given where they are
+                the same setting.
+        """
+        if not self.accepts("true_cfg_scale"):
+            self.each("negative_prompt", negative_prompt, "negative_prompt")
+            self.shared(scale_name, guidance, "guidance")
+            return
+        name = self.view.class_name
+        default = self.view.defaults.get("true_cfg_scale")
+        cfg_by_default = isinstance(default, int | float) and default > 1
+        chosen = opts.true_cfg_scale
+        if cfg_by_default and guidance is not None:
+            if chosen is not None:
+                raise InvalidRequestError(
+                    f"{name} guides with true_cfg_scale, which `guidance` sets: give guidance or "
+                    "options.true_cfg_scale, not both"
+                )
+            chosen = guidance
+            if negative_prompt is None and guidance > 1:
+                negative_prompt = " "
+        elif not cfg_by_default:
+            self.shared(scale_name, guidance, "guidance")
+        scale = chosen if chosen is not None else default if isinstance(default, int | float) else 1.0
+        if negative_prompt is not None and scale <= 1:
+            self.unsupported(
+                "negative_prompt",
+                f"{name} uses a negative prompt only with true_cfg_scale > 1 (options.true_cfg_scale; "
+                f"here {scale:g}); it was not used",
+            )
+            negative_prompt = None
+        if negative_prompt is None and scale > 1:
+            if chosen is not None:
+                self.unsupported(
+                    "options.true_cfg_scale",
+                    f"{name} runs true_cfg_scale only with a negative prompt; without one it was not used",
+                )
+            scale = 1.0
+        self.each("negative_prompt", negative_prompt, "negative_prompt")
+        self.call["true_cfg_scale"] = scale
+        self.handled.add("true_cfg_scale")
+
     def unsupported(self, field_name: str, details: str) -> None:
         self.ctx.warn(field_name, details)
 
@@ -148,7 +216,7 @@ class Mapper:
             skip: Options the caller applies itself (not passed to the pipeline).
         """
         for name in DiffusersOptions.model_fields:
-            if name not in SELECTORS and name not in skip:
+            if name not in SELECTORS and name not in skip and name not in self.handled:
                 self.shared(name, getattr(opts, name), f"options.{name}")
         # The pipeline's own arguments, checked against its signature.
         self.call.update(pipeline_kwargs(opts, self.view))

@@ -20,6 +20,7 @@ import pytest
 
 import mediagen as mg
 from mediagen_diffusers import DiffusersBackend
+from mediagen_testkit.counting import AttentionCount, count_attention
 from mediagen_testkit.quality import psnr
 
 TinyModel = Callable[[str], Path]
@@ -31,26 +32,10 @@ STEPS = 8
 THRESHOLD = 0.5
 
 
-class AttentionCount:
-    """Counts `torch.nn.functional.scaled_dot_product_attention` calls (diffusers looks it up per call)."""
-
-    def __init__(self) -> None:
-        self.calls = 0
-
-
 @pytest.fixture
-def attention(monkeypatch: pytest.MonkeyPatch) -> Iterator[AttentionCount]:
-    import torch
-
-    count = AttentionCount()
-    original = torch.nn.functional.scaled_dot_product_attention
-
-    def counting(*args: Any, **kwargs: Any) -> Any:
-        count.calls += 1
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", counting)
-    yield count
+def attention() -> Iterator[AttentionCount]:
+    with count_attention() as count:
+        yield count
 
 
 def request(seed: int = 1) -> mg.ImageRequest:

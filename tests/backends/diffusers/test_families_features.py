@@ -5,7 +5,9 @@ flags, previews, and the generated family table in the docs.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,7 @@ import pytest
 
 import mediagen as mg
 from mediagen.cli import main
+from mediagen_testkit.counting import count_attention
 
 TinyModel = Callable[[str], Path]
 
@@ -190,6 +193,113 @@ async def test_options_pass_pipeline_arguments_checked_against_call(tiny_model: 
             await client.image("a fox", model=model, steps=2, options={"height": 64})
         with pytest.raises(mg.InvalidRequestError, match="out of range"):
             await client.image("a fox", model=model, steps=2, options={"use_resolution_binning": 10**12})
+
+
+# -- the two kinds of classifier-free guidance -------------------------------------------------------
+
+
+class _LibraryLines(logging.Handler):
+    """What diffusers' loggers print (their root logger does not propagate to Python's)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+def _raw_image(directory: Path, seed: int, **kwargs: Any) -> tuple[np.ndarray[Any, Any], int]:
+    """Raw diffusers' picture for "a fox" at 32 px in 2 steps, and the attention calls it made."""
+    import diffusers
+    import torch
+
+    pipe = diffusers.DiffusionPipeline.from_pretrained(directory)
+    pipe.set_progress_bar_config(disable=True)
+    with torch.inference_mode(), count_attention() as count:
+        out = pipe(
+            prompt="a fox",
+            num_inference_steps=2,
+            height=32,
+            width=32,
+            generator=torch.Generator("cpu").manual_seed(seed),
+            **kwargs,
+        )
+    return np.asarray(out.images[0].convert("RGB"), dtype=np.int16), count.calls
+
+
+async def _image(client: mg.Client, model: str, **fields: Any) -> tuple[mg.Result, int]:
+    """The SDK's picture for the same call, and the attention calls it made."""
+    with count_attention() as count:
+        result = await client.image("a fox", model=model, steps=2, seed=1, width=32, height=32, **fields)
+    return result, count.calls
+
+
+def _close(result: mg.Result, raw: np.ndarray[Any, Any]) -> bool:
+    pixels = _pixels(result.artifacts[0])
+    return pixels.shape == raw.shape and bool(np.abs(pixels - raw).max() <= 1)
+
+
+# A tiny random model's picture hardly moves with the prompt or guidance (within a level or two),
+# so whether a guidance pass ran is told by the work: a CFG step runs the transformer twice.
+
+
+async def test_guidance_sets_real_cfg_on_a_pipeline_whose_guidance_it_is(tiny_model: TinyModel) -> None:
+    """Qwen-Image guides only with true_cfg_scale (default 4) and a negative prompt; `guidance` sets it."""
+    directory = tiny_model("qwen-image")
+    model = f"diffusers:{directory}"
+    lines = _LibraryLines()
+    logging.getLogger("diffusers").addHandler(lines)
+    try:
+        async with _client() as client:
+            await client.image("a fox", model=model, steps=1, width=32, height=32)  # loads the model
+            plain, plain_work = await _image(client, model)
+            negative, negative_work = await _image(client, model, negative_prompt="blurry")
+            guided, guided_work = await _image(client, model, guidance=5.0)
+            unused, unused_work = await _image(client, model, negative_prompt="blurry", options={"true_cfg_scale": 1.0})
+            with pytest.raises(mg.InvalidRequestError, match="not both"):
+                await client.image("a fox", model=model, steps=2, guidance=5.0, options={"true_cfg_scale": 3.0})
+    finally:
+        logging.getLogger("diffusers").removeHandler(lines)
+    # Nothing from the pipeline about guidance it was not asked for (its default would log on every call).
+    assert not [line for line in lines.lines if "guidance" in line], lines.lines
+    assert not plain.warnings and not negative.warnings and not guided.warnings
+    # The negative prompt acts at the pipeline's own default scale; `guidance` is that scale, with
+    # an empty negative prompt when none is given (diffusers' documented switch).
+    raw_plain, raw_plain_work = await asyncio.to_thread(_raw_image, directory, 1)
+    raw_negative, raw_negative_work = await asyncio.to_thread(_raw_image, directory, 1, negative_prompt="blurry")
+    raw_guided, raw_guided_work = await asyncio.to_thread(
+        _raw_image, directory, 1, negative_prompt=" ", true_cfg_scale=5.0
+    )
+    assert _close(plain, raw_plain) and plain_work == raw_plain_work
+    assert _close(negative, raw_negative) and negative_work == raw_negative_work
+    assert _close(guided, raw_guided) and guided_work == raw_guided_work
+    assert negative_work > plain_work and guided_work > plain_work
+    assert guided.raw["call"]["true_cfg_scale"] == 5.0
+    # A negative prompt at scale 1 does nothing: said, and no guidance pass runs.
+    assert [w.feature for w in unused.warnings] == ["negative_prompt"]
+    assert "true_cfg_scale > 1" in unused.warnings[0].message
+    assert _close(unused, raw_plain) and unused_work == plain_work
+
+
+async def test_a_negative_prompt_on_a_guidance_distilled_pipeline_is_said_to_need_true_cfg(
+    tiny_model: TinyModel,
+) -> None:
+    """FLUX: `guidance` is the distilled guidance; real CFG (and the negative prompt) only with options."""
+    model = f"diffusers:{tiny_model('flux')}"
+    async with _client() as client:
+        await client.image("a fox", model=model, steps=1, width=32, height=32)  # loads the model
+        _, plain_work = await _image(client, model)
+        ignored, ignored_work = await _image(client, model, negative_prompt="blurry")
+        lone_scale, lone_scale_work = await _image(client, model, options={"true_cfg_scale": 2.0})
+        real, real_work = await _image(client, model, negative_prompt="blurry", options={"true_cfg_scale": 2.0})
+        distilled, distilled_work = await _image(client, model, guidance=7.0)
+    assert [w.feature for w in ignored.warnings] == ["negative_prompt"]
+    assert [w.feature for w in lone_scale.warnings] == ["options.true_cfg_scale"]
+    assert not real.warnings and not distilled.warnings
+    assert ignored_work == lone_scale_work == distilled_work == plain_work
+    assert real_work > plain_work
+    assert distilled.raw["call"]["guidance_scale"] == 7.0 and real.raw["call"]["true_cfg_scale"] == 2.0
 
 
 # -- safety flags ----------------------------------------------------------------------------------
