@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import platform
 import secrets
 import threading
@@ -719,7 +720,9 @@ class DiffusersBackend(Backend):
                     detail=str(exc),
                 ) from exc
             raise GenerationFailedError(
-                f"{plan.class_name} failed: {type(exc).__name__}: {exc}", model=info.model, detail=str(exc)
+                f"{plan.class_name} failed: {type(exc).__name__}: {exc}{_strength_hint(info, plan)}",
+                model=info.model,
+                detail=str(exc),
             ) from exc
 
     @contextlib.contextmanager
@@ -728,6 +731,28 @@ class DiffusersBackend(Backend):
             yield
         except Exception as exc:
             raise GenerationFailedError(f"could not place {what} on the device: {exc}", model=what) from exc
+
+
+def _strength_hint(info: ModelInfo, plan: Plan) -> str:
+    """Why an image-to-image call may have failed: too few steps for its strength.
+
+    Most image-to-image pipelines denoise `int(steps * strength)` steps and fail deep inside (an
+    empty tensor, a reshape of 0 elements) when that is 0, e.g. 2 steps at SDXL's default 0.3.
+    Others round differently and run, so this is a hint on a failure, never a refusal up front.
+    """
+    view = info.views.get(plan.view)
+    if view is None or "strength" not in view.params or "image" not in plan.inputs:
+        return ""
+    steps = plan.call.get("num_inference_steps", view.defaults.get("num_inference_steps"))
+    strength = plan.call.get("strength", view.defaults.get("strength"))
+    if not isinstance(steps, int | float) or not isinstance(strength, int | float) or strength <= 0:
+        return ""
+    if steps * strength >= 1:
+        return ""
+    return (
+        f" ({steps:g} steps at strength {strength:g} leave {steps * strength:g} of a denoising step: raise steps "
+        f"to at least {math.ceil(1 / strength)}, or the strength)"
+    )
 
 
 # -- previews --------------------------------------------------------------------------------------

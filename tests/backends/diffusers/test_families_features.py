@@ -51,6 +51,16 @@ async def test_a_refiner_serves_image_to_image_only(tiny_model: TinyModel) -> No
             await client.image("a fox", model=refiner, steps=2, width=32, height=32)
 
 
+async def test_too_few_steps_for_the_strength_is_named_in_the_failure(tiny_model: TinyModel) -> None:
+    """2 steps at the refiner's default strength 0.3 leave no step; diffusers fails deep inside."""
+    refiner = f"diffusers:{tiny_model('sdxl-refiner')}"
+    async with _client() as client:
+        with pytest.raises(mg.GenerationFailedError, match=r"2 steps at strength 0\.3 .* at least 4, or the strength"):
+            await client.image("a fox", model=refiner, image=_picture(), steps=2)
+        done = await client.image("a fox", model=refiner, image=_picture(), steps=4)
+    assert done.artifacts[0].to_pil().size == (32, 32)
+
+
 async def test_families_outside_the_auto_pipeline_tables_are_served(tiny_model: TinyModel) -> None:
     async with _client() as client:
         backend = await client.backend("diffusers")
