@@ -40,7 +40,7 @@ __all__ = [
 ]
 
 #: Bumped whenever a recipe changes, so that caches built by an older recipe are not reused.
-TINY_MODELS_VERSION = 2
+TINY_MODELS_VERSION = 3
 
 
 _PIPELINE_MARKER = "model_index.json"
@@ -1077,7 +1077,11 @@ def build_audioldm2(path: str | os.PathLike[str]) -> pathlib.Path:
             )
         )
         torch.manual_seed(0)
-        language_model = GPT2LMHeadModel(GPT2Config(n_embd=16, n_head=2, n_layer=2, vocab_size=64, n_positions=99))
+        # GPT-2's default bos/eos ids (50256) lie outside this vocabulary; the pipeline feeds the model
+        # embeddings and never reads them, but transformers warns about them on every load.
+        language_model = GPT2LMHeadModel(
+            GPT2Config(n_embd=16, n_head=2, n_layer=2, vocab_size=64, n_positions=99, bos_token_id=0, eos_token_id=0)
+        )
         language_model.config.max_new_tokens = 8
         torch.manual_seed(0)
         projection_model = AudioLDM2ProjectionModel(text_encoder_dim=16, text_encoder_1_dim=32, langauge_model_dim=16)
