@@ -27,6 +27,9 @@ from .tiny_recipes import (
     build_controlnet,
     build_sd,
     clip_tokenizer,
+    wan_text_encoder,
+    wan_transformer,
+    wan_vae,
 )
 
 __all__ = ["FAMILY_BUILDERS", "family_builders"]
@@ -230,6 +233,21 @@ def build_flux_kontext(path: Path) -> pathlib.Path:
         from diffusers import FluxKontextPipeline
 
         return FluxKontextPipeline(**_flux_parts(4, None, 1), image_encoder=None, feature_extractor=None)
+
+    return _pipeline(path, make)
+
+
+def build_flux_control(path: Path) -> pathlib.Path:
+    """FLUX.1 Canny/Depth (`FluxControlPipeline`): control built into the checkpoint, no ControlNet.
+
+    The control image's latents are concatenated to the transformer's input.
+    """
+
+    def make() -> Any:
+        from diffusers import FluxControlPipeline
+
+        # Packed 2x2: noisy latents (4) + control image latents (4); the output is the latents (4).
+        return FluxControlPipeline(**_flux_parts(8, 4, 1))
 
     return _pipeline(path, make)
 
@@ -966,50 +984,10 @@ def build_wan_i2v(path: Path) -> pathlib.Path:
 
     def make() -> Any:
         import torch
-        from diffusers import (
-            AutoencoderKLWan,
-            FlowMatchEulerDiscreteScheduler,
-            WanImageToVideoPipeline,
-            WanTransformer3DModel,
-        )
-        from transformers import CLIPVisionConfig, CLIPVisionModel, UMT5Config, UMT5EncoderModel
+        from diffusers import FlowMatchEulerDiscreteScheduler, WanImageToVideoPipeline
+        from transformers import CLIPVisionConfig, CLIPVisionModel
 
         tokenizer = _t5_tokenizer(model_max_length=512)
-        torch.manual_seed(0)
-        text_encoder = UMT5EncoderModel(
-            UMT5Config(
-                vocab_size=len(tokenizer),
-                d_model=32,
-                d_kv=8,
-                d_ff=32,
-                num_layers=2,
-                num_heads=4,
-                relative_attention_num_buckets=8,
-                pad_token_id=0,
-                eos_token_id=1,
-                decoder_start_token_id=0,
-            )
-        ).eval()
-        torch.manual_seed(0)
-        vae = AutoencoderKLWan(
-            base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1, temperal_downsample=[False, True, True]
-        )
-        torch.manual_seed(0)
-        transformer = WanTransformer3DModel(
-            patch_size=(1, 2, 2),
-            num_attention_heads=2,
-            attention_head_dim=12,
-            in_channels=36,
-            out_channels=16,
-            text_dim=32,
-            freq_dim=256,
-            ffn_dim=32,
-            num_layers=2,
-            cross_attn_norm=True,
-            qk_norm="rms_norm_across_heads",
-            rope_max_seq_len=32,
-            image_dim=4,
-        )
         torch.manual_seed(0)
         # The class Wan's checkpoints (and the pipeline's signature) use; diffusers' test recipe has
         # the projection variant, which makes the pipeline log a type mismatch on every load.
@@ -1023,17 +1001,55 @@ def build_wan_i2v(path: Path) -> pathlib.Path:
                 patch_size=8,
             )
         ).eval()
+        # Input: noisy latents (16) + the image's latents (16) + the frame mask (4).
         return WanImageToVideoPipeline(
             tokenizer=tokenizer,
-            text_encoder=text_encoder,
-            vae=vae,
+            text_encoder=wan_text_encoder(tokenizer),
+            vae=wan_vae(),
             scheduler=FlowMatchEulerDiscreteScheduler(shift=7.0),
-            transformer=transformer,
+            transformer=wan_transformer(36, image_dim=4),
             image_encoder=image_encoder,
             image_processor=_clip_image_processor(crop_size=32, size={"shortest_edge": 32}),
         )
 
     return _pipeline(path, make)
+
+
+def _build_wan22(path: Path, pipeline_class: str, in_channels: int) -> pathlib.Path:
+    def make() -> Any:
+        import diffusers
+
+        tokenizer = _t5_tokenizer(model_max_length=512)
+        extra = {"image_encoder": None, "image_processor": None} if in_channels != 16 else {}
+        return getattr(diffusers, pipeline_class)(
+            tokenizer=tokenizer,
+            text_encoder=wan_text_encoder(tokenizer),
+            vae=wan_vae(),
+            scheduler=diffusers.FlowMatchEulerDiscreteScheduler(shift=7.0),
+            transformer=wan_transformer(in_channels),
+            # Other weights than the first expert's, so a call that skipped it would show.
+            transformer_2=wan_transformer(in_channels, seed=1),
+            boundary_ratio=0.875 if in_channels == 16 else 0.9,
+            **extra,
+        )
+
+    return _pipeline(path, make)
+
+
+def build_wan22_t2v(path: Path) -> pathlib.Path:
+    """Wan 2.2 text-to-video A14B (`WanPipeline` with two experts).
+
+    `transformer` denoises the high-noise steps, `transformer_2` those below `boundary_ratio`.
+    """
+    return _build_wan22(path, "WanPipeline", 16)
+
+
+def build_wan22_i2v(path: Path) -> pathlib.Path:
+    """Wan 2.2 image-to-video A14B (`WanImageToVideoPipeline`, two experts, no CLIP image encoder).
+
+    Its input: noisy latents (16) + the image's latents (16) + the frame mask (4).
+    """
+    return _build_wan22(path, "WanImageToVideoPipeline", 36)
 
 
 def build_ltx(path: Path) -> pathlib.Path:
@@ -1322,6 +1338,7 @@ FAMILY_BUILDERS: dict[str, Callable[[Path], pathlib.Path]] = {
     "flux": build_flux,
     "flux-fill": build_flux_fill,
     "flux-kontext": build_flux_kontext,
+    "flux-control": build_flux_control,
     "sd3": build_sd3,
     "sdxl": build_sdxl,
     "sdxl-refiner": build_sdxl_refiner,
@@ -1336,6 +1353,8 @@ FAMILY_BUILDERS: dict[str, Callable[[Path], pathlib.Path]] = {
     "lumina2": build_lumina2,
     "lumina": build_lumina,
     "wan-i2v": build_wan_i2v,
+    "wan22-t2v": build_wan22_t2v,
+    "wan22-i2v": build_wan22_i2v,
     "ltx": build_ltx,
     "cogvideox": build_cogvideox,
     "mochi": build_mochi,

@@ -24,6 +24,9 @@ __all__ = [
     "MUSICGEN_SAMPLING_RATE",
     "STABLE_AUDIO_SAMPLING_RATE",
     "TINY_MODELS_VERSION",
+    "wan_text_encoder",
+    "wan_transformer",
+    "wan_vae",
     "VITS_SAMPLING_RATE",
     "build_audioldm2",
     "build_controlnet",
@@ -363,6 +366,62 @@ def build_lora(path: str | os.PathLike[str], sd_path: str | os.PathLike[str]) ->
 # --------------------------------------------------------------------------------------------------------
 
 
+def wan_text_encoder(tokenizer: Any) -> Any:
+    """A 2-layer UMT5 encoder, as the Wan checkpoints use, reading `tokenizer`'s ids."""
+    import torch
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    torch.manual_seed(0)
+    return UMT5EncoderModel(
+        UMT5Config(
+            vocab_size=len(tokenizer),
+            d_model=32,
+            d_kv=8,
+            d_ff=32,
+            num_layers=2,
+            num_heads=4,
+            relative_attention_num_buckets=8,
+            pad_token_id=0,
+            eos_token_id=1,
+            decoder_start_token_id=0,
+        )
+    ).eval()
+
+
+def wan_vae() -> Any:
+    """A Wan VAE of width 3: 8x spatial and 4x temporal compression to 16 channels."""
+    import torch
+    from diffusers import AutoencoderKLWan
+
+    torch.manual_seed(0)
+    return AutoencoderKLWan(
+        base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1, temperal_downsample=[False, True, True]
+    )
+
+
+def wan_transformer(in_channels: int, image_dim: int | None = None, *, seed: int = 0) -> Any:
+    """A 2-layer Wan transformer; `image_dim` is the width of CLIP image embeddings it reads, if any."""
+    import torch
+    from diffusers import WanTransformer3DModel
+
+    torch.manual_seed(seed)
+    return WanTransformer3DModel(
+        patch_size=(1, 2, 2),
+        num_attention_heads=2,
+        attention_head_dim=12,
+        in_channels=in_channels,
+        out_channels=16,
+        text_dim=32,
+        freq_dim=256,
+        ffn_dim=32,
+        num_layers=2,
+        cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads",
+        rope_max_seq_len=32,
+        image_dim=image_dim,
+    )
+
+
 def build_wan_t2v(path: str | os.PathLike[str]) -> pathlib.Path:
     """Build a tiny Wan 2.1 text-to-video pipeline (``WanPipeline``).
 
@@ -379,61 +438,15 @@ def build_wan_t2v(path: str | os.PathLike[str]) -> pathlib.Path:
     """
 
     def write(out: pathlib.Path) -> None:
-        import torch
-        from diffusers import (
-            AutoencoderKLWan,
-            FlowMatchEulerDiscreteScheduler,
-            WanPipeline,
-            WanTransformer3DModel,
-        )
-        from transformers import UMT5Config, UMT5EncoderModel
+        from diffusers import FlowMatchEulerDiscreteScheduler, WanPipeline
 
         tokenizer = _t5_tokenizer(model_max_length=512)
-        torch.manual_seed(0)
-        text_encoder = UMT5EncoderModel(
-            UMT5Config(
-                vocab_size=len(tokenizer),
-                d_model=32,
-                d_kv=8,
-                d_ff=32,
-                num_layers=2,
-                num_heads=4,
-                relative_attention_num_buckets=8,
-                pad_token_id=0,
-                eos_token_id=1,
-                decoder_start_token_id=0,
-            )
-        ).eval()
-        torch.manual_seed(0)
-        vae = AutoencoderKLWan(
-            base_dim=3,
-            z_dim=16,
-            dim_mult=[1, 1, 1, 1],
-            num_res_blocks=1,
-            temperal_downsample=[False, True, True],
-        )
-        torch.manual_seed(0)
-        transformer = WanTransformer3DModel(
-            patch_size=(1, 2, 2),
-            num_attention_heads=2,
-            attention_head_dim=12,
-            in_channels=16,
-            out_channels=16,
-            text_dim=32,
-            freq_dim=256,
-            ffn_dim=32,
-            num_layers=2,
-            cross_attn_norm=True,
-            qk_norm="rms_norm_across_heads",
-            rope_max_seq_len=32,
-        )
-        scheduler = FlowMatchEulerDiscreteScheduler(shift=7.0)
         pipe: Any = WanPipeline(
             tokenizer=tokenizer,
-            text_encoder=text_encoder,
-            vae=vae,
-            scheduler=scheduler,
-            transformer=transformer,
+            text_encoder=wan_text_encoder(tokenizer),
+            vae=wan_vae(),
+            scheduler=FlowMatchEulerDiscreteScheduler(shift=7.0),
+            transformer=wan_transformer(16),
         )
         pipe.save_pretrained(out)
 

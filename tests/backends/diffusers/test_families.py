@@ -76,6 +76,8 @@ def _audio(**fields: Any) -> Callable[[int, int], mg.Request]:
 
 _T2I = {"prompt": "a red fox", "num_inference_steps": 2, "height": 32, "width": 32, "output_type": "pil"}
 _NO_BINNING = {"use_resolution_binning": False}
+_WAN_T2V = {"prompt": "waves", "num_inference_steps": 2, "height": 16, "width": 16, "num_frames": 5}
+_WAN_I2V = {**_WAN_T2V, "image": _picture(16)}
 
 CASES = [
     Case("sd", _image(width=32, height=32), _T2I),
@@ -96,6 +98,12 @@ CASES = [
         "flux-kontext",
         _image(prompt="make it night", image=PICTURE, options={"_auto_resize": False}),
         {**_T2I, "prompt": "make it night", "image": PICTURE, "max_area": 32 * 32, "_auto_resize": False},
+    ),
+    # FLUX.1 Canny/Depth: the control image is read by the checkpoint itself (no ControlNet).
+    Case(
+        "flux-control",
+        _image(control_image=PICTURE, width=32, height=32),
+        {**_T2I, "control_image": PICTURE},
     ),
     Case("kolors", _image(width=32, height=32), _T2I),
     Case("flux2-klein", _image(width=32, height=32), _T2I),
@@ -123,23 +131,11 @@ CASES = [
     Case("lumina", _image(width=32, height=32), _T2I),
     Case("pixart", _image(width=32, height=32, options=_NO_BINNING), {**_T2I, **_NO_BINNING}),
     Case("sana", _image(width=32, height=32, options=_NO_BINNING), {**_T2I, **_NO_BINNING}),
-    Case(
-        "wan-t2v",
-        _video(width=16, height=16, frames=5),
-        {"prompt": "waves", "num_inference_steps": 2, "height": 16, "width": 16, "num_frames": 5},
-    ),
-    Case(
-        "wan-i2v",
-        _video(image=_picture(16), frames=5),
-        {
-            "prompt": "waves",
-            "image": _picture(16),
-            "num_inference_steps": 2,
-            "height": 16,
-            "width": 16,
-            "num_frames": 5,
-        },
-    ),
+    Case("wan-t2v", _video(width=16, height=16, frames=5), _WAN_T2V),
+    Case("wan-i2v", _video(image=_picture(16), frames=5), _WAN_I2V),
+    # Wan 2.2 A14B: two experts split the schedule at `boundary_ratio`; its image-to-video has no CLIP.
+    Case("wan22-t2v", _video(width=16, height=16, frames=5), _WAN_T2V),
+    Case("wan22-i2v", _video(image=_picture(16), frames=5), _WAN_I2V),
     Case(
         "ltx",
         _video(width=32, height=32, frames=9),
