@@ -469,7 +469,7 @@ class DiffusersBackend(Backend):
         # Compiled graphs are reused only for a batch size they were compiled for: pad the batch up
         # to its bucket with copies of its last input; those outputs are made and thrown away.
         buckets = self._speed.buckets
-        pad = bucket_for(len(seeds), buckets) - len(seeds) if buckets and not plan.one_at_a_time else 0
+        pad = 0 if plan.one_at_a_time else bucket_for(len(seeds), buckets) - len(seeds)
         if plan.per_prompt:
             # Every request of this batch has the very same inputs (they are in the batch key):
             # pass them once, and ask for all the outputs through `num_*_per_prompt`.
@@ -502,11 +502,11 @@ class DiffusersBackend(Backend):
                 model=info.model,
             )
         del values[len(seeds) :], nsfw[len(seeds) :]
-        loaded = self._loaded.get(info.model)
-        if loaded is not None and loaded.compile_cache is not None:
+        loaded = self._loaded[info.model]
+        if loaded.compile_cache is not None:
             # After the first batch of each new shape, so that a restart finds it compiled.
             loaded.compile_cache.save_if_new()
-        approx = self._loaded[info.model].approx
+        approx = loaded.approx
         approximate = tuple(approx.applied) if approx else ()
         shares: list[_Share] = []
         start = 0

@@ -48,7 +48,6 @@ Upload = Callable[[bytes, str, str], Awaitable[str]]
 """`(data, file name, media type)` → the URL of the stored file."""
 
 _URL_PREFIXES = ("https://", "http://", "data:")
-_RETRYABLE = frozenset({408, 429, 500, 502, 503, 504})
 
 
 def output_files(output: Any, order: Sequence[str] = ()) -> Iterator[tuple[str, str, str | None]]:

@@ -50,9 +50,9 @@ DEFAULT_TIMEOUT_S = 600.0
 class CappedTransport(httpx.AsyncBaseTransport):
     """An httpx transport whose answers stop being read past `max_bytes` (`MediaTooLargeError`)."""
 
-    def __init__(self, max_bytes: int = MAX_API_BODY_BYTES, *, limits: httpx.Limits | None = None) -> None:
+    def __init__(self, max_bytes: int = MAX_API_BODY_BYTES, *, limits: httpx.Limits) -> None:
         self.max_bytes = max_bytes
-        self._inner = httpx.AsyncHTTPTransport(limits=limits or httpx.Limits(max_connections=1000))
+        self._inner = httpx.AsyncHTTPTransport(limits=limits)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         response = await self._inner.handle_async_request(request)
