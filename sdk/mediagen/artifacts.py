@@ -224,9 +224,7 @@ class Artifact:
         from ._files import exists_error, write_atomic, write_new
 
         target, derived = self._save_target(path)
-        wanted = media_type_for_name(target.name)
-        if wanted is None:
-            raise ValueError(f"cannot tell a format from {target.name!r}: add a suffix such as {self._suffixes()}")
+        self._format_for(target.name)  # a bad suffix fails before anything is checked or created
         if not overwrite and not derived and os.path.lexists(target):
             # Refuse before encoding (cheap); the write itself refuses again, atomically.
             raise exists_error(target)
@@ -242,6 +240,13 @@ class Artifact:
             write_atomic(sidecar_path(target), sidecar, overwrite=True)
         return target
 
+    def _format_for(self, name: str) -> str:
+        """The media type a file called `name` is written as (ValueError when its suffix names none)."""
+        wanted = media_type_for_name(name)
+        if wanted is None:
+            raise ValueError(f"cannot tell a format from {name!r}: add a suffix such as {self._suffixes()}")
+        return wanted
+
     def file_payload(self, name: str) -> tuple[bytes, bytes | None]:
         """The bytes `save` writes for a file called `name`, and those of its sidecar (or None).
 
@@ -252,9 +257,7 @@ class Artifact:
         Raises:
             ValueError: The suffix names no format this kind of artifact can be saved as.
         """
-        wanted = media_type_for_name(name)
-        if wanted is None:
-            raise ValueError(f"cannot tell a format from {name!r}: add a suffix such as {self._suffixes()}")
+        wanted = self._format_for(name)
         if self.is_loaded and self._data is None:
             payload = self._encode_as(wanted)
         else:

@@ -284,7 +284,7 @@ async def run_batch(
         path: The JSONL file.
         out_dir: Where outputs and `manifest.jsonl` go (created if missing): a path, or any fsspec
             URL (`s3://bucket/run`, `file:///shared/run`) with its package installed, or an
-            `OutputDir` already opened.
+            `OutputDir` already opened and prepared.
         client: The client that runs the requests.
         model: Model for lines that name none (else the configured default).
         concurrency: How many lines run at once.
@@ -299,8 +299,11 @@ async def run_batch(
         ConfigError: The output directory cannot be used (an unknown URL scheme, a missing
             package, an unreachable host).
     """
-    out = out_dir if isinstance(out_dir, OutputDir) else open_output(out_dir)
-    await asyncio.to_thread(out.prepare)
+    if isinstance(out_dir, OutputDir):
+        out = out_dir  # opened and prepared by the caller (the Ray engine checks it before starting)
+    else:
+        out = open_output(out_dir)
+        await asyncio.to_thread(out.prepare)
     lines = parse_lines(path, model=model)
     manifest = await asyncio.to_thread(_Manifest.load, out)
     # One listing up front (a URL's every lookup is a round trip); the run keeps it current.

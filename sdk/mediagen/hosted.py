@@ -110,8 +110,7 @@ async def download_all(
         async with gate:
             data = await (retry.run(once, is_retryable=in_transit) if retry is not None else once())
         sniffed = sniff_media_type(data)
-        kind = kind_of_media_type(sniffed)
-        if kind is not None and kind != artifact.kind and not (artifact.kind == "video" and sniffed == "image/gif"):
+        if kind_of_output(sniffed, artifact.kind) != artifact.kind:
             # The name said one kind, the bytes say another: the bytes win.
             return artifact_from_bytes(
                 data, media_type=sniffed, url=url, metadata=artifact.metadata, max_bytes=max_bytes, budget=budget

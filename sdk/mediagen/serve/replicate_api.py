@@ -303,7 +303,7 @@ async def create_file(request: Request) -> Response:
             request, [{"type": "invalid", "field": "metadata", "description": "metadata must be a JSON object"}]
         )
     token = request.state.token
-    file_id, _, _ = await asyncio.to_thread(
+    upload = await asyncio.to_thread(
         state.store.write_upload,
         data,
         filename,
@@ -311,8 +311,6 @@ async def create_file(request: Request) -> Response:
         content_type=content_type,
         metadata=metadata,
     )
-    upload = await asyncio.to_thread(state.store.get_upload, file_id, token.name if token else "")
-    assert upload is not None  # just written, by this token
     return JSONResponse(_file_json(request, upload), status_code=201)
 
 

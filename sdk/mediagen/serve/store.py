@@ -381,8 +381,8 @@ class PredictionStore:
         token: str = "",
         content_type: str = "application/octet-stream",
         metadata: dict[str, Any] | None = None,
-    ) -> tuple[str, str, str]:
-        """Keep an uploaded input file (`POST /v1/files`); returns its id, key and stored name.
+    ) -> UploadRecord:
+        """Keep an uploaded input file (`POST /v1/files`); returns its row.
 
         Its folder names (an id and a random key) are the permission to read it, as with outputs;
         its row says whose it is, for `GET`/`DELETE /v1/files/{id}` and the list.
@@ -409,7 +409,7 @@ class PredictionStore:
         )
         with self._lock:
             self._db.execute(f"INSERT INTO uploads ({', '.join(_UPLOAD_COLUMNS)}) VALUES ({', '.join('?' * 10)})", row)
-        return file_id, key, name
+        return UploadRecord(*row[:8], metadata=metadata or {}, created_at=row[9])
 
     def get_upload(self, file_id: str, token: str) -> UploadRecord | None:
         """A token's upload by id (None for another token's: tenants never see each other's files)."""

@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Literal
 
 from .._download import address_class
+from .._remote import is_loopback_host
 from ..webhooks import sign_webhook
 
 if TYPE_CHECKING:
@@ -97,7 +98,7 @@ class WebhookSender:
             kind: str | None = address_class(host)
         except ValueError:
             kind = None  # a host name
-        loopback = kind == "loopback" or host == "localhost"
+        loopback = is_loopback_host(host)
         if parts.scheme == "http" and not (loopback and self._allow_http == "loopback"):
             return "webhook must be an https:// URL (plain http goes only to loopback addresses)"
         if kind not in (None, "public") and not loopback:
