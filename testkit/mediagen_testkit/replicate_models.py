@@ -10,17 +10,15 @@ What a *simulation of Replicate* needs beyond `mediagen serve`'s own API lives h
 - Replicate's input validation (`validate_input`, `invalid_fields` in its wording);
 - `FaultPlan` (what to break) and `ServerStats` (what the server saw), used by the server's
   fault layer;
-- small helpers: `version_for`, `parse_duration`, `sign_webhook`, `tqdm_line`.
+- small helpers: `version_for`, `parse_duration`, `tqdm_line` (and `sign_webhook`, the SDK's, re-exported).
 
 The module imports only the standard library, numpy and Pillow (imageio when a video is made).
 """
 
 from __future__ import annotations
 
-import base64
 import functools
 import hashlib
-import hmac
 import json
 import math
 import re
@@ -29,6 +27,8 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import KW_ONLY, dataclass, field
 from typing import Any, Final, Protocol
+
+from mediagen.webhooks import sign_webhook  # re-exported: how Replicate signs, for tests
 
 from . import media_fixtures as media
 
@@ -120,24 +120,6 @@ def parse_duration(value: str, *, minimum_s: float = 5.0) -> float:
     return seconds
 
 
-def sign_webhook(secret: str, webhook_id: str, timestamp: int | str, body: bytes | str) -> str:
-    """Compute the ``webhook-signature`` header value the way Replicate does.
-
-    Args:
-        secret: The signing secret, ``"whsec_<base64 key>"``.
-        webhook_id: The ``webhook-id`` header value.
-        timestamp: The ``webhook-timestamp`` header value (unix seconds).
-        body: The exact request body.
-
-    Returns:
-        ``"v1,<base64 HMAC-SHA256>"``.
-    """
-    key = base64.b64decode(secret.split("_", 1)[1] if secret.startswith("whsec_") else secret)
-    text = body.decode() if isinstance(body, bytes) else body
-    digest = hmac.new(key, f"{webhook_id}.{timestamp}.{text}".encode(), hashlib.sha256).digest()
-    return "v1," + base64.b64encode(digest).decode()
-
-
 def tqdm_line(step: int, total: int, elapsed_s: float) -> str:
     """Format a progress line like tqdm's default, e.g. ``" 40%|████      | 2/5 [00:01<00:01,  1.57it/s]"``.
 
@@ -190,7 +172,6 @@ class FakeModel:
         extra_schemas: Other ``components.schemas`` entries that ``$ref``s in ``input_schema`` point at.
         run_seconds: Time from ``processing`` to the end, in model time (divided by the server's
             ``time_scale`` in real time).
-        queue_seconds: Time spent ``starting`` before ``processing`` (cold boot / queue), in model time.
         log_steps: Number of tqdm-like progress lines written to ``logs`` while processing.
         fail_with: When set, every prediction ends ``failed`` with this ``error``.
         seed_input: Name of the seed input that the server fills in when missing (``None``: none).
@@ -207,7 +188,6 @@ class FakeModel:
     output_schema: dict[str, Any] = field(default_factory=lambda: {"title": "Output"})
     extra_schemas: dict[str, dict[str, Any]] = field(default_factory=dict)
     run_seconds: float = 1.0
-    queue_seconds: float = 0.0
     log_steps: int = 0
     fail_with: str | None = None
     seed_input: str | None = "seed"
@@ -477,7 +457,6 @@ def image_model(
     name: str = "flux-schnell",
     official: bool = True,
     run_seconds: float = 1.0,
-    queue_seconds: float = 0.0,
     log_steps: int = 4,
     fail_with: str | None = None,
 ) -> FakeModel:
@@ -491,7 +470,6 @@ def image_model(
         name: Model name.
         official: Whether it can be run by name.
         run_seconds: Model latency in model time.
-        queue_seconds: Time spent ``starting``.
         log_steps: Progress lines to write.
         fail_with: Make every prediction fail with this error.
 
@@ -533,7 +511,6 @@ def image_model(
         input_schema=schema,
         output_schema=dict(_URI_ARRAY),
         run_seconds=run_seconds,
-        queue_seconds=queue_seconds,
         log_steps=log_steps,
         fail_with=fail_with,
         description="Fake fast text-to-image model (flux-schnell-like).",
@@ -549,7 +526,6 @@ def sdxl_model(
     name: str = "sdxl",
     version: str = SDXL_VERSION,
     run_seconds: float = 4.0,
-    queue_seconds: float = 0.0,
     log_steps: int = 5,
     fail_with: str | None = None,
 ) -> FakeModel:
@@ -563,7 +539,6 @@ def sdxl_model(
         name: Model name.
         version: 64-hex version id.
         run_seconds: Model latency in model time.
-        queue_seconds: Time spent ``starting``.
         log_steps: Progress lines to write.
         fail_with: Make every prediction fail with this error.
 
@@ -633,7 +608,6 @@ def sdxl_model(
         output_schema=dict(_URI_ARRAY),
         extra_schemas=extra,
         run_seconds=run_seconds,
-        queue_seconds=queue_seconds,
         log_steps=log_steps,
         fail_with=fail_with,
         description="Fake SDXL (version-addressed).",
@@ -646,7 +620,6 @@ def video_model(
     name: str = "video-01",
     official: bool = True,
     run_seconds: float = 30.0,
-    queue_seconds: float = 0.0,
     log_steps: int = 5,
     fail_with: str | None = None,
 ) -> FakeModel:
@@ -660,7 +633,6 @@ def video_model(
         name: Model name.
         official: Whether it can be run by name.
         run_seconds: Model latency in model time.
-        queue_seconds: Time spent ``starting``.
         log_steps: Progress lines to write.
         fail_with: Make every prediction fail with this error.
 
@@ -691,7 +663,6 @@ def video_model(
         input_schema=schema,
         output_schema=dict(_URI),
         run_seconds=run_seconds,
-        queue_seconds=queue_seconds,
         log_steps=log_steps,
         fail_with=fail_with,
         seed_input=None,
@@ -705,7 +676,6 @@ def audio_model(
     name: str = "musicgen",
     official: bool = False,
     run_seconds: float = 8.0,
-    queue_seconds: float = 0.0,
     log_steps: int = 4,
     fail_with: str | None = None,
 ) -> FakeModel:
@@ -720,7 +690,6 @@ def audio_model(
         name: Model name.
         official: Whether it can be run by name.
         run_seconds: Model latency in model time.
-        queue_seconds: Time spent ``starting``.
         log_steps: Progress lines to write.
         fail_with: Make every prediction fail with this error.
 
@@ -762,7 +731,6 @@ def audio_model(
         input_schema=schema,
         output_schema=dict(_URI),
         run_seconds=run_seconds,
-        queue_seconds=queue_seconds,
         log_steps=log_steps,
         fail_with=fail_with,
         description="Fake text-to-music model (musicgen-like).",
@@ -775,7 +743,6 @@ def tts_model(
     name: str = "kokoro-82m",
     official: bool = False,
     run_seconds: float = 2.0,
-    queue_seconds: float = 0.0,
     log_steps: int = 0,
     fail_with: str | None = None,
 ) -> FakeModel:
@@ -789,7 +756,6 @@ def tts_model(
         name: Model name.
         official: Whether it can be run by name.
         run_seconds: Model latency in model time.
-        queue_seconds: Time spent ``starting``.
         log_steps: Progress lines to write.
         fail_with: Make every prediction fail with this error.
 
@@ -821,7 +787,6 @@ def tts_model(
         input_schema=schema,
         output_schema=dict(_URI),
         run_seconds=run_seconds,
-        queue_seconds=queue_seconds,
         log_steps=log_steps,
         fail_with=fail_with,
         seed_input=None,
@@ -835,7 +800,6 @@ def mesh_model(
     name: str = "trellis",
     official: bool = False,
     run_seconds: float = 20.0,
-    queue_seconds: float = 0.0,
     log_steps: int = 4,
     fail_with: str | None = None,
 ) -> FakeModel:
@@ -849,7 +813,6 @@ def mesh_model(
         name: Model name.
         official: Whether it can be run by name.
         run_seconds: Model latency in model time.
-        queue_seconds: Time spent ``starting``.
         log_steps: Progress lines to write.
         fail_with: Make every prediction fail with this error.
 
@@ -914,7 +877,6 @@ def mesh_model(
         input_schema=schema,
         output_schema=out_schema,
         run_seconds=run_seconds,
-        queue_seconds=queue_seconds,
         log_steps=log_steps,
         fail_with=fail_with,
         description="Fake image-to-3D model (trellis-like).",
@@ -927,7 +889,6 @@ def i2v_model(
     name: str = "wan-2.1-i2v-480p",
     official: bool = True,
     run_seconds: float = 30.0,
-    queue_seconds: float = 0.0,
     log_steps: int = 5,
     fail_with: str | None = None,
 ) -> FakeModel:
@@ -940,7 +901,6 @@ def i2v_model(
         name: Model name.
         official: Whether it can be run by name.
         run_seconds: Model latency in model time.
-        queue_seconds: Time spent ``starting``.
         log_steps: Progress lines to write.
         fail_with: Make every prediction fail with this error.
 
@@ -975,7 +935,6 @@ def i2v_model(
         input_schema=schema,
         output_schema=dict(_URI),
         run_seconds=run_seconds,
-        queue_seconds=queue_seconds,
         log_steps=log_steps,
         fail_with=fail_with,
         description="Fake image-to-video model (wan-i2v-like).",

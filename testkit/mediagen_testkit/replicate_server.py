@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import ipaddress
 import json
 import math
 import mimetypes
@@ -44,6 +43,7 @@ from typing import Any, ClassVar, Final
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mediagen._config import Config
+from mediagen._remote import is_loopback_host
 from mediagen.artifacts import Artifact, Audio, Image, Mesh, Video
 from mediagen.backend import Backend, Capabilities, RunContext
 from mediagen.client import Client
@@ -166,9 +166,6 @@ def _webhooks_of(body: Any) -> list[tuple[str, frozenset[str]]]:
 
 
 def _modality(model: FakeModel) -> str:
-    modality = getattr(model, "modality", None)
-    if isinstance(modality, str):
-        return modality
     text = json.dumps(model.output_schema) + model.description.lower()
     for word, found in (("3d", "mesh"), ("video", "video"), ("music", "audio"), ("speech", "audio")):
         if word in text:
@@ -213,19 +210,12 @@ class _SimModel(ModelDescription):
 
     def model_json(self, base: str, run_count: int) -> dict[str, Any]:
         fake = self._model()
+        # serve's model object, with what Replicate says of its own public models.
         return {
+            **super().model_json(base, run_count),
             "url": f"https://replicate.com/{fake.ref}",
-            "owner": fake.owner,
-            "name": fake.name,
             "description": fake.description,
             "visibility": "public",
-            "github_url": None,
-            "paper_url": None,
-            "license_url": None,
-            "run_count": run_count,
-            "cover_image_url": None,
-            "default_example": None,
-            "latest_version": fake.version_json(),
             "is_official": fake.official,
         }
 
@@ -490,9 +480,11 @@ class _SimLayer:
                 # Checked here, on the model clock: serve's own minimum is scaled down with it.
                 await _problem(send, 422, str(exc), {}, title="Invalid Cancel-After header")
                 return
-            rewritten["cancel-after"] = f"{cancel_after_s * server.time_scale:.6f}"
+            # Rounded up: serve checks its scaled minimum again, and rounding down could fall below it.
+            rewritten["cancel-after"] = f"{math.ceil(cancel_after_s * server.time_scale * 1e6) / 1e6:.6f}"
         sent = _json_or_none(body)
-        for url, _ in _webhooks_of(sent):
+        webhooks = _webhooks_of(sent)
+        for url, _ in webhooks:
             if not _is_loopback_url(url):
                 # Tests never reach a public address: serve would deliver to one.
                 await _problem(
@@ -550,7 +542,7 @@ class _SimLayer:
                 cancel_after_s=cancel_after_s,
                 idempotency_key=headers.get("idempotency-key"),
                 request_headers=headers,
-                webhooks=_webhooks_of(sent),
+                webhooks=webhooks,
                 by_name=bool(by_name),
             )
             if server.echo_effective_input:
@@ -596,17 +588,9 @@ _NO_VERSION: Final = "The specified version does not exist (or perhaps you don't
 def _is_loopback_url(url: str) -> bool:
     try:
         parts = urllib.parse.urlsplit(url)
-        host = parts.hostname or ""
     except ValueError:
         return False
-    if parts.scheme not in ("http", "https") or not host:
-        return False
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return parts.scheme in ("http", "https") and is_loopback_host(parts.hostname or "")
 
 
 def _names_model(version: str) -> bool:
@@ -895,8 +879,7 @@ class ReplicateServer:
                 from mediagen._media import decode_data_url
 
                 data, _ = decode_data_url(value)
-                file_id, key, name = store.write_upload(data, "input")
-                return f"{self.origin}/uploads/{file_id}/{key}/{name}"
+                return f"{self.origin}{store.write_upload(data, 'input').path()}"
             if isinstance(value, list):
                 return [stored(item) for item in value]
             if isinstance(value, dict):
