@@ -6,6 +6,7 @@ with renames: temporary name, then move) and fsspec's in-memory store (one put, 
 
 from __future__ import annotations
 
+import ftplib
 import io
 import json
 import subprocess
@@ -98,7 +99,7 @@ def test_a_failed_remote_write_leaves_no_partial_file(tmp_path: Path) -> None:
     with FtpServer(root, password=PASSWORD, perm="elradmwMT") as server:
         out = open_output(f"{server.url}/o")
         out.prepare()
-        with pytest.raises(Exception) as caught:
+        with pytest.raises(ftplib.error_perm, match="550") as caught:  # the refused rename
             out.write("a.png", b"bytes")
         assert PASSWORD not in str(caught.value)
         assert out.names() == set()

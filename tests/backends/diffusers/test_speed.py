@@ -114,8 +114,9 @@ def test_padded_batch_returns_the_real_outputs_equal_to_unpadded(tiny_model: Tin
     )
 
     async def both() -> tuple[tuple[list[mg.Result], list[int]], tuple[list[mg.Result], list[int]]]:
-        plain = DiffusersBackend(batch_window_s=0.05)
-        padded = DiffusersBackend(batch_window_s=0.05, batch_buckets=[1, 4])
+        # A wide window: both requests must reach the batcher together even on a loaded machine.
+        plain = DiffusersBackend(batch_window_s=0.25)
+        padded = DiffusersBackend(batch_window_s=0.25, batch_buckets=[1, 4])
         try:
             return await _generate(plain, model, picture), await _generate(padded, model, picture)
         finally:

@@ -25,12 +25,6 @@ from mediagen_local.compile_cache import ARTIFACTS_MAGIC, CompileCache, use_indu
 KEY = {"model": "tiny", "dtype": "float32"}
 
 
-def _write_raw(cache: CompileCache, data: bytes) -> None:
-    cache.root.mkdir(mode=0o700, parents=True, exist_ok=True)
-    cache.root.parent.chmod(0o700)
-    cache.path.write_bytes(data)
-
-
 def _valid_file(tmp_path: Path, payload: bytes) -> CompileCache:
     cache = CompileCache(KEY, root=tmp_path / "compile")
     cache.root.mkdir(mode=0o700, parents=True)
@@ -50,16 +44,24 @@ def test_no_file_loads_nothing_quietly(tmp_path: Path, caplog: pytest.LogCapture
 
 
 @pytest.mark.parametrize(
-    "damage",
-    ["garbage", "truncated", "other-key", "bad-checksum", "bad-version", "torch-rejects"],
+    ("damage", "reason"),
+    [
+        ("garbage", "not a mediagen"),
+        ("truncated", "truncated header"),
+        ("other-key", "another model"),
+        ("bad-checksum", "checksum mismatch"),
+        ("bad-version", "format 32513"),
+        ("torch-rejects", "torch could not read"),
+    ],
 )
 def test_foreign_or_corrupt_file_is_ignored_with_a_warning(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture, damage: str
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, damage: str, reason: str
 ) -> None:
     cache = _valid_file(tmp_path, b"not torch's format at all" * 10)
     data = bytearray(cache.path.read_bytes())
     if damage == "garbage":
-        data = bytearray(b"\x80\x04pickle bytes that must never reach pickle.loads")
+        # Longer than the header, so that it is the magic bytes that refuse it.
+        data = bytearray(b"\x80\x04pickle bytes that must never reach pickle.loads" * 4)
     elif damage == "truncated":
         data = data[: len(ARTIFACTS_MAGIC) + 4]
     elif damage == "other-key":
@@ -73,7 +75,8 @@ def test_foreign_or_corrupt_file_is_ignored_with_a_warning(
     cache.path.write_bytes(bytes(data))
     with caplog.at_level(logging.WARNING, logger="mediagen"):
         assert cache.load() is False
-    assert any("compile cache" in r.getMessage() and "ignored" in r.getMessage() for r in caplog.records)
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("compile cache" in m and "ignored" in m and reason in m for m in messages), messages
 
 
 def test_symlink_in_place_of_the_file_is_refused(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -91,8 +94,10 @@ def test_open_directory_is_closed_and_file_written_private(tmp_path: Path) -> No
     root = tmp_path / "compile"
     root.mkdir(mode=0o777)
     root.chmod(0o777)
-    cache = _valid_file(tmp_path, b"payload")
+    cache = CompileCache(KEY, root=root)
+    cache._write(b"payload")  # the cache makes its own directories private (no chmod here)
     assert stat.S_IMODE(root.stat().st_mode) == 0o700
+    assert stat.S_IMODE(cache.root.stat().st_mode) == 0o700
     assert stat.S_IMODE(cache.path.stat().st_mode) == 0o600
     assert cache._read() == b"payload"
 
